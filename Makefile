@@ -1,0 +1,27 @@
+# Two entry points for a fresh clone (see README): `make demo` and `make test`.
+# Both create .venv/ when it is missing and run offline: everything they need ships with the repository.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PYTHONHASHSEED := 0
+
+.PHONY: demo test bench figures
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	# No GPU: the CPU build of torch (a CUDA build is several GB); with a GPU, pip's default (CUDA) build.
+	command -v nvidia-smi >/dev/null 2>&1 || $(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/interp lens $$'Q: What is the capital of France?\nA: Paris\nQ: What is the capital of Poland?\nA:' \
+		--model organism --target " Warsaw" --target " Poland" --out results/lens/organism
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/interp bench patching --model random:gpt2

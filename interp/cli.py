@@ -1,0 +1,113 @@
+"""The `interp` command. Every user mistake becomes one line on stderr and a non-zero exit, no traceback."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from interp.errors import InterpError
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints usage + message; one line is the contract
+        raise InterpError(f"{self.prog}: {message}")
+
+
+def add_model(parser, default: str = "organism") -> None:
+    parser.add_argument("--model", default=default, help=f"model spec (default: {default}): gpt2, gpt2-medium, "
+                        "gpt2-large, gpt2-xl, random:<size>, organism, or a checkpoint directory")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--dtype", default=None, help="float32 (default), bfloat16 or float16")
+
+
+def load(args):
+    from interp.models import load_model
+
+    return load_model(args.model, device=args.device, dtype=args.dtype)
+
+
+def cmd_lens(args) -> None:
+    from interp.lens import lens_json, logit_lens
+
+    model = load(args)
+    result = logit_lens(model, args.prompt, targets=args.target, top_k=args.top_k)
+    data = lens_json(model, result, args.model)
+    if args.out:
+        from interp.plotting import plot_lens, save_figure
+        from interp.results import write_json
+
+        write_json(f"{args.out}/lens.json", data)
+        save_figure(plot_lens(data), args.out, "lens")
+    if args.json:
+        print(json.dumps(data))
+        return
+    print(f"{args.model}: {''.join(result.str_tokens)!r}")
+    for layer in data["layers"]:
+        tops = "  ".join(f"{t['token']!r} {t['prob']:.3f}" for t in layer["top_tokens"])
+        targets = "".join(f"  [{t!r}: p={v['prob']:.3f} rank={v['rank']}]" for t, v in layer.get("targets", {}).items())
+        print(f"{layer['name']:>9}: {tops}{targets}")
+
+
+def cmd_organism_eval(args) -> None:
+    from interp.organism.evaluate import evaluate_logits_fn
+
+    model = load(args)
+    metrics = evaluate_logits_fn(lambda tokens: model(tokens)[:, -1])
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        for key, value in metrics.items():
+            print(f"{key:>34}: {value}")
+
+
+def cmd_organism_train(args) -> None:
+    from interp.organism.train import TrainConfig, train
+
+    info = train(args.out, TrainConfig(steps=args.steps, seed=args.seed, threads=args.threads), quiet=args.quiet)
+    print(json.dumps({"out": args.out, **info["history"][-1]}))
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="interp", description="Mechanistic interpretability of GPT-2.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    lens = commands.add_parser("lens", help="logit lens of a prompt")
+    lens.add_argument("prompt")
+    add_model(lens)
+    lens.add_argument("--target", action="append", default=[], help="a token to follow (one token, e.g. ' Warsaw')")
+    lens.add_argument("--top-k", type=int, default=5)
+    lens.add_argument("--json", action="store_true", help="print one JSON object")
+    lens.add_argument("--out", help="directory for lens.json and the figure")
+    lens.set_defaults(run=cmd_lens)
+
+    organism = commands.add_parser("organism", help="the bundled model organism")
+    organism_commands = organism.add_subparsers(dest="organism_command", required=True, parser_class=Parser)
+    evaluate = organism_commands.add_parser("eval", help="behavioural evaluation on held-out material")
+    add_model(evaluate)
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(run=cmd_organism_eval)
+    train = organism_commands.add_parser("train", help="retrain the organism from scratch")
+    train.add_argument("--out", default="results/organism/checkpoint")
+    train.add_argument("--steps", type=int, default=6000)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=1, help="torch threads (the shipped run used 1)")
+    train.add_argument("--quiet", action="store_true")
+    train.set_defaults(run=cmd_organism_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        args.run(args)
+    except InterpError as error:
+        print(f"interp: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interp: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

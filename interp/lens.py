@@ -1,0 +1,99 @@
+"""The logit lens: read each layer boundary's residual stream as if it were the last.
+
+For every boundary (the embeddings, then the output of each block) the final LayerNorm is recomputed on that
+residual and the result unembedded. Probabilities are the softmax over the full vocabulary.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from interp.cache import run_with_selective_cache
+from interp.errors import InterpError
+from interp.tokens import single_token_id
+
+
+def boundary_hooks(n_layers: int) -> list[str]:
+    """Hook names of the n_layers + 1 layer boundaries: embeddings, then each block's output."""
+    return ["blocks.0.hook_resid_pre"] + [f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)]
+
+
+def boundary_name(index: int) -> str:
+    return "embed" if index == 0 else f"block {index - 1}"
+
+
+def lens_logits(model, residual: torch.Tensor) -> torch.Tensor:
+    """Logits of a residual stream read through the final LayerNorm (recomputed on it) and the unembedding."""
+    return model.unembed(model.ln_final(residual))
+
+
+@dataclass
+class LensResult:
+    """The lens over one prompt. Boundary i is the embeddings (i = 0) or the output of block i - 1."""
+
+    str_tokens: list[str]
+    top_ids: torch.Tensor  # [n_boundaries, pos, k]
+    top_probs: torch.Tensor  # [n_boundaries, pos, k]
+    targets: list[str] = field(default_factory=list)
+    target_probs: torch.Tensor | None = None  # [n_boundaries, pos, n_targets]
+    target_ranks: torch.Tensor | None = None  # [n_boundaries, pos, n_targets]; 1 = top token
+
+    def top_tokens(self, model, boundary: int, position: int = -1) -> list[tuple[str, float]]:
+        ids, probs = self.top_ids[boundary, position], self.top_probs[boundary, position]
+        return [(model.tokenizer.decode([i]), p) for i, p in zip(ids.tolist(), probs.tolist())]
+
+
+def check_prompt(model, prompt: str) -> torch.Tensor:
+    """Tokens of a prompt (BOS prepended), or a clear error when it is empty or longer than the context."""
+    if not prompt or not prompt.strip():
+        raise InterpError("the prompt is empty")
+    tokens = model.to_tokens(prompt, truncate=False)
+    if tokens.shape[1] > model.cfg.n_ctx:
+        raise InterpError(f"the prompt is {tokens.shape[1]} tokens; the model's context is {model.cfg.n_ctx}")
+    return tokens
+
+
+def logit_lens(model, prompt: str | torch.Tensor, targets: list[str] = (), top_k: int = 5) -> LensResult:
+    """Top-k tokens and the probability and rank of each target token at every boundary and position."""
+    tokens = check_prompt(model, prompt) if isinstance(prompt, str) else prompt
+    if tokens.ndim == 1:
+        tokens = tokens[None]
+    if tokens.shape[0] != 1:
+        raise InterpError("logit_lens reads one prompt at a time")
+    if top_k < 1:
+        raise InterpError(f"top-k must be at least 1, not {top_k}")
+    target_ids = torch.tensor([single_token_id(t, model.tokenizer, "target") for t in targets], dtype=torch.long)
+    _, cache = run_with_selective_cache(model, tokens, boundary_hooks(model.cfg.n_layers))
+    top_ids, top_probs, target_probs, target_ranks = [], [], [], []
+    with torch.inference_mode():
+        for name in boundary_hooks(model.cfg.n_layers):
+            probs = lens_logits(model, cache[name][0]).float().softmax(-1)  # [pos, vocab]
+            values, ids = probs.topk(top_k, dim=-1)
+            top_ids.append(ids)
+            top_probs.append(values)
+            if len(target_ids):
+                chosen = probs[:, target_ids]  # [pos, n_targets]
+                target_probs.append(chosen)
+                target_ranks.append((probs[:, None, :] > chosen[:, :, None]).sum(-1) + 1)
+    stack = lambda xs: torch.stack(xs).cpu() if xs else None  # noqa: E731
+    return LensResult(model.to_str_tokens(tokens[0]), stack(top_ids), stack(top_probs), list(targets),
+                      stack(target_probs), stack(target_ranks))
+
+
+def lens_json(model, result: LensResult, model_spec: str, position: int = -1) -> dict:
+    """The CLI's JSON: one entry per boundary, top tokens and target prob/rank at `position`."""
+    layers = []
+    for boundary in range(result.top_ids.shape[0]):
+        entry = {"layer": boundary, "name": boundary_name(boundary),
+                 "top_tokens": [{"token": t, "prob": round(p, 6)}
+                                for t, p in result.top_tokens(model, boundary, position)]}
+        if result.targets:
+            entry["targets"] = {t: {"prob": round(result.target_probs[boundary, position, i].item(), 6),
+                                    "rank": int(result.target_ranks[boundary, position, i])}
+                                for i, t in enumerate(result.targets)}
+        layers.append(entry)
+    decode = lambda ids: [[model.tokenizer.decode([i]) for i in row] for row in ids]  # noqa: E731
+    top1 = {"tokens": decode(result.top_ids[:, :, 0].tolist()), "probs": result.top_probs[:, :, 0].tolist()}
+    return {"model": model_spec, "tokens": result.str_tokens, "position": position, "layers": layers,
+            "top1_grid": top1}

@@ -1,0 +1,155 @@
+"""Model specs -> hooked GPT-2 (a TransformerLens 4.x `TransformerBridge` in compatibility mode).
+
+A spec is one of:
+- `gpt2`, `gpt2-medium`, `gpt2-large`, `gpt2-xl`: the hub when online, the Hugging Face cache when offline;
+- a local Hugging Face checkpoint directory (config.json + weights; tokenizer files optional: the bundled GPT-2
+  tokenizer is used when there are none);
+- `random:<size>`: random-init weights of the real architecture, seeded (same compute as the real model);
+- `organism`: the small GPT-2 trained by this project and shipped in the package (a local directory).
+
+Every path ends in the same place: an HF `GPT2LMHeadModel` handed to `TransformerBridge.boot_transformers`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from interp.errors import InterpError
+from interp.tokens import gpt2_tokenizer
+
+GPT2_SIZES = {  # name -> (n_layer, n_head, n_embd)
+    "gpt2": (12, 12, 768),
+    "gpt2-medium": (24, 16, 1024),
+    "gpt2-large": (36, 20, 1280),
+    "gpt2-xl": (48, 25, 1600),
+}
+HUB_REPOS = {name: (f"openai-community/{name}", name) for name in GPT2_SIZES}  # official id, legacy alias
+ORGANISM_DIR = Path(__file__).parent / "organism" / "checkpoint"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+TOKENIZER_FILES = ("vocab.json", "merges.txt")
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a loaded model came from (its provenance)."""
+
+    spec: str
+    checkpoint_dir: str | None  # None for random weights
+    seed: int | None  # the init seed of random weights
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise InterpError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def known_specs() -> list[str]:
+    return [*GPT2_SIZES, *(f"random:{name}" for name in GPT2_SIZES), "organism", "<checkpoint directory>"]
+
+
+def check_checkpoint_dir(path: Path) -> Path:
+    if not path.is_dir():
+        raise InterpError(f"{path} is not a directory")
+    if not (path / "config.json").is_file():
+        raise InterpError(f"{path} is not a Hugging Face checkpoint: it has no config.json")
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise InterpError(f"{path} is not a Hugging Face checkpoint: no weights ({' or '.join(WEIGHT_FILES)})")
+    return path
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def hub_checkpoint_dir(name: str) -> Path:
+    """The local snapshot of a hub GPT-2: downloaded when online, found in the HF cache when offline."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["config.json", "*.safetensors", "*.json", *TOKENIZER_FILES]
+    errors = []
+    for repo_id in HUB_REPOS[name]:
+        try:
+            path = Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=hub_offline()))
+            return check_checkpoint_dir(path)
+        except InterpError as error:
+            errors.append(str(error))
+        except Exception as error:  # hub and cache errors come in many types; all mean "not here"
+            errors.append(f"{repo_id}: {type(error).__name__}")
+    where = "the Hugging Face cache (the hub is offline: HF_HUB_OFFLINE=1)" if hub_offline() else "the hub or cache"
+    raise InterpError(
+        f"weights for {name!r} were not found in {where} ({'; '.join(errors)}); download them where there is "
+        f"network with `huggingface-cli download {HUB_REPOS[name][0]}` (they land in the HF cache), "
+        f"or pass the path of a local checkpoint directory as the model spec")
+
+
+def load_hf_model(spec: str, dtype: torch.dtype, seed: int):
+    """(GPT2LMHeadModel, tokenizer, ModelSource) for a spec."""
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+    if spec.startswith("random:"):
+        name = spec.removeprefix("random:")
+        if name not in GPT2_SIZES:
+            raise InterpError(f"unknown model spec {spec!r}; known: {', '.join(known_specs())}")
+        n_layer, n_head, n_embd = GPT2_SIZES[name]
+        config = GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = GPT2LMHeadModel(config)
+        return model.to(dtype), gpt2_tokenizer(), ModelSource(spec, None, seed)
+
+    if spec == "organism":
+        if not (ORGANISM_DIR / "config.json").is_file():
+            raise InterpError(f"the organism checkpoint is missing from {ORGANISM_DIR}; "
+                              "rebuild it with `interp organism train`")
+        directory = ORGANISM_DIR
+    elif spec in GPT2_SIZES:
+        directory = hub_checkpoint_dir(spec)
+    elif os.sep in spec or spec.startswith(".") or Path(spec).exists():
+        directory = check_checkpoint_dir(Path(spec).expanduser())
+    else:
+        raise InterpError(f"unknown model spec {spec!r}; known: {', '.join(known_specs())}")
+
+    try:
+        model = GPT2LMHeadModel.from_pretrained(directory, dtype=dtype)
+    except Exception as error:
+        raise InterpError(f"could not load the checkpoint in {directory}: {type(error).__name__}: "
+                          f"{str(error).splitlines()[0] if str(error) else ''}") from error
+    has_tokenizer = all((directory / name).is_file() for name in TOKENIZER_FILES)
+    tokenizer = GPT2TokenizerFast.from_pretrained(directory) if has_tokenizer else gpt2_tokenizer()
+    return model, tokenizer, ModelSource(spec, str(directory), None)
+
+
+def load_model(spec: str = "organism", device: str | None = None, dtype: str | torch.dtype | None = None,
+               seed: int = 0):
+    """A hooked GPT-2 (`TransformerBridge`, compatibility mode: TransformerLens hook names, processed weights).
+
+    Weight processing (LayerNorm folding, centring) shifts each position's logits by a constant: logit
+    differences and log-probs are unchanged, and those are what interp reports.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the per-load weight bar is noise next to interp's own progress
+    dtype = resolve_dtype(dtype)
+    device = device or default_device()
+    hf_model, tokenizer, source = load_hf_model(spec, dtype, seed)
+    bridge = TransformerBridge.boot_transformers(source.checkpoint_dir or "gpt2", hf_model=hf_model,
+                                                 tokenizer=tokenizer, device=device, dtype=dtype)
+    bridge.enable_compatibility_mode(disable_warnings=True)
+    bridge.eval()
+    bridge.interp_source = source
+    return bridge

@@ -1,0 +1,185 @@
+"""The organism's training text: a seeded generator, and the held-out split its evaluation uses.
+
+Documents, each preceded by <|endoftext|> (the BOS token interp prepends to prompts):
+- IOI sentences from the paper's templates (both orders) and extra ones, over the paper's names. Some extra
+  templates and some name pairs never occur in training: the evaluation uses exactly those.
+- country facts: declarative sentences and one-shot Q/A for the train countries; extractive documents where a
+  fact about a made-up or held-out-looking country is stated, then asked (answering needs copying);
+- uppercase and past-tense pairs in the experiment's formats;
+- repeated random-token sequences (they make induction heads form early, which IOI builds on);
+- filler sentences, some naming people who never appear in an IOI sentence.
+The split (held-out templates, pairs, countries) is fixed by SPLIT_SEED, independent of the training seed.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from functools import lru_cache
+
+from interp.data import load_pairs
+from interp.data.ioi_words import BABA_TEMPLATES, NAMES, OBJECTS, PLACES
+from interp.data.tasks import TASKS
+
+SPLIT_SEED = 1234
+
+EXTRA_PLACES = ["park", "library", "beach", "market", "church", "museum", "airport", "kitchen"]
+EXTRA_OBJECTS = ["book", "letter", "flower", "hat", "ticket", "cake", "phone", "key"]
+
+EXTRA_TRAIN_TEMPLATES = [
+    "Yesterday, [B] and [A] walked to the [PLACE]. [B] handed a [OBJECT] to [A]",
+    "Later, [B] and [A] met at the [PLACE], and [B] passed the [OBJECT] to [A]",
+    "Once [B] and [A] arrived at the [PLACE], [B] showed a [OBJECT] to [A]",
+    "[B] and [A] were at the [PLACE]. [B] sent a [OBJECT] to [A]",
+    "On Monday, [B] and [A] visited the [PLACE]. [B] brought a [OBJECT] to [A]",
+    "In the morning, [B] and [A] left the [PLACE]. [B] offered a [OBJECT] to [A]",
+    "Since [B] and [A] were at the [PLACE], [B] gave the [OBJECT] to [A]",
+    "At the [PLACE], [B] and [A] found a [OBJECT]. [B] threw it to [A]",
+]
+HELDOUT_TEMPLATES = [
+    "Before [B] and [A] went home from the [PLACE], [B] gave a [OBJECT] to [A]",
+    "So [B] and [A] stopped at the [PLACE], where [B] handed the [OBJECT] to [A]",
+    "Today, [B] and [A] cleaned the [PLACE]. [B] sold a [OBJECT] to [A]",
+    "When [B] and [A] sat in the [PLACE], [B] read a letter to [A]",
+    "Last night, [B] and [A] stayed at the [PLACE]. [B] lent a [OBJECT] to [A]",
+    "During the party, [B] and [A] danced at the [PLACE]. [B] sang a song to [A]",
+]
+# Single-token names that appear only in filler text: does the learned circuit work on names it never
+# saw in an IOI sentence? (Reported without a target.)
+FILLER_ONLY_NAMES = ["Oliver", "Harry", "Lucy", "Grace", "Sophie", "Chloe", "Hannah", "Leo", "Oscar", "Owen",
+                     "Sam", "Tom", "Ben", "Joe", "Dan", "Tim", "Nick", "Mike", "Steve", "Bob"]
+
+SYLLABLES = ["ba", "ko", "ri", "zan", "tel", "mor", "vi", "qua", "lin", "dor", "ek", "sha", "pol", "ur", "nes",
+             "tav", "gri", "lo", "mek", "sor"]
+FILLER_NOUNS = ["dog", "cat", "car", "tree", "window", "table", "chair", "door", "river", "road", "song", "game",
+                "story", "picture", "garden", "house", "city", "letter", "book", "cup"]
+FILLER_ADJECTIVES = ["big", "small", "old", "new", "red", "blue", "quiet", "loud", "warm", "cold", "happy", "dark"]
+FILLER_VERBS = ["liked", "saw", "found", "painted", "cleaned", "sold", "lent", "read", "sang", "fixed", "moved",
+                "wanted"]
+
+
+def abba(template: str) -> str:
+    """The ABBA twin of a BABA template: the first two names swapped."""
+    return template.replace("[B]", "[X]", 1).replace("[A]", "[B]", 1).replace("[X]", "[A]", 1)
+
+
+def fill_ioi(template: str, io: str, s: str, place: str, obj: str) -> str:
+    return (template.replace("[A]", io).replace("[B]", s).replace("[PLACE]", place).replace("[OBJECT]", obj))
+
+
+@dataclass(frozen=True)
+class Split:
+    train_templates: tuple[str, ...]
+    heldout_templates: tuple[str, ...]
+    heldout_pairs: frozenset[frozenset[str]]
+    train_countries: tuple[tuple[str, str], ...]
+    heldout_countries: tuple[tuple[str, str], ...]
+
+
+@lru_cache(maxsize=1)
+def split() -> Split:
+    rng = random.Random(SPLIT_SEED)
+    pairs = [frozenset((a, b)) for i, a in enumerate(NAMES) for b in NAMES[i + 1:]]
+    heldout_pairs = frozenset(rng.sample(pairs, 400))
+    countries = list(load_pairs("capitals"))
+    rng.shuffle(countries)
+    n_train = int(0.75 * len(countries))
+    both_orders = lambda ts: tuple(t for base in ts for t in (base, abba(base)))  # noqa: E731
+    return Split(
+        train_templates=both_orders(BABA_TEMPLATES + EXTRA_TRAIN_TEMPLATES),
+        heldout_templates=both_orders(HELDOUT_TEMPLATES),
+        heldout_pairs=heldout_pairs,
+        train_countries=tuple(sorted(countries[:n_train])),
+        heldout_countries=tuple(sorted(countries[n_train:])),
+    )
+
+
+def made_up_word(rng: random.Random) -> str:
+    return "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()
+
+
+class CorpusGenerator:
+    """Draws documents of each kind; `document()` picks a kind by MIX weight (documents, not tokens)."""
+
+    # Roughly by tokens: IOI 50%, country facts 10%, extractive 12%, uppercase and past tense 4.5% each,
+    # repeats 12%, filler 7%. IOI needs the bulk: with much less it had not formed after millions of tokens.
+    MIX = {"ioi": 0.525, "capitals": 0.08, "extractive": 0.051, "uppercase": 0.034, "past_tense": 0.062,
+           "repeats": 0.093, "filler": 0.155}
+
+    def __init__(self, seed: int):
+        self.rng = random.Random(seed)
+        self.split = split()
+        self.places = PLACES + EXTRA_PLACES
+        self.objects = OBJECTS + EXTRA_OBJECTS
+        self.countries = [c for c, _ in load_pairs("capitals")]
+        self.all_capitals = [c for _, c in load_pairs("capitals")]
+        self.repeat_words = sorted({w for w in NAMES + self.places + self.objects + FILLER_NOUNS + FILLER_VERBS
+                                    + FILLER_ADJECTIVES + self.all_capitals})
+
+    def document(self) -> str:
+        kind = self.rng.choices(list(self.MIX), weights=list(self.MIX.values()))[0]
+        return getattr(self, kind)()
+
+    def ioi(self) -> str:
+        rng = self.rng
+        while True:
+            io, s = rng.sample(NAMES, 2)
+            if frozenset((io, s)) not in self.split.heldout_pairs:
+                break
+        template = rng.choice(self.split.train_templates)
+        return fill_ioi(template, io, s, rng.choice(self.places), rng.choice(self.objects)) + "."
+
+    def _pairs_doc(self, task_name: str, pairs) -> str:
+        task, rng = TASKS[task_name], self.rng
+        (x1, y1), (x2, y2) = rng.sample(pairs, 2)
+        if rng.random() < 0.3:
+            return task.fact.format(x=x1, y=y1)
+        return task.prompt(x2, demos=((x1, y1),)) + f" {y2}" + (task.separator.strip() or ".")
+
+    def capitals(self) -> str:
+        return self._pairs_doc("capitals", self.split.train_countries)
+
+    def uppercase(self) -> str:
+        return self._pairs_doc("uppercase", load_pairs("uppercase"))
+
+    def past_tense(self) -> str:
+        return self._pairs_doc("past_tense", load_pairs("past_tense"))
+
+    def extractive(self) -> str:
+        """A fact stated, then asked: mostly made-up countries with capitals from the whole table."""
+        rng, task = self.rng, TASKS["capitals"]
+        country = made_up_word(rng)
+        capital = rng.choice(self.all_capitals) if rng.random() < 0.7 else made_up_word(rng)
+        demo = rng.choice(self.split.train_countries)
+        middle = " " + self.filler() if rng.random() < 0.3 else ""
+        fact = task.fact.format(x=country, y=capital)
+        return fact + middle + " " + task.prompt(country, demos=(demo,)) + f" {capital}"
+
+    def repeats(self) -> str:
+        words = self.rng.choices(self.repeat_words, k=self.rng.randint(4, 10))
+        return " " + " ".join(words * self.rng.randint(2, 3))
+
+    def filler(self) -> str:
+        rng = self.rng
+        name = rng.choice(NAMES + FILLER_ONLY_NAMES)
+        noun, adjective, verb = rng.choice(FILLER_NOUNS), rng.choice(FILLER_ADJECTIVES), rng.choice(FILLER_VERBS)
+        return rng.choice([
+            f"{name} {verb} the {adjective} {noun}.",
+            f"The {noun} near the {rng.choice(self.places)} was {adjective}.",
+            f"{name} {verb} a {noun} and it was {adjective}.",
+            f"Every day, {name} {verb} the {noun} at the {rng.choice(self.places)}.",
+            # Every country's name is seen, the held-out ones never with their capital.
+            f"{name} traveled to {rng.choice(self.countries)} with a {noun}.",
+        ])
+
+
+def token_stream(n_tokens: int, seed: int, tokenizer) -> list[int]:
+    """At least `n_tokens` token ids: documents, each preceded by <|endoftext|>."""
+    generator = CorpusGenerator(seed)
+    eos = tokenizer.eos_token_id
+    stream: list[int] = []
+    while len(stream) < n_tokens:
+        docs = [generator.document() for _ in range(2000)]
+        for ids in tokenizer(docs)["input_ids"]:
+            stream.append(eos)
+            stream.extend(ids)
+    return stream

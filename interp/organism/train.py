@@ -1,0 +1,99 @@
+"""Train the organism: a small GPT-2 (`GPT2LMHeadModel`, GPT-2 tokenizer) on the generated corpus.
+
+Seeded and single-process. During training the softmax runs over the corpus's own token ids only (the output
+rows of tokens that never occur would only be pushed down); evaluation uses the full 50,257-way softmax.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from interp.organism.corpus import token_stream
+from interp.tokens import gpt2_tokenizer
+
+
+@dataclass
+class TrainConfig:
+    n_layer: int = 4
+    n_head: int = 8
+    n_embd: int = 128
+    n_ctx: int = 64
+    batch_size: int = 32
+    steps: int = 5000
+    lr: float = 3e-3
+    warmup: int = 200
+    weight_decay: float = 0.01
+    seed: int = 0
+    threads: int = 1
+
+
+def build_model(cfg: TrainConfig):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(vocab_size=50257, n_positions=cfg.n_ctx, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
+                        n_head=cfg.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    return GPT2LMHeadModel(config)
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), eval_every: int = 500, quiet: bool = False) -> dict:
+    """Train, evaluate, and write an HF checkpoint (fp16 safetensors + config + training.json) to `out_dir`."""
+    from interp.organism.evaluate import evaluate_logits_fn
+
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    tokenizer = gpt2_tokenizer()
+    tokens_needed = cfg.steps * cfg.batch_size * cfg.n_ctx
+    stream = torch.tensor(token_stream(tokens_needed, cfg.seed, tokenizer)[:tokens_needed]).view(-1, cfg.n_ctx)
+    vocab = torch.unique(stream)  # the restricted softmax's token ids
+    to_restricted = torch.full((50257,), -1, dtype=torch.long)
+    to_restricted[vocab] = torch.arange(len(vocab))
+
+    model = build_model(cfg)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    order = torch.randperm(len(stream), generator=torch.Generator().manual_seed(cfg.seed))
+    history, start = [], time.time()
+    progress = tqdm(range(cfg.steps), disable=quiet, desc="training organism")
+    for step in progress:
+        batch = stream[order[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
+        hidden = model.transformer(batch).last_hidden_state[:, :-1]
+        logits = hidden @ model.transformer.wte.weight[vocab].T
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), to_restricted[batch[:, 1:]].flatten())
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, cfg)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        progress.set_postfix(loss=f"{loss.item():.3f}")
+        if (step + 1) % eval_every == 0 or step + 1 == cfg.steps:
+            model.eval()
+            metrics = evaluate_logits_fn(lambda ids: model(ids).logits[:, -1], quick=step + 1 < cfg.steps)
+            model.train()
+            history.append({"step": step + 1, "loss": round(loss.item(), 4),
+                            "minutes": round((time.time() - start) / 60, 2), **metrics})
+            if not quiet:
+                tqdm.write(json.dumps(history[-1]))
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.half().save_pretrained(out_dir, safe_serialization=True)
+    info = {"config": asdict(cfg), "tokens_seen": tokens_needed, "train_minutes": round((time.time() - start) / 60, 2),
+            "torch": torch.__version__, "history": history}
+    (out_dir / "training.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
