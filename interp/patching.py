@@ -1,0 +1,791 @@
+"""Exact activation patching and path patching, fast because of the structure of the problem.
+
+Activation patching runs the model on one input (the *base* run) with one activation replaced by its value on
+another input (the *source* run) and reads a metric of the logits. Denoising (the default) patches clean
+activations into the corrupted run; noising patches corrupted activations into the clean run. A sweep patches
+every layer x position (x head) in turn and returns the grid of patched metric values.
+
+Every patch, whatever its site, is a change of the residual stream at one layer *boundary* from some position on:
+- resid_pre / resid_mid / resid_post: the residual itself;
+- attn_out / mlp_out: base residual + (source - base) of that output;
+- head_out (z), q, k, v, pattern: the head's output recomputed with the patched input, the change times W_O
+  added at resid_mid.
+So one engine runs every site. It is exact (the model's arithmetic, nothing approximated) and fast because:
+- a patch at boundary b leaves everything before b unchanged: patched runs start from the base run's cached
+  residual at b, and the variants of one sweep share a forward whose batch grows as it goes down the layers;
+- a patch at position p leaves every earlier position unchanged (causal attention): only positions >= p are
+  computed, attending to the base run's cached keys and values for the earlier ones;
+- the metric names the positions and vocabulary columns it reads: the last layer computes queries and the MLP only
+  at those positions, the unembedding only those columns (it is ~31% of a GPT-2 small forward), and positions
+  after the last read one are never computed;
+- patched runs are chunked to a memory budget estimated before anything runs.
+
+The forward is written out over the bridge's processed weights (TransformerBridge in compatibility mode: LayerNorm
+folded, weights centred) instead of going through hooks, so no hook is ever attached to the model. Tests check it
+against TransformerLens's own `patching.get_act_patch_*` helpers run on the same bridge.
+
+Shapes: `batch` prompts of `pos` tokens; grids are [layer, pos] for residual sites, [layer, head] for head sites
+over all positions, [layer, pos, head] for head sites by position (for `pattern`, pos is the query position).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from interp.errors import InterpError
+
+RESIDUAL_SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
+HEAD_SITES = ("head_out", "q", "k", "v", "pattern")
+SITES = RESIDUAL_SITES + HEAD_SITES
+DIRECTIONS = ("denoise", "noise")
+RECEIVER_INPUTS = ("q", "k", "v")
+# Working memory of the patched runs when no budget is given, beyond the cached base and source runs.
+DEFAULT_WORKING_MEMORY = 64 * 2**20
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Metrics
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A scalar function of the logits at a few positions per prompt and, optionally, a few vocabulary columns.
+
+    `fn` receives logits[batch, n_read, n_columns]: the positions `positions` of each prompt (an int for every
+    prompt, one int per prompt, or a [batch, n_read] tensor; negative counts from the end; None = every position)
+    and the columns `token_ids` in that order (None = the whole vocabulary). Saying what it reads is what lets the
+    engine skip most of the last layer and of the unembedding.
+    """
+
+    fn: Callable[[Float[Tensor, "batch n_read n_columns"]], Float[Tensor, ""]]
+    positions: int | Sequence[int] | Tensor | None = -1
+    token_ids: Sequence[int] | Tensor | None = None
+
+
+def logit_diff_metric(answer_ids: int | Sequence[int] | Tensor, wrong_ids: int | Sequence[int] | Tensor,
+                      positions: int | Sequence[int] | Tensor = -1) -> Metric:
+    """Mean over prompts of logit(answer) - logit(wrong) at `positions` (one id for all prompts, or one per prompt).
+
+    Logit differences are unchanged by the bridge's weight processing, which shifts each position's logits by a
+    constant.
+    """
+    answers = torch.as_tensor(answer_ids, dtype=torch.long).reshape(-1)
+    wrongs = torch.as_tensor(wrong_ids, dtype=torch.long).reshape(-1)
+    if len(answers) != len(wrongs):
+        raise InterpError(f"{len(answers)} answer tokens but {len(wrongs)} wrong tokens: give one of each per prompt")
+    n_answers = len(answers)
+
+    def logit_diff(logits: Float[Tensor, "batch n_read 2*n_answers"]) -> Float[Tensor, ""]:
+        n_batch = logits.shape[0]
+        if n_answers not in (1, n_batch):
+            raise InterpError(f"the metric has {n_answers} answer tokens for {n_batch} prompts: give one, or one "
+                              "per prompt")
+        column = torch.arange(n_batch, device=logits.device) if n_answers > 1 else torch.zeros(
+            n_batch, dtype=torch.long, device=logits.device)
+        prompt = torch.arange(n_batch, device=logits.device)
+        return (logits[prompt, :, column] - logits[prompt, :, n_answers + column]).mean()
+
+    return Metric(logit_diff, positions, torch.cat([answers, wrongs]))
+
+
+@dataclass
+class Reader:
+    """A metric resolved for one batch: absolute positions read per prompt, the columns read, the function."""
+
+    positions: Int[Tensor, "batch n_read"]
+    token_ids: Int[Tensor, "n_columns"] | None
+    fn: Callable[[Tensor], Tensor]
+
+    @property
+    def n_pos_needed(self) -> int:
+        """Positions after the last one read never influence the metric (causal attention)."""
+        return int(self.positions.max()) + 1
+
+    def __call__(self, logits: Float[Tensor, "batch n_read n_columns"]) -> Float[Tensor, ""]:
+        value = torch.as_tensor(self.fn(logits))
+        if value.numel() != 1:
+            raise InterpError(f"the metric must return a scalar; it returned shape {tuple(value.shape)}")
+        return value.reshape(())
+
+
+def make_reader(metric: Metric | Callable, n_batch: int, n_pos: int, device) -> Reader:
+    """Resolve a Metric (or a plain callable on the full logits [batch, pos, vocab]) for a [n_batch, n_pos] batch."""
+    if not isinstance(metric, Metric):
+        if not callable(metric):
+            raise InterpError(f"the metric must be a Metric or a function of the logits, not {type(metric).__name__}")
+        metric = Metric(metric, positions=None)
+    if metric.positions is None:
+        positions = torch.arange(n_pos).expand(n_batch, n_pos)
+    else:
+        positions = torch.as_tensor(metric.positions, dtype=torch.long)
+        if positions.ndim == 0:
+            positions = positions.expand(n_batch)
+        if positions.ndim == 1:
+            positions = positions[:, None]
+        if positions.ndim != 2 or positions.shape[0] != n_batch:
+            raise InterpError(f"the metric reads positions of shape {tuple(positions.shape)}; need one position, "
+                              f"one per prompt ({n_batch}), or [{n_batch}, n_read]")
+        bad = positions[(positions < -n_pos) | (positions >= n_pos)]
+        if len(bad):
+            raise InterpError(f"the metric reads position {int(bad[0])}, out of range for prompts of {n_pos} tokens")
+        positions = positions % n_pos
+    token_ids = None if metric.token_ids is None else torch.as_tensor(metric.token_ids, dtype=torch.long)
+    return Reader(positions.to(device), None if token_ids is None else token_ids.to(device), metric.fn)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# GPT-2's forward over the bridge's processed weights, in pieces that can start at any boundary and position
+
+
+@dataclass
+class Run:
+    """What one full forward recorded. Boundary 2l is resid_pre of layer l, 2l + 1 its resid_mid, 2L the final
+    residual (so resid_post of layer l is boundary 2l + 2). Lists not asked for are empty."""
+
+    resid: list[Float[Tensor, "batch pos d_model"]]
+    attn_out: list[Float[Tensor, "batch pos d_model"]]
+    mlp_out: list[Float[Tensor, "batch pos d_model"]]
+    q: list[Float[Tensor, "batch pos head d_head"]]
+    k: list[Float[Tensor, "batch pos head d_head"]]
+    v: list[Float[Tensor, "batch pos head d_head"]]
+    z: list[Float[Tensor, "batch pos head d_head"]]
+    pattern: list[Float[Tensor, "batch head query_pos key_pos"]]
+    value: Float[Tensor, ""]  # the metric
+
+
+RUN_FIELDS = ("resid", "attn_out", "mlp_out", "q", "k", "v", "z", "pattern")
+
+
+@dataclass
+class Layer:
+    """One block's processed weights, as views of the bridge's parameters (no copies where the layout allows)."""
+
+    ln1: tuple[Tensor, Tensor]
+    W_Q: Float[Tensor, "d_model head*d_head"]
+    b_Q: Float[Tensor, "head*d_head"]
+    W_K: Float[Tensor, "d_model head*d_head"]
+    b_K: Float[Tensor, "head*d_head"]
+    W_V: Float[Tensor, "d_model head*d_head"]
+    b_V: Float[Tensor, "head*d_head"]
+    W_O: Float[Tensor, "head d_head d_model"]
+    b_O: Float[Tensor, "d_model"]
+    ln2: tuple[Tensor, Tensor]
+    W_in: Float[Tensor, "d_model d_mlp"]
+    b_in: Float[Tensor, "d_mlp"]
+    W_out: Float[Tensor, "d_mlp d_model"]
+    b_out: Float[Tensor, "d_model"]
+
+    @classmethod
+    def of_block(cls, block) -> "Layer":
+        attn, mlp = block.attn, block.mlp
+
+        def matrix(W: Tensor) -> Tensor:  # [head, d_model, d_head] -> [d_model, head*d_head]
+            return W.detach().permute(1, 0, 2).reshape(W.shape[1], -1)
+
+        return cls(
+            (block.ln1.weight.detach(), block.ln1.bias.detach()),
+            matrix(attn.W_Q), attn.b_Q.detach().reshape(-1), matrix(attn.W_K), attn.b_K.detach().reshape(-1),
+            matrix(attn.W_V), attn.b_V.detach().reshape(-1), attn.W_O.detach(), attn.b_O.detach(),
+            (block.ln2.weight.detach(), block.ln2.bias.detach()),
+            mlp.W_in.detach(), mlp.b_in.detach(), mlp.W_out.detach(), mlp.b_out.detach())
+
+
+def attend(q: Float[Tensor, "... query_pos head d_head"], k: Float[Tensor, "... key_pos head d_head"],
+           v: Float[Tensor, "... key_pos head d_head"], query_positions: Int[Tensor, "query_pos"] | Int[Tensor, "batch query_pos"]
+           ) -> tuple[Float[Tensor, "... query_pos head d_head"], Float[Tensor, "... head query_pos key_pos"]]:
+    """Causal attention of queries at absolute `query_positions` over keys at positions 0.. (z, pattern)."""
+    scores = q.transpose(-3, -2) @ k.permute(*range(k.ndim - 3), -2, -1, -3) / math.sqrt(q.shape[-1])
+    future = torch.arange(k.shape[-3], device=k.device) > query_positions[..., None]
+    if future.ndim == 3:  # per-prompt positions: [batch, 1 (head), query_pos, key_pos]
+        future = future[:, None]
+    pattern = scores.masked_fill(future, float("-inf")).softmax(-1)
+    return mix_values(pattern, v), pattern
+
+
+def mix_values(pattern: Float[Tensor, "... head query_pos key_pos"], v: Float[Tensor, "... key_pos head d_head"]
+               ) -> Float[Tensor, "... query_pos head d_head"]:
+    return (pattern @ v.transpose(-3, -2)).transpose(-3, -2)
+
+
+def take_positions(x: Float[Tensor, "... batch pos d"], positions: Int[Tensor, "batch n_read"]
+                   ) -> Float[Tensor, "... batch n_read d"]:
+    """x at each prompt's own positions (the batch axis is the one before the positions)."""
+    prompt = torch.arange(positions.shape[0], device=positions.device)[:, None]
+    return x[..., prompt, positions, :]
+
+
+class Transformer:
+    """GPT-2 written out over a TransformerBridge's processed weights.
+
+    Patched states are [rows, batch, positions start.., d_model]: each row one patched variant of the batch, only
+    positions from `start` on; earlier positions are the base run's (cached keys and values).
+    """
+
+    def __init__(self, model, token_ids: Tensor | None = None):
+        cfg = model.cfg
+        unsupported = [f"{name}={getattr(cfg, name, None)!r}" for name, want in
+                       (("normalization_type", ("LN", "LNPre")), ("act_fn", ("gelu_new",)),
+                        ("positional_embedding_type", ("standard",)), ("parallel_attn_mlp", (False,)),
+                        ("n_key_value_heads", (None,)), ("attn_only", (False,)))
+                       if getattr(cfg, name, None) not in want]
+        if unsupported:
+            raise InterpError(f"the patching engine runs GPT-2-style models only; this one has {', '.join(unsupported)}")
+        self.n_layers, self.n_heads, self.d_head = cfg.n_layers, cfg.n_heads, cfg.d_head
+        self.eps = cfg.eps
+        self.layers = [Layer.of_block(block) for block in model.blocks]
+        self.W_E, self.W_pos = model.W_E.detach(), model.W_pos.detach()
+        self.ln_final = (model.ln_final.weight.detach(), model.ln_final.bias.detach())
+        W_U, b_U = model.W_U.detach(), model.b_U.detach()
+        # Only the columns the metric reads.
+        self.W_U, self.b_U = (W_U, b_U) if token_ids is None else (W_U[:, token_ids], b_U[token_ids])
+
+    def norm(self, x: Tensor, weights: tuple[Tensor, Tensor]) -> Tensor:
+        return F.layer_norm(x, x.shape[-1:], *weights, eps=self.eps)
+
+    def project(self, x: Tensor, W: Tensor, b: Tensor) -> Float[Tensor, "... pos head d_head"]:
+        return (x @ W + b).unflatten(-1, (self.n_heads, self.d_head))
+
+    def attn_out(self, layer: int, z: Float[Tensor, "... pos head d_head"]) -> Float[Tensor, "... pos d_model"]:
+        W_O = self.layers[layer].W_O
+        return z.flatten(-2) @ W_O.reshape(-1, W_O.shape[-1]) + self.layers[layer].b_O
+
+    def mlp(self, layer: int, x: Float[Tensor, "... pos d_model"]) -> Float[Tensor, "... pos d_model"]:
+        weights = self.layers[layer]
+        hidden = F.gelu(self.norm(x, weights.ln2) @ weights.W_in + weights.b_in, approximate="tanh")
+        return hidden @ weights.W_out + weights.b_out
+
+    def logits(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... n_columns"]:
+        return self.norm(x, self.ln_final) @ self.W_U + self.b_U
+
+    def run(self, tokens: Int[Tensor, "batch pos"], reader: Reader, keep: Sequence[str] = RUN_FIELDS,
+            track_grad: bool = False) -> Run:
+        """A full forward recording the activations named in `keep` (all of them are nodes of the graph when
+        `track_grad`, so gradients of the metric can be taken with respect to them)."""
+        record = Run(*([] for _ in RUN_FIELDS), value=torch.tensor(0.0))
+
+        def keep_as(name: str, value: Tensor) -> Tensor:
+            if name in keep:
+                getattr(record, name).append(value)
+            return value
+
+        x = self.W_E[tokens] + self.W_pos[: tokens.shape[1]]
+        if track_grad:
+            x.requires_grad_()
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        for layer, weights in enumerate(self.layers):
+            keep_as("resid", x)
+            normed = self.norm(x, weights.ln1)
+            q = keep_as("q", self.project(normed, weights.W_Q, weights.b_Q))
+            k = keep_as("k", self.project(normed, weights.W_K, weights.b_K))
+            v = keep_as("v", self.project(normed, weights.W_V, weights.b_V))
+            scores_pattern = attend(q, k, v, positions)[1]
+            pattern = keep_as("pattern", scores_pattern)
+            z = keep_as("z", mix_values(pattern, v))
+            x = keep_as("resid", x + keep_as("attn_out", self.attn_out(layer, z)))
+            x = x + keep_as("mlp_out", self.mlp(layer, x))
+        keep_as("resid", x)
+        record.value = reader(self.logits(take_positions(x, reader.positions)))
+        return record
+
+    def attention(self, layer: int, x: Float[Tensor, "rows batch suffix d_model"], start: int, base: Run,
+                  query_positions: Int[Tensor, "batch n_read"] | None = None, edit: Callable | None = None
+                  ) -> Float[Tensor, "rows batch suffix_or_n_read d_model"]:
+        """resid_mid from resid_pre at positions start.. (or only at `query_positions`, for the last layer),
+        attending to the base run's keys and values for positions before `start`.
+
+        `edit(layer, q, k, v, query_positions)` may overwrite heads' queries, keys or values (path patching)."""
+        weights, n_rows = self.layers[layer], x.shape[0]
+        normed = self.norm(x, weights.ln1)
+
+        def with_prefix(cached: list[Tensor], suffix: Tensor) -> Tensor:
+            return torch.cat([cached[layer][:, :start].expand(n_rows, *cached[layer].shape), suffix], dim=2)
+
+        k = with_prefix(base.k, self.project(normed, weights.W_K, weights.b_K)) if start else \
+            self.project(normed, weights.W_K, weights.b_K)
+        v = with_prefix(base.v, self.project(normed, weights.W_V, weights.b_V)) if start else \
+            self.project(normed, weights.W_V, weights.b_V)
+        if query_positions is None:
+            resid, positions = x, torch.arange(start, start + x.shape[2], device=x.device)
+            q = self.project(normed, weights.W_Q, weights.b_Q)
+        else:
+            resid, positions = self.at_positions(base.resid[2 * layer], x, start, query_positions), query_positions
+            q = self.project(self.norm(resid, weights.ln1), weights.W_Q, weights.b_Q)
+        if edit is not None:
+            q, k, v = edit(layer, q, k, v, query_positions)
+        return resid + self.attn_out(layer, attend(q, k, v, positions)[0])
+
+    @staticmethod
+    def at_positions(base_resid: Float[Tensor, "batch pos d_model"], x: Float[Tensor, "rows batch suffix d_model"],
+                     start: int, positions: Int[Tensor, "batch n_read"]) -> Float[Tensor, "rows batch n_read d_model"]:
+        """The rows' residual at each prompt's `positions`, taken from the base run before `start`."""
+        if start:
+            x = torch.cat([base_resid[:, :start].expand(x.shape[0], -1, -1, -1), x], dim=2)
+        return take_positions(x, positions)
+
+    def propagate(self, base: Run, reader: Reader, start: int, joins: list[tuple[int, Callable[[], Tensor]]],
+                  edit: Callable | None = None) -> Float[Tensor, "rows batch n_read n_columns"]:
+        """Logits at the read positions of patched rows that join the forward at their boundary.
+
+        `joins` is [(boundary, make_states)], sorted by boundary; make_states() gives [rows, batch, pos - start,
+        d_model], the residual at that boundary from `start` on. The batch grows as rows join: one forward serves
+        variants that start at every layer, and no row computes a layer before its patch.
+        """
+        last_attention = 2 * (self.n_layers - 1)
+        state, joined = None, 0
+        for boundary in range(joins[0][0], 2 * self.n_layers + 1):
+            while joined < len(joins) and joins[joined][0] == boundary:
+                new = joins[joined][1]()
+                if boundary > last_attention:  # past the last attention, rows live at the read positions only
+                    new = self.at_positions(base.resid[boundary], new, start, reader.positions)
+                state = new if state is None else torch.cat([state, new])
+                joined += 1
+            if boundary == 2 * self.n_layers:
+                break
+            layer, after_attention = divmod(boundary, 2)
+            if after_attention:
+                state = state + self.mlp(layer, state)
+            else:
+                query_positions = reader.positions if boundary == last_attention else None
+                state = self.attention(layer, state, start, base, query_positions, edit)
+        return self.logits(state)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sweeps: cells of variants, chunked to a memory budget
+
+
+@dataclass
+class Cell:
+    """Variants that join the patched forward together: same boundary, same first changed position."""
+
+    boundary: int
+    start: int
+    indices: list[int]  # where each row's value goes in the flattened grid
+    make: Callable[[slice], Tensor]  # rows -> residual states [rows, batch, pos - start, d_model]
+
+
+def chunks(cells: list[Cell], max_rows: int):
+    """Lists of (cell, rows) with one start and at most max_rows rows, each sorted by boundary."""
+    by_start: dict[int, list[Cell]] = {}
+    for cell in cells:
+        by_start.setdefault(cell.start, []).append(cell)
+    for start in sorted(by_start):
+        chunk, n_rows = [], 0
+        for cell in sorted(by_start[start], key=lambda c: c.boundary):
+            first = 0
+            while first < len(cell.indices):
+                take = min(len(cell.indices) - first, max_rows - n_rows)
+                chunk.append((cell, slice(first, first + take)))
+                first, n_rows = first + take, n_rows + take
+                if n_rows == max_rows:
+                    yield start, chunk
+                    chunk, n_rows = [], 0
+        if chunk:
+            yield start, chunk
+
+
+def evaluate_cells(tf: Transformer, base: Run, reader: Reader, cells: list[Cell], n_values: int, max_rows: int,
+                   edit_for: Callable | None = None) -> Float[Tensor, "n_values"]:
+    """The metric of every variant of every cell, in grid order (NaN where no cell puts a value)."""
+    values = torch.full((n_values,), float("nan"), device=base.value.device)
+    for start, chunk in chunks(cells, max_rows):
+        if start >= reader.n_pos_needed:  # the patch changes no position the metric can see
+            for cell, rows in chunk:
+                values[cell.indices[rows]] = base.value
+            continue
+        joins = [(cell.boundary, lambda cell=cell, rows=rows: cell.make(rows)) for cell, rows in chunk]
+        logits = tf.propagate(base, reader, start, joins, edit_for(chunk) if edit_for else None)
+        indices = [index for cell, rows in chunk for index in cell.indices[rows]]
+        for row, index in enumerate(indices):
+            values[index] = reader(logits[row])
+    return values
+
+
+def run_bytes(tf: Transformer, n_batch: int, n_pos: int, keep: Sequence[str], itemsize: int) -> int:
+    """Bytes a Run records."""
+    d_model = tf.W_E.shape[1]
+    per_layer = {"resid": 2 * d_model, "attn_out": d_model, "mlp_out": d_model, "q": d_model, "k": d_model,
+                 "v": d_model, "z": d_model, "pattern": tf.n_heads * n_pos}
+    return itemsize * n_batch * n_pos * (tf.n_layers * sum(per_layer[name] for name in keep) + d_model)
+
+
+def row_bytes(tf: Transformer, n_batch: int, n_pos: int, n_read: int, itemsize: int) -> int:
+    """Peak working bytes one patched row takes through a layer (state, norms, q/k/v, scores, MLP hidden, logits)."""
+    d_model, d_mlp = tf.W_E.shape[1], tf.layers[0].W_in.shape[1]
+    per_position = 10 * d_model + 2 * d_mlp + 2 * tf.n_heads * n_pos
+    return itemsize * n_batch * (n_pos * per_position + n_read * tf.W_U.shape[1])
+
+
+def max_rows_for(tf: Transformer, reader: Reader, n_batch: int, n_pos: int, fixed_bytes: int,
+                 max_memory: int | None, itemsize: int) -> int:
+    """How many patched rows one chunk may hold: the budget minus the cached runs, over one row's working bytes.
+    Refuses before running when even one row does not fit."""
+    one_row = row_bytes(tf, n_batch, n_pos, reader.positions.shape[1], itemsize)
+    if max_memory is None:
+        return max(1, max(DEFAULT_WORKING_MEMORY, fixed_bytes) // one_row)
+    if fixed_bytes + one_row > max_memory:
+        raise InterpError(f"patching this batch needs at least {(fixed_bytes + one_row) / 2**20:.1f} MiB (cached "
+                          f"runs {fixed_bytes / 2**20:.1f} MiB + one patched run {one_row / 2**20:.1f} MiB), over "
+                          f"the budget of {max_memory / 2**20:.1f} MiB: use fewer or shorter prompts")
+    return (max_memory - fixed_bytes) // one_row
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Activation patching
+
+
+def check_tokens(model, clean_tokens: Tensor, corrupt_tokens: Tensor) -> tuple[Tensor, Tensor]:
+    """[batch, pos] token tensors on the model's device, or a clear error when they cannot be patched together."""
+    clean_tokens, corrupt_tokens = (torch.as_tensor(t, dtype=torch.long) for t in (clean_tokens, corrupt_tokens))
+    clean_tokens, corrupt_tokens = (t[None] if t.ndim == 1 else t for t in (clean_tokens, corrupt_tokens))
+    if clean_tokens.ndim != 2 or corrupt_tokens.ndim != 2:
+        raise InterpError("tokens must be [batch, pos] tensors")
+    if clean_tokens.shape[1] != corrupt_tokens.shape[1]:
+        raise InterpError(f"the clean prompts are {clean_tokens.shape[1]} tokens long and the corrupt prompts "
+                          f"{corrupt_tokens.shape[1]}: patching needs the same length")
+    if clean_tokens.shape[0] != corrupt_tokens.shape[0]:
+        raise InterpError(f"{clean_tokens.shape[0]} clean prompts but {corrupt_tokens.shape[0]} corrupt prompts: "
+                          "patching pairs them one to one")
+    if clean_tokens.shape[1] > model.cfg.n_ctx:
+        raise InterpError(f"the prompts are {clean_tokens.shape[1]} tokens; the model's context is {model.cfg.n_ctx}")
+    if clean_tokens.shape[1] == 0:
+        raise InterpError("the prompts are empty")
+    device = model.cfg.device
+    return clean_tokens.to(device), corrupt_tokens.to(device)
+
+
+def check_site(site: str, direction: str, by_position: bool | None) -> bool:
+    """by_position resolved: residual sites default to by position, head sites to all positions."""
+    if site not in SITES:
+        raise InterpError(f"unknown patching site {site!r}; use one of {', '.join(SITES)}")
+    if direction not in DIRECTIONS:
+        raise InterpError(f"unknown direction {direction!r}; use 'denoise' (clean into corrupt) or 'noise' "
+                          "(corrupt into clean)")
+    return site in RESIDUAL_SITES if by_position is None else bool(by_position)
+
+
+def grid_shape(site: str, by_position: bool, n_layers: int, n_pos: int, n_heads: int) -> tuple[int, ...]:
+    if site in RESIDUAL_SITES:
+        return (n_layers, n_pos) if by_position else (n_layers,)
+    return (n_layers, n_pos, n_heads) if by_position else (n_layers, n_heads)
+
+
+def site_activations(site: str) -> tuple[list[str], list[str]]:
+    """(base run fields, source run fields) a site's patches need. The base always keeps its residual and keys
+    and values, which patched runs start from and attend to."""
+    needs = {"resid_pre": ["resid"], "resid_mid": ["resid"], "resid_post": ["resid"], "attn_out": ["attn_out"],
+             "mlp_out": ["mlp_out"], "head_out": ["z"], "q": ["q", "z"], "k": ["k", "z"], "v": ["v", "z"],
+             "pattern": ["pattern", "z"]}[site]
+    base = sorted({"resid", "k", "v", *needs, *(["q", "pattern"] if site in HEAD_SITES else [])})
+    return base, needs[:1]
+
+
+def residual_delta(site: str, layer: int, base: Run, source: Run) -> tuple[int, Float[Tensor, "batch pos d_model"]]:
+    """(boundary, source - base) of a residual-stream site at a layer."""
+    if site in ("resid_pre", "resid_mid", "resid_post"):
+        boundary = 2 * layer + ("resid_pre", "resid_mid", "resid_post").index(site)
+        return boundary, source.resid[boundary] - base.resid[boundary]
+    if site == "attn_out":
+        return 2 * layer + 1, source.attn_out[layer] - base.attn_out[layer]
+    return 2 * layer + 2, source.mlp_out[layer] - base.mlp_out[layer]
+
+
+def patched_z(site: str, layer: int, base: Run, source: Run, patched: torch.Tensor) -> Float[Tensor, "batch pos head d_head"]:
+    """Every head's output at `layer` when that head's `site` takes the source value at the `patched` positions
+    (a [pos] mask; query positions for q and pattern, key positions for k and v). Heads are independent within a
+    layer, so one computation serves every head."""
+    at_positions = patched[:, None, None]  # [pos, head, d_head]
+    if site == "head_out":
+        return torch.where(at_positions, source.z[layer], base.z[layer])
+    if site == "pattern":
+        return mix_values(torch.where(patched[:, None], source.pattern[layer], base.pattern[layer]), base.v[layer])
+    q, k, v = (torch.where(at_positions, getattr(source, name)[layer], getattr(base, name)[layer])
+               if name == site else getattr(base, name)[layer] for name in ("q", "k", "v"))
+    return attend(q, k, v, torch.arange(q.shape[1], device=q.device))[0]
+
+
+def site_cells(tf: Transformer, site: str, by_position: bool, base: Run, source: Run, n_pos: int) -> list[Cell]:
+    """One cell per (layer[, position]): a single row for residual sites, one row per head for head sites."""
+    cells = []
+    positions = range(n_pos) if by_position else [None]
+    for layer in range(tf.n_layers):
+        for column, position in enumerate(positions):
+            start = position or 0
+            if site in RESIDUAL_SITES:
+                boundary, delta = residual_delta(site, layer, base, source)
+
+                def make(rows, boundary=boundary, delta=delta, position=position, start=start):
+                    state = base.resid[boundary][None, :, start:].clone()
+                    if position is None:
+                        return state + delta
+                    state[:, :, 0] += delta[:, position]
+                    return state
+
+                cells.append(Cell(boundary, start, [layer * len(positions) + column], make))
+            else:
+                def make(rows, layer=layer, position=position, start=start):
+                    patched = torch.zeros(n_pos, dtype=torch.bool, device=base.value.device)
+                    patched[slice(None) if position is None else position] = True
+                    delta_z = (patched_z(site, layer, base, source, patched) - base.z[layer])[:, start:, rows]
+                    change = torch.einsum("bshe,hed->hbsd", delta_z, tf.layers[layer].W_O[rows])
+                    return base.resid[2 * layer + 1][None, :, start:] + change
+
+                first = (layer * len(positions) + column) * tf.n_heads
+                cells.append(Cell(2 * layer + 1, start, list(range(first, first + tf.n_heads)), make))
+    return cells
+
+
+@dataclass
+class Setup:
+    """What every sweep begins with: the engine, the metric resolved, the base and source tokens."""
+
+    tf: Transformer
+    reader: Reader
+    base_tokens: Tensor
+    source_tokens: Tensor
+    n_pos: int  # the prompts' length (grids' position axis)
+
+
+def setup(model, clean_tokens, corrupt_tokens, metric, direction: str) -> Setup:
+    clean_tokens, corrupt_tokens = check_tokens(model, clean_tokens, corrupt_tokens)
+    n_batch, n_pos = clean_tokens.shape
+    reader = make_reader(metric, n_batch, n_pos, model.cfg.device)
+    # Positions after the last one the metric reads cannot change it: they are never computed.
+    clean_tokens, corrupt_tokens = clean_tokens[:, : reader.n_pos_needed], corrupt_tokens[:, : reader.n_pos_needed]
+    base, source = (corrupt_tokens, clean_tokens) if direction == "denoise" else (clean_tokens, corrupt_tokens)
+    return Setup(Transformer(model, reader.token_ids), reader, base, source, n_pos)
+
+
+def sweep(model, clean_tokens, corrupt_tokens, metric, site: str, direction: str = "denoise",
+          by_position: bool | None = None, max_memory: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """(grid of patched metric values, base run metric, source run metric): see `activation_patch`."""
+    by_position = check_site(site, direction, by_position)
+    s = setup(model, clean_tokens, corrupt_tokens, metric, direction)
+    base_keep, source_keep = site_activations(site)
+    n_batch, n_computed = s.base_tokens.shape
+    itemsize = s.tf.W_E.element_size()
+    fixed = (run_bytes(s.tf, n_batch, n_computed, base_keep, itemsize)
+             + run_bytes(s.tf, n_batch, n_computed, source_keep, itemsize))
+    max_rows = max_rows_for(s.tf, s.reader, n_batch, n_computed, fixed, max_memory, itemsize)
+    shape = grid_shape(site, by_position, s.tf.n_layers, s.n_pos, s.tf.n_heads)
+    with torch.inference_mode():
+        base = s.tf.run(s.base_tokens, s.reader, base_keep)
+        source = s.tf.run(s.source_tokens, s.reader, source_keep)
+        cells = site_cells(s.tf, site, by_position, base, source, s.n_pos)
+        values = evaluate_cells(s.tf, base, s.reader, cells, math.prod(shape), max_rows)
+    return values.reshape(shape).clone(), base.value.clone(), source.value.clone()
+
+
+def activation_patch(model, clean_tokens: Int[Tensor, "batch pos"], corrupt_tokens: Int[Tensor, "batch pos"],
+                     metric: Metric | Callable[[Float[Tensor, "batch pos vocab"]], Float[Tensor, ""]], site: str,
+                     direction: str = "denoise", by_position: bool | None = None, max_memory: int | None = None
+                     ) -> Tensor:
+    """Exact activation patching of every layer x position (x head) of a site: the grid of patched metric values.
+
+    site: resid_pre, resid_mid, resid_post, attn_out, mlp_out ([layer, pos], or [layer] with by_position=False),
+    or head_out (= z), q, k, v, pattern ([layer, head] over all positions by default, [layer, pos, head] with
+    by_position=True; for pattern, pos is the query position). direction: "denoise" patches clean activations
+    into the corrupted run, "noise" corrupted ones into the clean run. metric: a `Metric` (fast: it names the
+    positions and columns it reads) or any function of the full logits [batch, pos, vocab] to a scalar.
+    max_memory: bytes the sweep may use beyond the model's weights (None: a default chunking); refused before
+    running when too small. The values equal TransformerLens's `patching.get_act_patch_*` helpers'.
+    """
+    return sweep(model, clean_tokens, corrupt_tokens, metric, site, direction, by_position, max_memory)[0]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Path patching (Wang et al. 2023, Algorithm 1)
+
+
+def check_heads(model, heads, what: str) -> list[tuple[int, int]]:
+    checked = []
+    for entry in heads:
+        if len(entry) != 2:
+            raise InterpError(f"each {what} is (layer, head), not {entry!r}")
+        checked.append(check_head(model, entry[0], entry[1], what))
+    return checked
+
+
+def check_head(model, layer, head, what: str) -> tuple[int, int]:
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    if not (isinstance(layer, int) and 0 <= layer < n_layers):
+        raise InterpError(f"{what} layer {layer!r} is out of range: the model has layers 0-{n_layers - 1}")
+    if not (isinstance(head, int) and 0 <= head < n_heads):
+        raise InterpError(f"{what} head {head!r} is out of range: the model has heads 0-{n_heads - 1}")
+    return layer, head
+
+
+def check_receivers(model, receivers) -> dict[int, list[tuple[str, list[int]]]] | None:
+    """None for the final residual stream, else {layer: [(input, heads)]} of the receivers' q/k/v inputs."""
+    if isinstance(receivers, str):
+        if receivers != "resid_final":
+            raise InterpError(f"unknown receivers {receivers!r}: use 'resid_final' or [(layer, head, 'q'|'k'|'v'), ...]")
+        return None
+    by_layer: dict[int, dict[str, list[int]]] = {}
+    for entry in receivers:
+        if len(entry) != 3 or entry[2] not in RECEIVER_INPUTS:
+            raise InterpError(f"each receiver is (layer, head, 'q'|'k'|'v'), not {entry!r}")
+        layer, head = check_head(model, entry[0], entry[1], "receiver")
+        heads = by_layer.setdefault(layer, {}).setdefault(entry[2], [])
+        if head not in heads:
+            heads.append(head)
+    if not by_layer:
+        raise InterpError("no receivers given")
+    return {layer: sorted(inputs.items()) for layer, inputs in sorted(by_layer.items())}
+
+
+def path_patch(model, clean_tokens: Int[Tensor, "batch pos"], corrupt_tokens: Int[Tensor, "batch pos"],
+               metric: Metric | Callable, receivers: str | Sequence[tuple[int, int, str]],
+               senders: Sequence[tuple[int, int]] | None = None, max_memory: int | None = None
+               ) -> Float[Tensor, "layer head"]:
+    """Path patching from each sender head to the receivers: the metric per sender ([layer, head], NaN where a head
+    is not a sender).
+
+    For each sender (batched over senders): run the clean input with every head's output frozen to its clean value
+    except the sender's, which takes its corrupted value, MLPs and LayerNorms recomputed, and record the receivers:
+    the q/k/v inputs of the heads `[(layer, head, "q"|"k"|"v"), ...]`, or the final residual stream
+    (`"resid_final"`: the sender's direct effect through the MLPs after it); then run the clean input with only the
+    receivers patched to those values and read the metric. A sender at or after the last receiver's layer has no
+    path to it: its value is the clean metric.
+    """
+    final_receivers = check_receivers(model, receivers)
+    senders = check_heads(model, senders, "sender") if senders is not None else [
+        (layer, head) for layer in range(model.cfg.n_layers) for head in range(model.cfg.n_heads)]
+    s = setup(model, clean_tokens, corrupt_tokens, metric, "noise")  # base = clean, source = corrupt
+    tf, reader = s.tf, s.reader
+    n_batch, n_pos = s.base_tokens.shape
+    itemsize = tf.W_E.element_size()
+    fixed = run_bytes(tf, n_batch, n_pos, RUN_FIELDS, itemsize) + run_bytes(tf, n_batch, n_pos, ["z"], itemsize)
+    # Each row also holds its recorded receiver inputs (at most one residual's worth per receiver layer).
+    max_rows = max_rows_for(tf, reader, n_batch, n_pos, fixed, max_memory, itemsize)
+    last_layer = tf.n_layers if final_receivers is None else max(final_receivers)
+
+    grid = torch.full((tf.n_layers, tf.n_heads), float("nan"), device=model.cfg.device)
+    with torch.inference_mode():
+        clean = tf.run(s.base_tokens, reader)
+        corrupt = tf.run(s.source_tokens, reader, ["z"])
+        cells = []
+        for layer in sorted({layer for layer, _ in senders}):
+            heads = [head for sender_layer, head in senders if sender_layer == layer]
+            if layer >= last_layer:
+                grid[layer, heads] = clean.value
+                continue
+
+            def make(rows, layer=layer, heads=torch.tensor(heads)):
+                delta_z = (corrupt.z[layer] - clean.z[layer])[:, :, heads[rows]]
+                change = torch.einsum("bphe,hed->hbpd", delta_z, tf.layers[layer].W_O[heads[rows]])
+                return clean.resid[2 * layer + 1][None] + change
+
+            cells.append(Cell(2 * layer + 1, 0, [layer * tf.n_heads + head for head in heads], make))
+        for _, chunk in chunks(cells, max_rows):
+            joins = [(cell.boundary, lambda cell=cell, rows=rows: cell.make(rows)) for cell, rows in chunk]
+            indices = [index for cell, rows in chunk for index in cell.indices[rows]]
+            recorded = frozen_forward(tf, clean, reader, joins, final_receivers)
+            if final_receivers is None:
+                logits = tf.logits(recorded)
+            else:
+                first = 2 * min(final_receivers)
+                joins = [(first, lambda: clean.resid[first][None].expand(len(indices), -1, -1, -1))]
+                logits = tf.propagate(clean, reader, 0, joins, receiver_edit(recorded))
+            for row, index in enumerate(indices):
+                grid.view(-1)[index] = reader(logits[row])
+    return grid.clone()
+
+
+def frozen_forward(tf: Transformer, clean: Run, reader: Reader, joins: list[tuple[int, Callable[[], Tensor]]],
+                   receivers: dict[int, list[tuple[str, list[int]]]] | None):
+    """Step 1 of path patching: from each row's boundary on, attention frozen to the clean run's output, MLPs
+    recomputed. Returns the final residual at the read positions (receivers None), or each receiver layer's
+    [(input, heads, values [rows, batch, pos, heads, d_head])], clean for rows that join after that layer.
+
+    With attention frozen, positions never mix: for the final residual only the read positions are carried."""
+    n_rows = sum(make().shape[0] for _, make in joins) if receivers is not None else None
+    recorded: dict[int, list[tuple[str, list[int], Tensor]]] = {}
+    stop = 2 * (tf.n_layers if receivers is None else max(receivers))
+    state = None
+    joined = 0
+    for boundary in range(joins[0][0], stop + 1):
+        while joined < len(joins) and joins[joined][0] == boundary:
+            new = joins[joined][1]()
+            if receivers is None:
+                new = take_positions(new, reader.positions)
+            state = new if state is None else torch.cat([state, new])
+            joined += 1
+        layer, after_attention = divmod(boundary, 2)
+        if receivers is not None and not after_attention and layer in receivers:
+            weights = tf.layers[layer]
+            normed = tf.norm(state, weights.ln1)
+            for name, heads in receivers[layer]:
+                W, b = {"q": (weights.W_Q, weights.b_Q), "k": (weights.W_K, weights.b_K),
+                        "v": (weights.W_V, weights.b_V)}[name]
+                values = getattr(clean, name)[layer][None, :, :, heads].repeat(n_rows, 1, 1, 1, 1)
+                values[: state.shape[0]] = tf.project(normed, W, b)[:, :, :, heads]
+                recorded.setdefault(layer, []).append((name, heads, values))
+        if boundary == stop:
+            break
+        if after_attention:
+            state = state + tf.mlp(layer, state)
+        else:
+            attn_out = clean.attn_out[layer]
+            state = state + (take_positions(attn_out, reader.positions) if receivers is None else attn_out)
+    return state if receivers is None else recorded
+
+
+def receiver_edit(recorded: dict[int, list[tuple[str, list[int], Tensor]]]) -> Callable:
+    """Step 2 of path patching: overwrite the receivers' inputs with the values recorded in step 1."""
+
+    def edit(layer, q, k, v, query_positions):
+        inputs = {"q": q, "k": k, "v": v}
+        for name, heads, values in recorded.get(layer, []):
+            if name == "q" and query_positions is not None:  # the last layer computes only the read queries
+                values = take_positions(values.flatten(-2), query_positions).unflatten(-1, values.shape[-2:])
+            inputs[name][..., heads, :] = values
+        return inputs["q"], inputs["k"], inputs["v"]
+
+    return edit
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# For the CLI
+
+
+CLI_SITES = RESIDUAL_SITES + ("head_out",)
+
+
+def patch_grid_for_cli(model, clean: str, corrupt: str, answer: str, wrong: str, site: str,
+                       direction: str = "denoise", max_memory: int | None = None) -> dict:
+    """`interp patch`: the grid of logit(answer) - logit(wrong) at the last position, patched at every layer x
+    position (residual sites) or layer x head (head_out, all positions), with labels and the unpatched metrics."""
+    from interp.lens import check_prompt
+    from interp.tokens import single_token_id
+
+    if site not in CLI_SITES:
+        raise InterpError(f"unknown site {site!r}; use one of {', '.join(CLI_SITES)}")
+    clean_tokens, corrupt_tokens = check_prompt(model, clean), check_prompt(model, corrupt)
+    if clean_tokens.shape[1] != corrupt_tokens.shape[1]:
+        raise InterpError(f"the clean prompt is {clean_tokens.shape[1]} tokens and the corrupt prompt "
+                          f"{corrupt_tokens.shape[1]} (BOS included): patching needs the same length")
+    answer_id = single_token_id(answer, model.tokenizer, "answer")
+    wrong_id = single_token_id(wrong, model.tokenizer, "wrong answer")
+    grid, base_value, source_value = sweep(model, clean_tokens, corrupt_tokens,
+                                           logit_diff_metric(answer_id, wrong_id), site, direction,
+                                           max_memory=max_memory)
+    clean_value, corrupt_value = (source_value, base_value) if direction == "denoise" else (base_value, source_value)
+    str_tokens = model.to_str_tokens(clean_tokens[0])
+    columns = ([f"{position}:{token}" for position, token in enumerate(str_tokens)] if site in RESIDUAL_SITES
+               else [f"H{head}" for head in range(model.cfg.n_heads)])
+    return {
+        "site": site, "direction": direction,
+        "metric": f"logit({answer!r}) - logit({wrong!r}) at the last position",
+        "clean_metric": float(clean_value), "corrupt_metric": float(corrupt_value),
+        "row_axis": "layer", "column_axis": "position" if site in RESIDUAL_SITES else "head",
+        "row_labels": [f"L{layer}" for layer in range(model.cfg.n_layers)], "column_labels": columns,
+        "clean_tokens": str_tokens, "corrupt_tokens": model.to_str_tokens(corrupt_tokens[0]),
+        "grid": grid.tolist(),
+    }
