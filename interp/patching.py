@@ -284,8 +284,7 @@ class Transformer:
             q = keep_as("q", self.project(normed, weights.W_Q, weights.b_Q))
             k = keep_as("k", self.project(normed, weights.W_K, weights.b_K))
             v = keep_as("v", self.project(normed, weights.W_V, weights.b_V))
-            scores_pattern = attend(q, k, v, positions)[1]
-            pattern = keep_as("pattern", scores_pattern)
+            pattern = keep_as("pattern", attend(q, k, v, positions)[1])
             z = keep_as("z", mix_values(pattern, v))
             x = keep_as("resid", x + keep_as("attn_out", self.attn_out(layer, z)))
             x = x + keep_as("mlp_out", self.mlp(layer, x))
@@ -304,12 +303,13 @@ class Transformer:
         normed = self.norm(x, weights.ln1)
 
         def with_prefix(cached: list[Tensor], suffix: Tensor) -> Tensor:
-            return torch.cat([cached[layer][:, :start].expand(n_rows, *cached[layer].shape), suffix], dim=2)
+            if not start:
+                return suffix
+            prefix = cached[layer][:, :start]
+            return torch.cat([prefix.expand(n_rows, *prefix.shape), suffix], dim=2)
 
-        k = with_prefix(base.k, self.project(normed, weights.W_K, weights.b_K)) if start else \
-            self.project(normed, weights.W_K, weights.b_K)
-        v = with_prefix(base.v, self.project(normed, weights.W_V, weights.b_V)) if start else \
-            self.project(normed, weights.W_V, weights.b_V)
+        k = with_prefix(base.k, self.project(normed, weights.W_K, weights.b_K))
+        v = with_prefix(base.v, self.project(normed, weights.W_V, weights.b_V))
         if query_positions is None:
             resid, positions = x, torch.arange(start, start + x.shape[2], device=x.device)
             q = self.project(normed, weights.W_Q, weights.b_Q)
@@ -370,28 +370,28 @@ class Cell:
     make: Callable[[slice], Tensor]  # rows -> residual states [rows, batch, pos - start, d_model]
 
 
-def chunks(cells: list[Cell], max_rows: int):
-    """Lists of (cell, rows) with one start and at most max_rows rows, each sorted by boundary."""
+def chunks(cells: list[Cell], max_rows: Callable[[int], int]):
+    """(start, [(cell, rows)]): cells with one start, at most max_rows(start) rows, sorted by boundary."""
     by_start: dict[int, list[Cell]] = {}
     for cell in cells:
         by_start.setdefault(cell.start, []).append(cell)
     for start in sorted(by_start):
-        chunk, n_rows = [], 0
+        chunk, n_rows, limit = [], 0, max_rows(start)
         for cell in sorted(by_start[start], key=lambda c: c.boundary):
             first = 0
             while first < len(cell.indices):
-                take = min(len(cell.indices) - first, max_rows - n_rows)
+                take = min(len(cell.indices) - first, limit - n_rows)
                 chunk.append((cell, slice(first, first + take)))
                 first, n_rows = first + take, n_rows + take
-                if n_rows == max_rows:
+                if n_rows == limit:
                     yield start, chunk
                     chunk, n_rows = [], 0
         if chunk:
             yield start, chunk
 
 
-def evaluate_cells(tf: Transformer, base: Run, reader: Reader, cells: list[Cell], n_values: int, max_rows: int,
-                   edit_for: Callable | None = None) -> Float[Tensor, "n_values"]:
+def evaluate_cells(tf: Transformer, base: Run, reader: Reader, cells: list[Cell], n_values: int,
+                   max_rows: Callable[[int], int]) -> Float[Tensor, "n_values"]:
     """The metric of every variant of every cell, in grid order (NaN where no cell puts a value)."""
     values = torch.full((n_values,), float("nan"), device=base.value.device)
     for start, chunk in chunks(cells, max_rows):
@@ -400,7 +400,7 @@ def evaluate_cells(tf: Transformer, base: Run, reader: Reader, cells: list[Cell]
                 values[cell.indices[rows]] = base.value
             continue
         joins = [(cell.boundary, lambda cell=cell, rows=rows: cell.make(rows)) for cell, rows in chunk]
-        logits = tf.propagate(base, reader, start, joins, edit_for(chunk) if edit_for else None)
+        logits = tf.propagate(base, reader, start, joins)
         indices = [index for cell, rows in chunk for index in cell.indices[rows]]
         for row, index in enumerate(indices):
             values[index] = reader(logits[row])
@@ -415,25 +415,30 @@ def run_bytes(tf: Transformer, n_batch: int, n_pos: int, keep: Sequence[str], it
     return itemsize * n_batch * n_pos * (tf.n_layers * sum(per_layer[name] for name in keep) + d_model)
 
 
-def row_bytes(tf: Transformer, n_batch: int, n_pos: int, n_read: int, itemsize: int) -> int:
-    """Peak working bytes one patched row takes through a layer (state, norms, q/k/v, scores, MLP hidden, logits)."""
+def row_bytes(tf: Transformer, n_batch: int, n_pos: int, start: int, n_read: int, itemsize: int) -> int:
+    """Peak working bytes of one patched row through a layer, positions start.. computed: state, norm, q/k/v, keys
+    and values with the cached prefix, scores and pattern, MLP hidden, logits."""
     d_model, d_mlp = tf.W_E.shape[1], tf.layers[0].W_in.shape[1]
     per_position = 10 * d_model + 2 * d_mlp + 2 * tf.n_heads * n_pos
-    return itemsize * n_batch * (n_pos * per_position + n_read * tf.W_U.shape[1])
+    return itemsize * n_batch * ((n_pos - start) * per_position + 2 * n_pos * d_model + n_read * tf.W_U.shape[1])
 
 
-def max_rows_for(tf: Transformer, reader: Reader, n_batch: int, n_pos: int, fixed_bytes: int,
-                 max_memory: int | None, itemsize: int) -> int:
-    """How many patched rows one chunk may hold: the budget minus the cached runs, over one row's working bytes.
-    Refuses before running when even one row does not fit."""
-    one_row = row_bytes(tf, n_batch, n_pos, reader.positions.shape[1], itemsize)
+def row_budget(tf: Transformer, reader: Reader, n_batch: int, n_pos: int, fixed_bytes: int, max_memory: int | None,
+               itemsize: int) -> Callable[[int], int]:
+    """How many patched rows a chunk starting at a position may hold: the budget less the cached runs, over one
+    row's working bytes. Refuses before running when even one row does not fit."""
+    def one_row(start: int) -> int:
+        return row_bytes(tf, n_batch, n_pos, start, reader.positions.shape[1], itemsize)
+
     if max_memory is None:
-        return max(1, max(DEFAULT_WORKING_MEMORY, fixed_bytes) // one_row)
-    if fixed_bytes + one_row > max_memory:
-        raise InterpError(f"patching this batch needs at least {(fixed_bytes + one_row) / 2**20:.1f} MiB (cached "
-                          f"runs {fixed_bytes / 2**20:.1f} MiB + one patched run {one_row / 2**20:.1f} MiB), over "
-                          f"the budget of {max_memory / 2**20:.1f} MiB: use fewer or shorter prompts")
-    return (max_memory - fixed_bytes) // one_row
+        budget = max(DEFAULT_WORKING_MEMORY, fixed_bytes)
+    elif fixed_bytes + one_row(0) > max_memory:
+        raise InterpError(f"patching this batch needs at least {(fixed_bytes + one_row(0)) / 2**20:.1f} MiB (cached "
+                          f"runs {fixed_bytes / 2**20:.1f} MiB + one patched run {one_row(0) / 2**20:.1f} MiB), "
+                          f"over the budget of {max_memory / 2**20:.1f} MiB: use fewer or shorter prompts")
+    else:
+        budget = max_memory - fixed_bytes
+    return lambda start: max(1, budget // one_row(start))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -530,7 +535,7 @@ def site_cells(tf: Transformer, site: str, by_position: bool, base: Run, source:
                 cells.append(Cell(boundary, start, [layer * len(positions) + column], make))
             else:
                 def make(rows, layer=layer, position=position, start=start):
-                    patched = torch.zeros(n_pos, dtype=torch.bool, device=base.value.device)
+                    patched = torch.zeros(base.z[layer].shape[1], dtype=torch.bool, device=base.value.device)
                     patched[slice(None) if position is None else position] = True
                     delta_z = (patched_z(site, layer, base, source, patched) - base.z[layer])[:, start:, rows]
                     change = torch.einsum("bshe,hed->hbsd", delta_z, tf.layers[layer].W_O[rows])
@@ -572,7 +577,7 @@ def sweep(model, clean_tokens, corrupt_tokens, metric, site: str, direction: str
     itemsize = s.tf.W_E.element_size()
     fixed = (run_bytes(s.tf, n_batch, n_computed, base_keep, itemsize)
              + run_bytes(s.tf, n_batch, n_computed, source_keep, itemsize))
-    max_rows = max_rows_for(s.tf, s.reader, n_batch, n_computed, fixed, max_memory, itemsize)
+    max_rows = row_budget(s.tf, s.reader, n_batch, n_computed, fixed, max_memory, itemsize)
     shape = grid_shape(site, by_position, s.tf.n_layers, s.n_pos, s.tf.n_heads)
     with torch.inference_mode():
         base = s.tf.run(s.base_tokens, s.reader, base_keep)
@@ -662,8 +667,7 @@ def path_patch(model, clean_tokens: Int[Tensor, "batch pos"], corrupt_tokens: In
     n_batch, n_pos = s.base_tokens.shape
     itemsize = tf.W_E.element_size()
     fixed = run_bytes(tf, n_batch, n_pos, RUN_FIELDS, itemsize) + run_bytes(tf, n_batch, n_pos, ["z"], itemsize)
-    # Each row also holds its recorded receiver inputs (at most one residual's worth per receiver layer).
-    max_rows = max_rows_for(tf, reader, n_batch, n_pos, fixed, max_memory, itemsize)
+    max_rows = row_budget(tf, reader, n_batch, n_pos, fixed, max_memory, itemsize)
     last_layer = tf.n_layers if final_receivers is None else max(final_receivers)
 
     grid = torch.full((tf.n_layers, tf.n_heads), float("nan"), device=model.cfg.device)
@@ -686,7 +690,7 @@ def path_patch(model, clean_tokens: Int[Tensor, "batch pos"], corrupt_tokens: In
         for _, chunk in chunks(cells, max_rows):
             joins = [(cell.boundary, lambda cell=cell, rows=rows: cell.make(rows)) for cell, rows in chunk]
             indices = [index for cell, rows in chunk for index in cell.indices[rows]]
-            recorded = frozen_forward(tf, clean, reader, joins, final_receivers)
+            recorded = frozen_forward(tf, clean, reader, joins, len(indices), final_receivers)
             if final_receivers is None:
                 logits = tf.logits(recorded)
             else:
@@ -699,13 +703,12 @@ def path_patch(model, clean_tokens: Int[Tensor, "batch pos"], corrupt_tokens: In
 
 
 def frozen_forward(tf: Transformer, clean: Run, reader: Reader, joins: list[tuple[int, Callable[[], Tensor]]],
-                   receivers: dict[int, list[tuple[str, list[int]]]] | None):
+                   n_rows: int, receivers: dict[int, list[tuple[str, list[int]]]] | None):
     """Step 1 of path patching: from each row's boundary on, attention frozen to the clean run's output, MLPs
     recomputed. Returns the final residual at the read positions (receivers None), or each receiver layer's
     [(input, heads, values [rows, batch, pos, heads, d_head])], clean for rows that join after that layer.
 
     With attention frozen, positions never mix: for the final residual only the read positions are carried."""
-    n_rows = sum(make().shape[0] for _, make in joins) if receivers is not None else None
     recorded: dict[int, list[tuple[str, list[int], Tensor]]] = {}
     stop = 2 * (tf.n_layers if receivers is None else max(receivers))
     state = None

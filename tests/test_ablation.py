@@ -36,9 +36,12 @@ def hf_run(hf, tokens, hooks):
 
 def test_zero_head_matches_hf(tiny_model, hf, tokens):
     d_head, d_model = tiny_model.cfg.d_head, tiny_model.cfg.d_model
-    # Weight processing folds each head's value bias into the output bias, so zeroing the processed z leaves
-    # the value bias in: by hand, the head's slice of c_proj's input becomes its value bias.
-    value_bias = hf.transformer.h[1].attn.c_attn.bias[2 * d_model + 3 * d_head: 2 * d_model + 4 * d_head]
+    # Weight processing folds LN1's bias into the value bias and the value bias into the output bias, so
+    # zeroing the processed z leaves that constant in: by hand, the head's slice of c_proj's input becomes
+    # ln_1.bias @ W_V + b_V for that head.
+    block = hf.transformer.h[1]
+    v_slice = slice(2 * d_model + 3 * d_head, 2 * d_model + 4 * d_head)
+    value_bias = (block.ln_1.bias @ block.attn.c_attn.weight[:, v_slice] + block.attn.c_attn.bias[v_slice]).detach()
 
     def zero_head(module, args):  # the input of c_proj is the heads' concatenated z
         z = args[0].clone()
