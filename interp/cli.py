@@ -67,6 +67,29 @@ def cmd_organism_train(args) -> None:
     print(json.dumps({"out": args.out, **info["history"][-1]}))
 
 
+def cmd_plot(args) -> None:
+    """Regenerate every figure of a run from its results file alone."""
+    from pathlib import Path
+
+    from interp import plotting
+    from interp.results import read_json
+
+    data = read_json(args.results)
+    out = args.out or str(Path(args.results).parent)
+    if "top1_grid" in data:
+        paths = plotting.save_figure(plotting.plot_lens(data), out, "lens")
+    elif "heads" in data and "grids" in data:
+        paths = plotting.ioi_figures(data, out)
+    elif "emergence_layer" in data:
+        from interp.circuits.capitals import figures_from_results
+
+        paths = figures_from_results(data, out)
+    else:
+        raise InterpError(f"{args.results} is not a results file of interp lens, ioi or capitals")
+    for path in paths:
+        print(path)
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="interp", description="Mechanistic interpretability of GPT-2.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -79,6 +102,17 @@ def build_parser() -> Parser:
     lens.add_argument("--json", action="store_true", help="print one JSON object")
     lens.add_argument("--out", help="directory for lens.json and the figure")
     lens.set_defaults(run=cmd_lens)
+
+    from interp.circuits import ioi
+
+    ioi_parser = commands.add_parser("ioi", help="reproduce the IOI circuit (Wang et al.)")
+    ioi.add_arguments(ioi_parser)
+    ioi_parser.set_defaults(run=ioi.run_from_args)
+
+    plot = commands.add_parser("plot", help="regenerate a run's figures from its results.json")
+    plot.add_argument("results", help="a results.json (or lens.json) written by interp")
+    plot.add_argument("--out", help="directory for the figures (default: beside the results file)")
+    plot.set_defaults(run=cmd_plot)
 
     organism = commands.add_parser("organism", help="the bundled model organism")
     organism_commands = organism.add_subparsers(dest="organism_command", required=True, parser_class=Parser)

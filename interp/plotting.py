@@ -23,18 +23,130 @@ SEQUENTIAL = "viridis"
 def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
     """Write `name`.png and `name`.svg into out_dir atomically; close the figure."""
     paths = []
-    for suffix in (".png", ".svg"):
-        path = Path(out_dir) / f"{name}{suffix}"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=suffix[1:], bbox_inches="tight", metadata={"Date": None} if suffix == ".svg"
-                        else {"Software": None})
-        paths.append(path)
+    with plt.rc_context(STYLE):  # savefig reads svg.hashsalt now, not when the figure was drawn
+        for suffix in (".png", ".svg"):
+            path = Path(out_dir) / f"{name}{suffix}"
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format=suffix[1:], bbox_inches="tight",
+                            metadata={"Date": None} if suffix == ".svg" else {"Software": None})
+            paths.append(path)
     plt.close(fig)
     return paths
 
 
 def token_label(token: str) -> str:
     return repr(token)[1:-1] if token.strip() != token or not token else token
+
+
+def plot_head_grid(grid, title: str, label: str, marked: dict[str, list] | None = None):
+    """A layers x heads grid (diverging colours centred at 0), with named groups of heads outlined."""
+    import numpy as np
+
+    values = np.asarray(grid, dtype=float)
+    n_layers, n_heads = values.shape
+    limit = max(float(np.nanmax(np.abs(values))), 1e-9)
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(1.6 + 0.42 * n_heads, 1.2 + 0.36 * n_layers))
+        image = ax.imshow(values, cmap=DIVERGING, vmin=-limit, vmax=limit, aspect="auto", origin="lower")
+        ax.set_xticks(range(n_heads))
+        ax.set_yticks(range(n_layers))
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        ax.set_title(title)
+        fig.colorbar(image, ax=ax, label=label, fraction=0.04)
+        for (name, members), colour in zip((marked or {}).items(), CLASS_COLOURS):
+            for i, (layer, head) in enumerate(members):
+                ax.add_patch(plt.Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, lw=2, ec=colour,
+                                           label=name.replace("_", " ") if i == 0 else None))
+        if marked and any(marked.values()):
+            ax.legend(loc="upper left", bbox_to_anchor=(1.25, 1.0), fontsize=8)
+        fig.tight_layout()
+    return fig
+
+
+CLASS_COLOURS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
+IOI_FLOW = [("previous_token", "induction", "K"), ("induction", "s_inhibition", "V"),
+            ("duplicate_token", "s_inhibition", "V"), ("s_inhibition", "name_mover", "Q"),
+            ("s_inhibition", "backup_name_mover", "Q"), ("s_inhibition", "negative_name_mover", "Q")]
+
+
+def plot_ioi_circuit(heads: dict[str, list], n_layers: int, title: str):
+    """The IOI circuit: one box per class (at its heads' mean layer), its heads listed, arrows for the paths."""
+    order = ["previous_token", "duplicate_token", "induction", "s_inhibition", "name_mover", "backup_name_mover",
+             "negative_name_mover"]
+    present = [name for name in order if heads.get(name)]
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(8, 1.4 + 0.75 * max(n_layers, 4)))
+        places = {}
+        for i, name in enumerate(present):
+            layers = [layer for layer, _ in heads[name]]
+            y = sum(layers) / len(layers)
+            x = {"previous_token": 0, "duplicate_token": 0, "induction": 1, "s_inhibition": 1, "name_mover": 1,
+                 "backup_name_mover": 2, "negative_name_mover": 0}[name] + 0.15 * (i % 2)
+            places[name] = (x, y)
+            members = " ".join(f"{l}.{h}" for l, h in heads[name])
+            ax.text(x, y, f"{name.replace('_', ' ')}\n{members}", ha="center", va="center", fontsize=8,
+                    bbox={"boxstyle": "round", "fc": CLASS_COLOURS[order.index(name)], "alpha": 0.35})
+        for source, target, via in IOI_FLOW:
+            if source in places and target in places:
+                ax.annotate("", xy=places[target], xytext=places[source],
+                            arrowprops={"arrowstyle": "->", "lw": 1.2, "color": "0.3", "shrinkA": 22, "shrinkB": 22})
+                mid = [(a + b) / 2 for a, b in zip(places[source], places[target])]
+                ax.text(*mid, via, fontsize=7, color="0.3")
+        ax.set_xlim(-0.6, 2.8)
+        ax.set_ylim(-0.8, n_layers - 0.2)
+        ax.set_xticks([])
+        ax.set_ylabel("layer")
+        ax.set_title(title)
+        ax.text(2.75, -0.7, "arrows: the input (Q/K/V) of the receiving class that the path was patched into",
+                ha="right", fontsize=7, color="0.4")
+    return fig
+
+
+def plot_name_mover_attention(mechanism: dict, title: str):
+    """Bar chart: where each name mover looks from END (IO vs S)."""
+    attention = mechanism.get("name_mover_attention", {})
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(1.5 + 0.8 * max(len(attention), 1), 3))
+        labels = list(attention)
+        xs = range(len(labels))
+        ax.bar([x - 0.2 for x in xs], [attention[k]["to_IO"] for k in labels], 0.4, label="to IO")
+        ax.bar([x + 0.2 for x in xs], [attention[k]["to_S"] for k in labels], 0.4, label="to S1 + S2")
+        ax.set_xticks(list(xs), labels)
+        ax.set_xlabel("name mover head (layer.head)")
+        ax.set_ylabel("attention from END")
+        ax.set_ylim(0, 1)
+        ax.set_title(title)
+        ax.legend()
+        fig.tight_layout()
+    return fig
+
+
+GRID_TITLES = {
+    "direct_effect": ("Heads -> logits (direct effect)", ["name_mover", "negative_name_mover"]),
+    "into_name_mover_queries": ("Heads -> name movers' queries", ["s_inhibition"]),
+    "into_s_inhibition_values": ("Heads -> S-inhibition values", ["induction", "duplicate_token"]),
+    "into_induction_keys": ("Heads -> induction heads' keys", ["previous_token"]),
+    "backup_rise": ("Direct logit attribution rise after name-mover knock-out", ["backup_name_mover"]),
+}
+
+
+def ioi_figures(results: dict, out_dir: str | Path) -> list[Path]:
+    """Every figure of an IOI run, from its results.json alone."""
+    model = results["model"]
+    paths = []
+    for name, grid in results["grids"].items():
+        title, classes = GRID_TITLES[name]
+        label = ("relative change of IO-S logit diff" if name != "backup_rise"
+                 else "rise / clean logit diff")
+        marked = {c: results["heads"][c] for c in classes}
+        paths += save_figure(plot_head_grid(grid, f"{title} ({model})", label, marked), out_dir, f"ioi_{name}")
+    n_layers = len(next(iter(results["grids"].values())))
+    paths += save_figure(plot_ioi_circuit(results["heads"], n_layers, f"IOI circuit found in {model}"),
+                         out_dir, "ioi_circuit")
+    paths += save_figure(plot_name_mover_attention(results["mechanism"], f"Name movers' attention ({model})"),
+                         out_dir, "ioi_name_mover_attention")
+    return paths
 
 
 def plot_lens(data: dict, title: str | None = None):

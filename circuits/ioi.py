@@ -1,0 +1,297 @@
+"""Indirect object identification (Wang et al. 2023): find the circuit by measurement, then evaluate it.
+
+    python circuits/ioi.py --model organism          (or: interp ioi --model gpt2)
+
+Method, in the paper's order. p_IOI prompts ("When Mary and John went to the store, John gave a drink to") are
+measured by the logit difference IO - S at END; p_ABC, the same prompts with three unrelated names, is the
+corrupted distribution. Every discovery step is a path-patching measurement from each sender head to a receiver,
+reported as the relative change of the logit difference, (patched - clean) / clean:
+ 1. senders -> final residual stream (direct effect): strongly negative = name movers, positive = negative name
+    movers;
+ 2. senders -> name movers' queries: S-inhibition heads;
+ 3. senders -> S-inhibition heads' values: induction and duplicate-token heads, told apart by where they look
+    from S2 (S1+1: induction; S1: duplicate token);
+ 4. senders -> induction heads' keys: previous-token heads;
+ 5. name movers mean-ablated: heads whose direct logit attribution rises are backup name movers.
+A head joins a class when its effect passes THRESHOLD (a fraction of the clean logit difference). The paper's
+head list is only compared with, never used to decide. Then the circuit is evaluated with mean ablation over p_ABC
+(means within each template): faithfulness F(C)/F(M), completeness per class knock-out, minimality per head.
+"""
+from __future__ import annotations
+
+import re
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from interp.ablation import ablated, all_heads, heads, mean_activations, run_with_ablation
+from interp.cache import run_with_selective_cache
+from interp.data.ioi import IOIDataset, ioi_datasets
+from interp.lens import lens_logits
+from interp.metrics import answer_probs, logit_diffs
+from interp.patching import logit_diff_metric, path_patch
+from interp.results import provenance, read_json, write_json
+
+THRESHOLD = 0.05  # a path-patching effect counts when it moves the logit difference by 5% of its clean value
+CLASSES = ("name_mover", "negative_name_mover", "backup_name_mover", "s_inhibition", "induction",
+           "duplicate_token", "previous_token")
+PAPER_HEADS = {  # GPT-2 small, Wang et al. Table/Figure 2; used only for `paper_comparison`
+    "name_mover": [(9, 9), (9, 6), (10, 0)],
+    "negative_name_mover": [(10, 7), (11, 10)],
+    "backup_name_mover": [(9, 0), (9, 7), (10, 1), (10, 2), (10, 6), (10, 10), (11, 2), (11, 9)],
+    "s_inhibition": [(7, 3), (7, 9), (8, 6), (8, 10)],
+    "induction": [(5, 5), (6, 9), (5, 8), (5, 9)],
+    "duplicate_token": [(0, 1), (3, 0), (0, 10)],
+    "previous_token": [(2, 2), (4, 11)],
+}
+
+
+def ld(model, data: IOIDataset, logits=None) -> torch.Tensor:
+    """Per-prompt logit difference IO - S at END."""
+    if logits is None:
+        with torch.inference_mode():
+            logits = model(data.tokens)
+    return logit_diffs(logits, data.io_ids, data.s_ids, data.positions["END"])
+
+
+def selected(effect: torch.Tensor, sign: int, exclude=()) -> list[tuple[int, int]]:
+    """Heads whose relative effect passes THRESHOLD in the direction `sign`, strongest first."""
+    hits = [(sign * effect[l, h].item(), (l, h)) for l, h in zip(*torch.where(sign * effect >= THRESHOLD))]
+    return [head for _, head in sorted(hits, reverse=True) if head not in exclude]
+
+
+def attention(model, data: IOIDataset, from_key: str, to_keys: list[str]) -> torch.Tensor:
+    """[layer, head, len(to_keys)]: mean attention from position `from_key` to each of `to_keys`."""
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
+    _, cache = run_with_selective_cache(model, data.tokens, names)
+    rows = torch.arange(len(data))
+    query = data.positions[from_key]
+    return torch.stack([
+        torch.stack([cache[name][rows, :, query, data.positions[key]].mean(0) for key in to_keys], -1)
+        for name in names])
+
+
+def direct_logit_attribution(model, data: IOIDataset, **ablation) -> torch.Tensor:
+    """[layer, head]: each head's mean direct contribution to logit(IO) - logit(S) at END, through the final
+    LayerNorm's scale of the whole residual (optionally with components ablated)."""
+    names = [f"blocks.{layer}.attn.hook_z" for layer in range(model.cfg.n_layers)] + ["ln_final.hook_scale"]
+    store = {}
+    with torch.inference_mode(), ablated(model, **ablation) if ablation else nullcontext():
+        _, cache = run_with_selective_cache(model, data.tokens, names)
+        store.update(cache.cache_dict)
+    rows, end = torch.arange(len(data)), data.positions["END"]
+    direction = model.W_U[:, data.io_ids] - model.W_U[:, data.s_ids]  # [d_model, batch]
+    scale = store["ln_final.hook_scale"][rows, end]  # [batch, 1]
+    out = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
+    for layer in range(model.cfg.n_layers):
+        z = store[f"blocks.{layer}.attn.hook_z"][rows, end]  # [batch, head, d_head]
+        head_out = torch.einsum("bhd,hdm->bhm", z, model.W_O[layer]) / scale[:, :, None]
+        out[layer] = torch.einsum("bhm,mb->bh", head_out, direction).mean(0)
+    return out
+
+
+def copy_scores(model, data: IOIDataset, head_list, sign: int = 1) -> dict[str, float]:
+    """Fraction of prompts where the head's OV circuit, applied to the residual at the IO name after block 0,
+    puts that name among the top 5 tokens (sign -1: among the bottom 5, for negative heads)."""
+    _, cache = run_with_selective_cache(model, data.tokens, ["blocks.1.hook_resid_pre"])
+    rows = torch.arange(len(data))
+    resid = cache["blocks.1.hook_resid_pre"][rows, data.positions["IO"]]  # [batch, d_model]
+    scores = {}
+    with torch.inference_mode():
+        for layer, head in head_list:
+            normed = model.blocks[layer].ln1(resid) if hasattr(model.blocks[layer], "ln1") else resid
+            ov = normed @ model.W_V[layer, head] @ model.W_O[layer, head]
+            logits = sign * lens_logits(model, ov)
+            top5 = logits.topk(5, dim=-1).indices
+            scores[f"{layer}.{head}"] = (top5 == data.io_ids[:, None]).any(-1).float().mean().item()
+    return scores
+
+
+def evaluate_circuit(model, clean: IOIDataset, corrupt: IOIDataset, found: dict[str, list]) -> dict:
+    """Faithfulness, completeness and minimality with mean ablation over p_ABC, means within each template."""
+    circuit = sorted({h for members in found.values() for h in members})
+    everything = [(c.layer, c.head) for c in all_heads(model)]
+    means = mean_activations(model, corrupt.tokens, all_heads(model), groups=corrupt.template_ids)
+
+    def score(kept: list[tuple[int, int]]) -> float:
+        """Mean logit difference with every head outside `kept` mean-ablated."""
+        removed = heads(h for h in everything if h not in set(kept))
+        logits = run_with_ablation(model, clean.tokens, removed, "mean", means, clean.template_ids)
+        return ld(model, clean, logits).mean().item()
+
+    f_model = ld(model, clean).mean().item()
+    f_circuit = score(circuit)
+    completeness = {}
+    for name, members in found.items():
+        if members:
+            knocked = set(members)
+            f_c = score([h for h in circuit if h not in knocked])
+            f_m = score([h for h in everything if h not in knocked])
+            completeness[name] = {"circuit": f_c, "model": f_m, "incompleteness": abs(f_c - f_m)}
+    minimality = {f"{l}.{h}": abs(score([x for x in circuit if x != (l, h)]) - f_circuit) / abs(f_circuit)
+                  for l, h in circuit}
+    movers = found["name_mover"] + found["backup_name_mover"]
+    knockout = score([h for h in everything if h not in set(movers)])
+    return {"model_logit_diff": f_model, "circuit_logit_diff": f_circuit, "faithfulness": f_circuit / f_model,
+            "completeness": completeness, "minimality": minimality,
+            "name_movers_and_backups_knocked_out_logit_diff": knockout}
+
+
+def discover(model, clean: IOIDataset, corrupt: IOIDataset, quiet: bool = False) -> dict:
+    """The paper's discovery steps; returns classes, every measured grid, mechanism checks and costs."""
+    metric = logit_diff_metric(clean.io_ids, clean.s_ids, clean.positions["END"])
+    clean_ld = ld(model, clean).mean().item()
+    grids, cost, found = {}, {}, {name: [] for name in CLASSES}
+    steps = tqdm(total=5, desc="IOI discovery", disable=quiet)
+
+    def step(name: str, receivers, n_senders: int) -> torch.Tensor:
+        start = time.perf_counter()
+        patched = path_patch(model, clean.tokens, corrupt.tokens, metric, receivers)
+        effect = ((patched - clean_ld) / abs(clean_ld)).nan_to_num(0.0)
+        grids[name] = effect
+        # forward passes of N prompts: the clean and corrupt runs, then one patched run per sender
+        cost[name] = {"forward_passes": (2 + n_senders) * len(clean), "seconds": time.perf_counter() - start}
+        steps.update()
+        return effect
+
+    n_heads_total = model.cfg.n_layers * model.cfg.n_heads
+    direct = step("direct_effect", "resid_final", n_heads_total)
+    found["name_mover"] = selected(direct, -1)
+    found["negative_name_mover"] = selected(direct, +1)
+    if found["name_mover"]:
+        into_queries = step("into_name_mover_queries", [(l, h, "q") for l, h in found["name_mover"]],
+                            n_heads_total)
+        found["s_inhibition"] = selected(into_queries, -1, exclude=found["name_mover"])
+    else:
+        steps.update()
+
+    looks = attention(model, clean, "S2", ["S1", "S1+1"])  # [layer, head, 2]
+    if found["s_inhibition"]:
+        into_values = step("into_s_inhibition_values", [(l, h, "v") for l, h in found["s_inhibition"]],
+                           n_heads_total)
+        for head in selected(into_values, -1, exclude=found["s_inhibition"] + found["name_mover"]):
+            to_s1, to_s1_plus_1 = looks[head].tolist()
+            found["induction" if to_s1_plus_1 > to_s1 else "duplicate_token"].append(head)
+    else:
+        steps.update()
+    if found["induction"]:
+        into_keys = step("into_induction_keys", [(l, h, "k") for l, h in found["induction"]], n_heads_total)
+        found["previous_token"] = selected(into_keys, -1, exclude=[h for v in found.values() for h in v])
+    else:
+        steps.update()
+
+    if found["name_mover"]:
+        # Backup name movers: knock the name movers out (mean over p_ABC); whose direct effect rises?
+        start = time.perf_counter()
+        means = mean_activations(model, corrupt.tokens, heads(found["name_mover"]), groups=corrupt.template_ids)
+        before = direct_logit_attribution(model, clean)
+        after = direct_logit_attribution(model, clean, components=heads(found["name_mover"]), method="mean",
+                                         means=means, groups=clean.template_ids)
+        rise = (after - before) / abs(clean_ld)
+        grids["backup_rise"] = rise
+        found["backup_name_mover"] = selected(rise, +1, exclude=found["name_mover"] + found["negative_name_mover"])
+        cost["backup"] = {"forward_passes": 3 * len(clean), "seconds": time.perf_counter() - start}
+    steps.update()
+    steps.close()
+
+    at_end = attention(model, clean, "END", ["IO", "S1", "S2"])
+    mechanism = {
+        "name_mover_attention": {f"{l}.{h}": {"to_IO": at_end[l, h, 0].item(),
+                                              "to_S": (at_end[l, h, 1] + at_end[l, h, 2]).item()}
+                                 for l, h in found["name_mover"]},
+        "name_mover_copy_score": copy_scores(model, clean, found["name_mover"]),
+        "negative_name_mover_copy_score": copy_scores(model, clean, found["negative_name_mover"], sign=-1),
+        "s_inhibition_attention_to_S2": {f"{l}.{h}": at_end[l, h, 2].item() for l, h in found["s_inhibition"]},
+        "attention_from_S2": {f"{l}.{h}": {"to_S1": looks[l, h, 0].item(), "to_S1+1": looks[l, h, 1].item()}
+                              for l, h in found["induction"] + found["duplicate_token"]},
+    }
+    if found["previous_token"]:
+        prev = attention(model, clean, "S1+1", ["S1"])
+        mechanism["previous_token_attention_to_S1"] = {f"{l}.{h}": prev[l, h, 0].item()
+                                                       for l, h in found["previous_token"]}
+    return {"heads": found, "grids": grids, "mechanism": mechanism, "cost": cost}
+
+
+def paper_comparison(found: dict[str, list]) -> dict:
+    """Per class, precision and recall of the found heads against the paper's (GPT-2 small only)."""
+    comparison = {}
+    for name, paper in PAPER_HEADS.items():
+        hits = len(set(found[name]) & set(paper))
+        comparison[name] = {"precision": hits / len(found[name]) if found[name] else None,
+                            "recall": hits / len(paper), "paper": paper, "found": found[name]}
+    return comparison
+
+
+def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = False) -> dict:
+    """The whole reproduction: dataset, discovery, evaluation; writes results.json and the figures."""
+    from interp.plotting import ioi_figures
+
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    clean, corrupt = ioi_datasets(n, seed=seed, tokenizer=model.tokenizer)
+    with torch.inference_mode():
+        logits = model(clean.tokens)
+    diffs = ld(model, clean, logits)
+    discovered = discover(model, clean, corrupt, quiet)
+    evaluation = evaluate_circuit(model, clean, corrupt, discovered["heads"])
+    info = provenance(model, seed)
+    results = {
+        **info,
+        "n_prompts": n,
+        "mean_logit_diff": diffs.mean().item(),
+        "io_prob": answer_probs(logits, clean.io_ids, clean.positions["END"]).mean().item(),
+        "io_over_s": (diffs > 0).float().mean().item(),
+        "corrupt_mean_logit_diff": ld(model, corrupt).mean().item(),
+        "threshold": THRESHOLD,
+        "heads": {name: [list(h) for h in members] for name, members in discovered["heads"].items()},
+        "faithfulness": evaluation["faithfulness"],
+        "completeness": evaluation["completeness"],
+        "minimality": evaluation["minimality"],
+        "evaluation": evaluation,
+        "mechanism": discovered["mechanism"],
+        "grids": {name: grid.tolist() for name, grid in discovered["grids"].items()},
+        "forward_passes": sum(step["forward_passes"] for step in discovered["cost"].values()),
+        "example_prompts": clean.prompts[:3],
+    }
+    if info["model"] == "gpt2":
+        results["paper_comparison"] = paper_comparison(discovered["heads"])
+    out_dir = Path(out_dir)
+    write_json(out_dir / "results.json", results)
+    ioi_figures(read_json(out_dir / "results.json"), out_dir)  # exactly what `interp plot` regenerates
+    write_json(out_dir / "timing.json", {"total_seconds": time.perf_counter() - start,
+                                         "steps": discovered["cost"]})
+    return results
+
+
+def default_out(model_spec: str) -> str:
+    return f"results/ioi/{re.sub(r'[^A-Za-z0-9_.-]+', '_', model_spec.strip('/'))}"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", default="organism", help="model spec (default: organism)")
+    parser.add_argument("--n", type=int, default=100, help="prompts (default 100)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="output directory (default results/ioi/<model>/)")
+    parser.add_argument("--device")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run_from_args(args) -> None:
+    from interp.models import load_model
+
+    model = load_model(args.model, device=args.device)
+    results = run(model, args.out or default_out(args.model), args.n, args.seed, args.quiet)
+    print(f"mean logit diff {results['mean_logit_diff']:.3f}, IO over S {results['io_over_s']:.3f}, "
+          f"faithfulness {results['faithfulness']:.3f}")
+    for name, members in results["heads"].items():
+        print(f"{name:>20}: {' '.join(f'{l}.{h}' for l, h in members) or '-'}")
+
+
+if __name__ == "__main__":
+    from interp.cli import main
+
+    sys.exit(main(["ioi", *sys.argv[1:]]))

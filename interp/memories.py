@@ -1,0 +1,83 @@
+"""Feed-forward layers as key-value memories (Geva et al. 2021), and word-vector analogies on the embeddings.
+
+A neuron i of block l's MLP reads its key (column i of W_in) from the residual stream and, as much as it fires,
+adds its value (row i of W_out) back. The value projected onto the vocabulary, W_out[i] @ W_U, reads as the
+tokens the neuron promotes; the contexts where it fires most show the pattern its key matches.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from interp.ablation import check_components, mlps
+from interp.cache import run_with_selective_cache
+from interp.errors import InterpError
+from interp.tokens import single_token_id
+from interp.vectors import prompt_batches
+
+
+def check_neurons(model, layer: int, neurons: Sequence[int]) -> None:
+    check_components(model, mlps([layer]))
+    bad = [n for n in neurons if not 0 <= n < model.cfg.d_mlp]
+    if bad:
+        raise InterpError(f"neurons {bad} are out of range: an MLP has neurons 0..{model.cfg.d_mlp - 1}")
+
+
+@torch.inference_mode()
+def value_tokens(model, layer: int, neuron: int, k: int = 10) -> list[tuple[str, float]]:
+    """The k tokens the neuron's value vector promotes most: W_out[neuron] @ W_U, largest first."""
+    check_neurons(model, layer, [neuron])
+    scores = model.W_out[layer, neuron] @ model.W_U
+    values, ids = scores.float().topk(k)
+    return [(model.tokenizer.decode([i]), v) for i, v in zip(ids.tolist(), values.tolist())]
+
+
+@torch.inference_mode()
+def answer_neurons(model, prompt: str, layer: int, token: str, k: int = 3) -> list[tuple[int, float]]:
+    """The k neurons of block `layer` that write the most for `token` at the prompt's last position: their
+    activation times their value's logit for it (the direct effect, before the final LayerNorm's scale)."""
+    check_neurons(model, layer, [])
+    token_id = single_token_id(token, model.tokenizer, "token")
+    tokens = next(prompt_batches(model, [prompt]))[1]
+    _, cache = run_with_selective_cache(model, tokens, [f"blocks.{layer}.mlp.hook_post"], positions=[-1])
+    contributions = cache[f"blocks.{layer}.mlp.hook_post"][0, 0] * (model.W_out[layer] @ model.W_U[:, token_id])
+    values, ids = contributions.float().topk(k)
+    return list(zip(ids.tolist(), values.tolist()))
+
+
+def top_contexts(model, layer: int, neurons: Sequence[int], texts: Sequence[str], k: int = 5, window: int = 8
+                 ) -> dict[int, list[dict]]:
+    """For each neuron, the k (text, position) pairs of a text sample where it fires most: the activation, the
+    token there and the `window` tokens before it."""
+    check_neurons(model, layer, neurons)
+    name = f"blocks.{layer}.mlp.hook_post"
+    found: dict[int, list[tuple[float, int, int]]] = {n: [] for n in neurons}  # (activation, text, position)
+    for indices, tokens in prompt_batches(model, texts):
+        _, cache = run_with_selective_cache(model, tokens, [name])
+        for neuron in neurons:
+            activations = cache[name][:, 1:, neuron].float().cpu()  # BOS excluded: it is the same in every text
+            values, flat = activations.flatten().topk(min(k, activations.numel()))
+            found[neuron] += [(v, indices[f // activations.shape[1]], f % activations.shape[1] + 1)
+                              for v, f in zip(values.tolist(), flat.tolist())]
+    contexts = {}
+    for neuron, hits in found.items():
+        contexts[neuron] = []
+        for activation, text, position in sorted(hits, key=lambda h: (-h[0], h[1], h[2]))[:k]:
+            str_tokens = model.to_str_tokens(texts[text])  # BOS first, so positions line up with the cache
+            contexts[neuron].append({"activation": activation, "token": str_tokens[position],
+                                     "context": "".join(str_tokens[max(1, position - window):position])})
+    return contexts
+
+
+@torch.inference_mode()
+def analogy(model, a: str, b: str, c: str, k: int = 5) -> list[tuple[str, float]]:
+    """a is to b as c is to ...: the k tokens whose embeddings are closest (cosine) to E[b] - E[a] + E[c],
+    the three question words excluded (they are usually nearest)."""
+    ids = [single_token_id(word, model.tokenizer, "analogy word") for word in (a, b, c)]
+    embeddings = model.W_E.float()
+    query = embeddings[ids[1]] - embeddings[ids[0]] + embeddings[ids[2]]
+    similarity = torch.nn.functional.cosine_similarity(embeddings, query[None], dim=-1)
+    similarity[ids] = -float("inf")
+    values, top = similarity.topk(k)
+    return [(model.tokenizer.decode([i]), v) for i, v in zip(top.tolist(), values.tolist())]

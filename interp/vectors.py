@@ -1,0 +1,121 @@
+"""FFN output vectors at the last position (Merullo et al.): cache them, read them through the logit lens,
+transplant them into other prompts.
+
+Prompts are run in batches of equal token length, so no padding is needed and position -1 is every prompt's
+last token. Only the last position is kept: that is where the next token is predicted.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from contextlib import contextmanager
+from typing import Iterable, Iterator, Sequence
+
+import torch
+
+from interp.ablation import check_components, mlps
+from interp.cache import run_with_selective_cache
+from interp.errors import InterpError
+from interp.lens import check_prompt, lens_logits
+
+
+def mlp_out(layer: int) -> str:
+    return f"blocks.{layer}.hook_mlp_out"
+
+
+def prompt_batches(model, prompts: Sequence[str], batch_size: int = 32) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """(indices into `prompts`, tokens [batch, pos]) for groups of prompts of the same length, BOS prepended."""
+    if not prompts:
+        raise InterpError("the prompt list is empty")
+    tokens = [check_prompt(model, prompt)[0] for prompt in prompts]
+    by_length: dict[int, list[int]] = defaultdict(list)
+    for i, row in enumerate(tokens):
+        by_length[len(row)].append(i)
+    for length in sorted(by_length):
+        indices = by_length[length]
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start:start + batch_size]
+            yield chunk, torch.stack([tokens[i] for i in chunk])
+
+
+def last_position(model, prompts: Sequence[str], hook_names: Sequence[str], batch_size: int = 32
+                  ) -> dict[str, torch.Tensor]:
+    """Each hook's activation at each prompt's last token: name -> [n_prompts, ...], in the order of `prompts`.
+
+    Hooks already on the model (an `ablated` or `mlp_outputs_replaced` block around the call) stay active.
+    """
+    rows: dict[str, list] = {name: [None] * len(prompts) for name in hook_names}
+    for indices, tokens in prompt_batches(model, prompts, batch_size):
+        _, cache = run_with_selective_cache(model, tokens, hook_names, positions=[-1])
+        for name in hook_names:
+            for i, activation in zip(indices, cache[name][:, 0].cpu()):
+                rows[name][i] = activation
+    return {name: torch.stack(values) for name, values in rows.items()}
+
+
+def token_ranks(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Rank of each id among its row's logits (1 = top). logits [n, vocab], ids [n] or [n, k] -> ids' shape."""
+    chosen = logits.gather(-1, ids if ids.dim() == 2 else ids[:, None])
+    ranks = (logits[:, None, :] > chosen[:, :, None]).sum(-1) + 1
+    return ranks if ids.dim() == 2 else ranks[:, 0]
+
+
+@torch.inference_mode()
+def lens_ranks(model, residuals: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Ranks of `ids` when residual streams [n, d_model] (or [n, n_boundaries, d_model]) are read through
+    the logit lens. ids [n] or [n, k]; the result has a boundary axis after n when the residuals do."""
+    if residuals.dim() == 2:
+        return token_ranks(lens_logits(model, residuals.to(model.cfg.device)).float().cpu(), ids)
+    return torch.stack([lens_ranks(model, residuals[:, b], ids) for b in range(residuals.shape[1])], dim=1)
+
+
+def final_logits(model, prompts: Sequence[str]) -> torch.Tensor:
+    """Next-token logits [n_prompts, d_vocab] at each prompt's last token (hooks on the model apply)."""
+    name = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    with torch.inference_mode():  # the model's own logits are the lens on the last block's output
+        return lens_logits(model, last_position(model, prompts, [name])[name].to(model.cfg.device)).float().cpu()
+
+
+@contextmanager
+def mlp_outputs_replaced(model, vector: torch.Tensor, layers: Iterable[int]):
+    """Within the block, the MLPs of `layers` output `vector` at the last position of every prompt."""
+    layers = list(layers)
+    check_components(model, mlps(layers))
+    if vector.shape != (model.cfg.d_model,):
+        raise InterpError(f"the vector has shape {tuple(vector.shape)}; the model's residual stream is "
+                          f"{model.cfg.d_model}-dimensional")
+
+    def replace(activation: torch.Tensor, hook) -> torch.Tensor:
+        activation = activation.clone()
+        activation[:, -1] = vector.to(activation.device, activation.dtype)
+        return activation
+
+    with model.hooks(fwd_hooks=[(mlp_out(layer), replace) for layer in layers]):
+        yield model
+
+
+def mean_mlp_outputs(model, prompts: Sequence[str], layers: Iterable[int]) -> dict[str, torch.Tensor]:
+    """Means for `interp.ablation.ablated(..., "mean")` over prompts of different lengths: [1, n_ctx, d_model].
+
+    Position 0 (BOS) sees only itself, so its output is the same in every prompt and keeps that value; later
+    positions hold different words in prompts of different lengths, so they share one mean over all of them.
+    """
+    layers = list(layers)
+    check_components(model, mlps(layers))
+    names = [mlp_out(layer) for layer in layers]
+    first: dict[str, torch.Tensor] = {}
+    total = {name: 0.0 for name in names}
+    count = 0
+    for _, tokens in prompt_batches(model, prompts):
+        _, cache = run_with_selective_cache(model, tokens, names)
+        count += tokens.shape[0] * (tokens.shape[1] - 1)
+        for name in names:
+            first[name] = cache[name][0, 0]
+            total[name] = total[name] + cache[name][:, 1:].sum((0, 1))
+    if count == 0:
+        raise InterpError("the reference prompts for the mean are empty (only a BOS token)")
+    means = {}
+    for name in names:
+        mean = (total[name] / count).expand(1, model.cfg.n_ctx, -1).clone()
+        mean[0, 0] = first[name]
+        means[name] = mean
+    return means
