@@ -35,6 +35,7 @@ from interp.lens import lens_logits
 from interp.metrics import answer_probs, logit_diffs
 from interp.patching import logit_diff_metric, path_patch
 from interp.results import provenance, read_json, write_json
+from interp.views import attention_view, save_view
 
 THRESHOLD = 0.05  # a path-patching effect counts when it moves the logit difference by 5% of its clean value
 CLASSES = ("name_mover", "negative_name_mover", "backup_name_mover", "s_inhibition", "induction",
@@ -262,6 +263,10 @@ def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = F
     out_dir = Path(out_dir)
     write_json(out_dir / "results.json", results)
     ioi_figures(read_json(out_dir / "results.json"), out_dir)  # exactly what `interp plot` regenerates
+    circuit_heads = [h for members in discovered["heads"].values() for h in members]
+    if circuit_heads:  # explorable attention of the circuit's heads on an example prompt
+        save_view(attention_view(model, clean.prompts[0], circuit_heads), out_dir / "ioi_attention.html",
+                  title=f"IOI circuit heads in {info['model']}")
     write_json(out_dir / "timing.json", {"total_seconds": time.perf_counter() - start,
                                          "steps": discovered["cost"]})
     return results

@@ -15,16 +15,12 @@ from jaxtyping import Int
 from torch import Tensor
 
 from interp.errors import InterpError
-from interp.patching import (HEAD_SITES, Metric, check_site, grid_shape, run_bytes, setup)
-
-# The activation each site's patch replaces (a field of interp.patching.Run), per layer.
-SITE_ACTIVATION = {"resid_pre": "resid", "resid_mid": "resid", "resid_post": "resid", "attn_out": "attn_out",
-                   "mlp_out": "mlp_out", "head_out": "z", "q": "q", "k": "k", "v": "v", "pattern": "pattern"}
+from interp.patching import HEAD_SITES, SITE_FIELD, Metric, check_site, grid_shape, run_bytes, setup
 
 
 def site_tensors(run, site: str, n_layers: int) -> list[Tensor]:
     """The site's activation at each layer (resid_pre / resid_mid / resid_post pick their residual boundaries)."""
-    tensors = getattr(run, SITE_ACTIVATION[site])
+    tensors = getattr(run, SITE_FIELD[site])
     if site in ("resid_pre", "resid_mid", "resid_post"):
         offset = ("resid_pre", "resid_mid", "resid_post").index(site)
         return [tensors[2 * layer + offset] for layer in range(n_layers)]
@@ -55,12 +51,12 @@ def attribution_patch(model, clean_tokens: Int[Tensor, "batch pos"], corrupt_tok
     if max_memory is not None:
         # Every recorded activation, once forward and once as its gradient, plus the source run's site activation.
         itemsize = s.tf.W_E.element_size()
-        needed = (2 * run_bytes(s.tf, n_batch, n_computed, list(SITE_ACTIVATION.values()), itemsize)
-                  + run_bytes(s.tf, n_batch, n_computed, [SITE_ACTIVATION[site]], itemsize))
+        needed = (2 * run_bytes(s.tf, n_batch, n_computed, list(SITE_FIELD.values()), itemsize)
+                  + run_bytes(s.tf, n_batch, n_computed, [SITE_FIELD[site]], itemsize))
         if needed > max_memory:
             raise InterpError(f"attribution patching this batch needs about {needed / 2**20:.1f} MiB, over the budget "
                               f"of {max_memory / 2**20:.1f} MiB: use fewer or shorter prompts")
-    field = SITE_ACTIVATION[site]
+    field = SITE_FIELD[site]
     with torch.inference_mode():
         source = s.tf.run(s.source_tokens, s.reader, [field])
     with torch.enable_grad():

@@ -11,10 +11,9 @@ from typing import Sequence
 import torch
 
 from interp.ablation import check_components, mlps
-from interp.cache import run_with_selective_cache
 from interp.errors import InterpError
 from interp.tokens import single_token_id
-from interp.vectors import prompt_batches
+from interp.vectors import batched_activations, last_position
 
 
 def check_neurons(model, layer: int, neurons: Sequence[int]) -> None:
@@ -39,9 +38,9 @@ def answer_neurons(model, prompt: str, layer: int, token: str, k: int = 3) -> li
     activation times their value's logit for it (the direct effect, before the final LayerNorm's scale)."""
     check_neurons(model, layer, [])
     token_id = single_token_id(token, model.tokenizer, "token")
-    tokens = next(prompt_batches(model, [prompt]))[1]
-    _, cache = run_with_selective_cache(model, tokens, [f"blocks.{layer}.mlp.hook_post"], positions=[-1])
-    contributions = cache[f"blocks.{layer}.mlp.hook_post"][0, 0] * (model.W_out[layer] @ model.W_U[:, token_id])
+    name = f"blocks.{layer}.mlp.hook_post"
+    activations = last_position(model, [prompt], [name])[name][0].to(model.cfg.device)
+    contributions = activations * (model.W_out[layer] @ model.W_U[:, token_id])
     values, ids = contributions.float().topk(k)
     return list(zip(ids.tolist(), values.tolist()))
 
@@ -53,10 +52,9 @@ def top_contexts(model, layer: int, neurons: Sequence[int], texts: Sequence[str]
     check_neurons(model, layer, neurons)
     name = f"blocks.{layer}.mlp.hook_post"
     found: dict[int, list[tuple[float, int, int]]] = {n: [] for n in neurons}  # (activation, text, position)
-    for indices, tokens in prompt_batches(model, texts):
-        _, cache = run_with_selective_cache(model, tokens, [name])
+    for indices, kept in batched_activations(model, texts, [name]):
         for neuron in neurons:
-            activations = cache[name][:, 1:, neuron].float().cpu()  # BOS excluded: it is the same in every text
+            activations = kept[name][:, 1:, neuron].float().cpu()  # BOS excluded: it is the same in every text
             values, flat = activations.flatten().topk(min(k, activations.numel()))
             found[neuron] += [(v, indices[f // activations.shape[1]], f % activations.shape[1] + 1)
                               for v, f in zip(values.tolist(), flat.tolist())]

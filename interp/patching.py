@@ -45,6 +45,9 @@ HEAD_SITES = ("head_out", "q", "k", "v", "pattern")
 SITES = RESIDUAL_SITES + HEAD_SITES
 DIRECTIONS = ("denoise", "noise")
 RECEIVER_INPUTS = ("q", "k", "v")
+# The activation each site's patch replaces, as a field of `Run` (resid_* pick their boundary of `Run.resid`).
+SITE_FIELD = {"resid_pre": "resid", "resid_mid": "resid", "resid_post": "resid", "attn_out": "attn_out",
+              "mlp_out": "mlp_out", "head_out": "z", "q": "q", "k": "k", "v": "v", "pattern": "pattern"}
 # Working memory of the patched runs when no budget is given, beyond the cached base and source runs.
 DEFAULT_WORKING_MEMORY = 64 * 2**20
 
@@ -213,6 +216,16 @@ def mix_values(pattern: Float[Tensor, "... head query_pos key_pos"], v: Float[Te
     return (pattern @ v.transpose(-3, -2)).transpose(-3, -2)
 
 
+def with_base_prefix(base: Float[Tensor, "batch pos ..."], x: Float[Tensor, "rows batch suffix ..."], start: int
+                     ) -> Float[Tensor, "rows batch pos ..."]:
+    """Rows computed from `start` on, preceded by the base run's earlier positions (a patch at `start` or later
+    leaves them unchanged: attention is causal)."""
+    if not start:
+        return x
+    prefix = base[:, :start]
+    return torch.cat([prefix.expand(x.shape[0], *prefix.shape), x], dim=2)
+
+
 def take_positions(x: Float[Tensor, "... batch pos d"], positions: Int[Tensor, "batch n_read"]
                    ) -> Float[Tensor, "... batch n_read d"]:
     """x at each prompt's own positions (the batch axis is the one before the positions)."""
@@ -299,34 +312,20 @@ class Transformer:
         attending to the base run's keys and values for positions before `start`.
 
         `edit(layer, q, k, v, query_positions)` may overwrite heads' queries, keys or values (path patching)."""
-        weights, n_rows = self.layers[layer], x.shape[0]
+        weights = self.layers[layer]
         normed = self.norm(x, weights.ln1)
-
-        def with_prefix(cached: list[Tensor], suffix: Tensor) -> Tensor:
-            if not start:
-                return suffix
-            prefix = cached[layer][:, :start]
-            return torch.cat([prefix.expand(n_rows, *prefix.shape), suffix], dim=2)
-
-        k = with_prefix(base.k, self.project(normed, weights.W_K, weights.b_K))
-        v = with_prefix(base.v, self.project(normed, weights.W_V, weights.b_V))
+        k = with_base_prefix(base.k[layer], self.project(normed, weights.W_K, weights.b_K), start)
+        v = with_base_prefix(base.v[layer], self.project(normed, weights.W_V, weights.b_V), start)
         if query_positions is None:
             resid, positions = x, torch.arange(start, start + x.shape[2], device=x.device)
             q = self.project(normed, weights.W_Q, weights.b_Q)
         else:
-            resid, positions = self.at_positions(base.resid[2 * layer], x, start, query_positions), query_positions
+            resid = take_positions(with_base_prefix(base.resid[2 * layer], x, start), query_positions)
+            positions = query_positions
             q = self.project(self.norm(resid, weights.ln1), weights.W_Q, weights.b_Q)
         if edit is not None:
             q, k, v = edit(layer, q, k, v, query_positions)
         return resid + self.attn_out(layer, attend(q, k, v, positions)[0])
-
-    @staticmethod
-    def at_positions(base_resid: Float[Tensor, "batch pos d_model"], x: Float[Tensor, "rows batch suffix d_model"],
-                     start: int, positions: Int[Tensor, "batch n_read"]) -> Float[Tensor, "rows batch n_read d_model"]:
-        """The rows' residual at each prompt's `positions`, taken from the base run before `start`."""
-        if start:
-            x = torch.cat([base_resid[:, :start].expand(x.shape[0], -1, -1, -1), x], dim=2)
-        return take_positions(x, positions)
 
     def propagate(self, base: Run, reader: Reader, start: int, joins: list[tuple[int, Callable[[], Tensor]]],
                   edit: Callable | None = None) -> Float[Tensor, "rows batch n_read n_columns"]:
@@ -342,7 +341,7 @@ class Transformer:
             while joined < len(joins) and joins[joined][0] == boundary:
                 new = joins[joined][1]()
                 if boundary > last_attention:  # past the last attention, rows live at the read positions only
-                    new = self.at_positions(base.resid[boundary], new, start, reader.positions)
+                    new = take_positions(with_base_prefix(base.resid[boundary], new, start), reader.positions)
                 state = new if state is None else torch.cat([state, new])
                 joined += 1
             if boundary == 2 * self.n_layers:
@@ -482,13 +481,12 @@ def grid_shape(site: str, by_position: bool, n_layers: int, n_pos: int, n_heads:
 
 
 def site_activations(site: str) -> tuple[list[str], list[str]]:
-    """(base run fields, source run fields) a site's patches need. The base always keeps its residual and keys
-    and values, which patched runs start from and attend to."""
-    needs = {"resid_pre": ["resid"], "resid_mid": ["resid"], "resid_post": ["resid"], "attn_out": ["attn_out"],
-             "mlp_out": ["mlp_out"], "head_out": ["z"], "q": ["q", "z"], "k": ["k", "z"], "v": ["v", "z"],
-             "pattern": ["pattern", "z"]}[site]
-    base = sorted({"resid", "k", "v", *needs, *(["q", "pattern"] if site in HEAD_SITES else [])})
-    return base, needs[:1]
+    """(base run fields, source run fields) a site's patches need. The base always keeps its residual, keys and
+    values, which patched runs start from and attend to; head sites recompute heads' outputs from the base's."""
+    field = SITE_FIELD[site]
+    base = {"resid", "k", "v", field} | ({"z"} if site in HEAD_SITES else set()) | (
+        {"q"} if site in ("k", "v") else set())
+    return sorted(base), [field]
 
 
 def residual_delta(site: str, layer: int, base: Run, source: Run) -> tuple[int, Float[Tensor, "batch pos d_model"]]:
@@ -525,10 +523,10 @@ def site_cells(tf: Transformer, site: str, by_position: bool, base: Run, source:
             if site in RESIDUAL_SITES:
                 boundary, delta = residual_delta(site, layer, base, source)
 
-                def make(rows, boundary=boundary, delta=delta, position=position, start=start):
-                    state = base.resid[boundary][None, :, start:].clone()
+                def make(rows, boundary=boundary, delta=delta, position=position):
                     if position is None:
-                        return state + delta
+                        return (base.resid[boundary] + delta)[None]
+                    state = base.resid[boundary][None, :, position:].clone()
                     state[:, :, 0] += delta[:, position]
                     return state
 
@@ -666,13 +664,14 @@ def path_patch(model, clean_tokens: Int[Tensor, "batch pos"], corrupt_tokens: In
     tf, reader = s.tf, s.reader
     n_batch, n_pos = s.base_tokens.shape
     itemsize = tf.W_E.element_size()
-    fixed = run_bytes(tf, n_batch, n_pos, RUN_FIELDS, itemsize) + run_bytes(tf, n_batch, n_pos, ["z"], itemsize)
+    clean_keep = ["resid", "attn_out", "q", "k", "v", "z"]
+    fixed = run_bytes(tf, n_batch, n_pos, clean_keep, itemsize) + run_bytes(tf, n_batch, n_pos, ["z"], itemsize)
     max_rows = row_budget(tf, reader, n_batch, n_pos, fixed, max_memory, itemsize)
     last_layer = tf.n_layers if final_receivers is None else max(final_receivers)
 
     grid = torch.full((tf.n_layers, tf.n_heads), float("nan"), device=model.cfg.device)
     with torch.inference_mode():
-        clean = tf.run(s.base_tokens, reader)
+        clean = tf.run(s.base_tokens, reader, clean_keep)
         corrupt = tf.run(s.source_tokens, reader, ["z"])
         cells = []
         for layer in sorted({layer for layer, _ in senders}):

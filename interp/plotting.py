@@ -35,22 +35,29 @@ def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
 
 
 def token_label(token: str) -> str:
-    return repr(token)[1:-1] if token.strip() != token or not token else token
+    """A token as an axis label: newlines and tabs made visible."""
+    return token.replace("\n", "\\n").replace("\t", "\\t")
 
 
-def plot_head_grid(grid, title: str, label: str, marked: dict[str, list] | None = None):
-    """A layers x heads grid (diverging colours centred at 0), with named groups of heads outlined."""
+def plot_layer_grid(grid, title: str, label: str, marked: dict[str, list] | None = None,
+                    columns: list[str] | None = None, column_title: str = "head", center: float = 0.0):
+    """A layers x (heads or positions) grid, diverging colours centred at `center`; named groups of
+    (layer, column) cells outlined; `columns` labels the columns (e.g. the prompt's tokens)."""
     import numpy as np
 
     values = np.asarray(grid, dtype=float)
-    n_layers, n_heads = values.shape
-    limit = max(float(np.nanmax(np.abs(values))), 1e-9)
+    n_layers, n_columns = values.shape
+    limit = max(float(np.nanmax(np.abs(values - center))), 1e-9)
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(1.6 + 0.42 * n_heads, 1.2 + 0.36 * n_layers))
-        image = ax.imshow(values, cmap=DIVERGING, vmin=-limit, vmax=limit, aspect="auto", origin="lower")
-        ax.set_xticks(range(n_heads))
+        fig, ax = plt.subplots(figsize=(1.6 + 0.42 * n_columns, 1.2 + 0.36 * n_layers))
+        image = ax.imshow(values, cmap=DIVERGING, vmin=center - limit, vmax=center + limit, aspect="auto",
+                          origin="lower")
+        if columns is None:
+            ax.set_xticks(range(n_columns))
+        else:
+            ax.set_xticks(range(n_columns), [token_label(c) for c in columns], rotation=45, ha="right")
         ax.set_yticks(range(n_layers))
-        ax.set_xlabel("head")
+        ax.set_xlabel(column_title)
         ax.set_ylabel("layer")
         ax.set_title(title)
         fig.colorbar(image, ax=ax, label=label, fraction=0.04)
@@ -140,7 +147,7 @@ def ioi_figures(results: dict, out_dir: str | Path) -> list[Path]:
         label = ("relative change of IO-S logit diff" if name != "backup_rise"
                  else "rise / clean logit diff")
         marked = {c: results["heads"][c] for c in classes}
-        paths += save_figure(plot_head_grid(grid, f"{title} ({model})", label, marked), out_dir, f"ioi_{name}")
+        paths += save_figure(plot_layer_grid(grid, f"{title} ({model})", label, marked), out_dir, f"ioi_{name}")
     n_layers = len(next(iter(results["grids"].values())))
     paths += save_figure(plot_ioi_circuit(results["heads"], n_layers, f"IOI circuit found in {model}"),
                          out_dir, "ioi_circuit")
@@ -181,5 +188,78 @@ def plot_lens(data: dict, title: str | None = None):
             ax.set_xlabel("probability at the last position")
             ax.set_title("Target tokens")
             ax.legend(loc="best")
+        fig.tight_layout()
+    return fig
+
+
+def boundary_ticks(n_boundaries: int) -> list[str]:
+    """Short labels of the lens boundaries: the embeddings, then block numbers from 0."""
+    return ["emb"] + [str(block) for block in range(n_boundaries - 1)]
+
+
+def plot_lens_trajectories(tasks: dict, model: str):
+    """Capital-city experiment: per task, the median lens rank (quartile band) of the argument and of the answer
+    at the last position, boundary by boundary; the dotted line marks the task's emergence block."""
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(tasks), figsize=(3.8 * len(tasks), 3.4), squeeze=False, sharey=True)
+        for ax, (task, data) in zip(axes[0], tasks.items()):
+            for key, color in (("argument", "C0"), ("answer", "C3")):
+                ranks = data["trajectory"][key]
+                x = range(len(ranks["median"]))
+                ax.plot(x, ranks["median"], marker="o", markersize=3, color=color, label=key)
+                ax.fill_between(x, ranks["q25"], ranks["q75"], color=color, alpha=0.2, linewidth=0)
+            ticks = boundary_ticks(len(x))
+            step = max(1, len(ticks) // 12)
+            ax.set_xticks(list(x)[::step], ticks[::step])
+            ax.axvline(data["emergence_layer"] + 1, color="gray", linestyle=":", linewidth=1)
+            ax.set_yscale("log")
+            ax.set_xlabel("residual stream after block")
+            ax.set_title(f"{task} (emerges at block {data['emergence_layer']}, n={data['n_measured']})")
+        axes[0, 0].invert_yaxis()  # shared y: rank 1 on top in every panel
+        axes[0, 0].set_ylabel("logit-lens rank at the last position")
+        axes[0, 0].legend(loc="best")
+        fig.suptitle(f"Argument, then answer: the logit lens across layers ({model})")
+        fig.tight_layout()
+    return fig
+
+
+def plot_transplant(transplant: dict, model: str):
+    """Capital-city experiment: the answer's mean reciprocal rank on cue-free prompts before and after the
+    o-vector is written over the MLP outputs, per task; the share of prompts it did not help is annotated."""
+    tasks = list(transplant)
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(tasks), 3.2))
+        x = range(len(tasks))
+        ax.bar([i - 0.2 for i in x], [transplant[t]["mrr_before"] for t in tasks], width=0.4, color="C7",
+               label="cue-free prompt")
+        ax.bar([i + 0.2 for i in x], [transplant[t]["mrr_after"] for t in tasks], width=0.4, color="C3",
+               label="with the o-vector")
+        for i, task in enumerate(tasks):
+            ax.annotate(f"no effect {transplant[task]['no_effect_rate']:.0%}", (i, 1.02), ha="center", fontsize=8)
+        ax.set_xticks(list(x), [f"{t}\n(block {transplant[t]['layer']})" for t in tasks])
+        ax.set_ylim(0, 1.12)
+        ax.set_ylabel("mean reciprocal rank of the answer")
+        ax.legend(loc="upper left", bbox_to_anchor=(1, 1))
+        ax.set_title(f"o-vector transplant ({model})")
+        fig.tight_layout()
+    return fig
+
+
+def plot_ablation_curves(ablation: dict, model: str):
+    """Capital-city experiment: accuracy on abstractive (from memory) and extractive (fact in context) prompts as
+    the MLPs of the last k blocks are removed, by zero (solid) and mean (dashed) ablation."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(4.6, 3.2))
+        for method, style in (("zero", "-"), ("mean", "--")):
+            ks = [int(k) for k in ablation[method]]
+            for key, color in (("abstractive_accuracy", "C3"), ("extractive_accuracy", "C0")):
+                ax.plot(ks, [ablation[method][str(k)][key] for k in ks], style, marker="o", markersize=3,
+                        color=color, label=f"{key.split('_')[0]}, {method}")
+        ax.set_xticks(ks)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlabel("MLPs removed (the last k blocks)")
+        ax.set_ylabel("accuracy (first answer token)")
+        ax.legend(loc="upper left", bbox_to_anchor=(1, 1))
+        ax.set_title(f"Removing the top FFN layers ({model})")
         fig.tight_layout()
     return fig

@@ -2,7 +2,7 @@
 transplant them into other prompts.
 
 Prompts are run in batches of equal token length, so no padding is needed and position -1 is every prompt's
-last token. Only the last position is kept: that is where the next token is predicted.
+last token. Most measurements keep only that position: it is where the next token is predicted.
 """
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from contextlib import contextmanager
 from typing import Iterable, Iterator, Sequence
 
 import torch
+from transformer_lens.model_bridge.exceptions import StopAtLayerException
 
 from interp.ablation import check_components, mlps
-from interp.cache import run_with_selective_cache
 from interp.errors import InterpError
 from interp.lens import check_prompt, lens_logits
 
@@ -37,18 +37,41 @@ def prompt_batches(model, prompts: Sequence[str], batch_size: int = 32) -> Itera
             yield chunk, torch.stack([tokens[i] for i in chunk])
 
 
+def batched_activations(model, prompts: Sequence[str], hook_names: Sequence[str], batch_size: int = 32
+                        ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """For each group of same-length prompts: (their indices, hook name -> activation [batch, pos, ...]).
+
+    Hooks already on the model (an `ablated` or `mlp_outputs_replaced` block around the call) stay active. The
+    run stops after the last block: unembedding every position costs more than the whole of a small model.
+    """
+    unknown = [name for name in hook_names if name not in model.hook_dict]
+    if unknown:
+        raise InterpError(f"unknown hooks {unknown} (TransformerLens names, e.g. 'blocks.0.hook_mlp_out')")
+
+    def keep(name: str, kept: dict):  # stored under the name asked for: the bridge may call a hook by an alias
+        def save(activation: torch.Tensor, hook) -> None:
+            kept[name] = activation.detach().clone()
+        return save
+
+    def stop(activation: torch.Tensor, hook):
+        raise StopAtLayerException(activation)  # run_with_hooks catches it and returns
+
+    for indices, tokens in prompt_batches(model, prompts, batch_size):
+        kept: dict[str, torch.Tensor] = {}
+        with torch.inference_mode():
+            model.run_with_hooks(tokens, fwd_hooks=[*((name, keep(name, kept)) for name in hook_names),
+                                                    ("ln_final.hook_in", stop)])
+        yield indices, kept
+
+
 def last_position(model, prompts: Sequence[str], hook_names: Sequence[str], batch_size: int = 32
                   ) -> dict[str, torch.Tensor]:
-    """Each hook's activation at each prompt's last token: name -> [n_prompts, ...], in the order of `prompts`.
-
-    Hooks already on the model (an `ablated` or `mlp_outputs_replaced` block around the call) stay active.
-    """
+    """Each hook's activation at each prompt's last token: name -> [n_prompts, ...], in the order of `prompts`."""
     rows: dict[str, list] = {name: [None] * len(prompts) for name in hook_names}
-    for indices, tokens in prompt_batches(model, prompts, batch_size):
-        _, cache = run_with_selective_cache(model, tokens, hook_names, positions=[-1])
+    for indices, kept in batched_activations(model, prompts, hook_names, batch_size):
         for name in hook_names:
-            for i, activation in zip(indices, cache[name][:, 0].cpu()):
-                rows[name][i] = activation
+            for i, row in zip(indices, kept[name][:, -1].cpu()):
+                rows[name][i] = row
     return {name: torch.stack(values) for name, values in rows.items()}
 
 
@@ -101,16 +124,17 @@ def mean_mlp_outputs(model, prompts: Sequence[str], layers: Iterable[int]) -> di
     """
     layers = list(layers)
     check_components(model, mlps(layers))
+    if not layers:
+        raise InterpError("no layers to take the mean MLP output of")
     names = [mlp_out(layer) for layer in layers]
     first: dict[str, torch.Tensor] = {}
     total = {name: 0.0 for name in names}
     count = 0
-    for _, tokens in prompt_batches(model, prompts):
-        _, cache = run_with_selective_cache(model, tokens, names)
-        count += tokens.shape[0] * (tokens.shape[1] - 1)
+    for _, kept in batched_activations(model, prompts, names):
+        count += kept[names[0]].shape[0] * (kept[names[0]].shape[1] - 1)
         for name in names:
-            first[name] = cache[name][0, 0]
-            total[name] = total[name] + cache[name][:, 1:].sum((0, 1))
+            first[name] = kept[name][0, 0]
+            total[name] = total[name] + kept[name][:, 1:].sum((0, 1))
     if count == 0:
         raise InterpError("the reference prompts for the mean are empty (only a BOS token)")
     means = {}

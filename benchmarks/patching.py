@@ -1,0 +1,156 @@
+"""interp's patching engine against TransformerLens's patching helpers: same process, model, batch and metric.
+
+    python benchmarks/patching.py [--model random:gpt2] [--prompts 8] [--tokens 16] [--threads N]
+
+Times TransformerLens's `get_act_patch_resid_pre` and `get_act_patch_attn_head_out_all_pos` (each with the clean
+`run_with_cache` it needs, under torch.inference_mode, their fastest setting) against interp's `activation_patch`
+for the same grids (its two base runs included), and attribution patching for both grids; checks that the exact
+grids agree; measures the peak memory of each sweep against one `run_with_cache` on the same batch (the rise of the
+process's peak resident set, Linux only). `random:gpt2` has GPT-2 small's shapes, hence its compute. The last line
+printed is `speedup resid_pre=<x>x head_out=<y>x attribution_vs_exact=<z>x max_abs_diff=<d>`.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from interp.attribution import agreement, attribution_patch  # noqa: E402
+from interp.models import load_model  # noqa: E402
+from interp.patching import activation_patch, logit_diff_metric  # noqa: E402
+
+ANSWER, WRONG = 1000, 2000  # any two tokens: the metric is logit(ANSWER) - logit(WRONG) at the last position
+
+
+def resident_bytes(field: str) -> int | None:
+    """VmRSS (now) or VmHWM (peak) of this process, None where /proc is not there."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak() -> bool:
+    """Start a fresh peak-RSS measurement: give freed heap back to the OS, then reset VmHWM to the current RSS."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure(fn):
+    """(result, seconds, peak bytes above the resident set at the start, or None where it cannot be measured)."""
+    measurable = reset_peak()
+    before = resident_bytes("VmRSS")
+    start = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - start
+    peak = resident_bytes("VmHWM")
+    return result, seconds, (peak - before) if measurable and peak and before else None
+
+
+def run_benchmark(model_spec: str = "random:gpt2", quiet: bool = False, n_prompts: int = 8, n_tokens: int = 16,
+                  seed: int = 0) -> dict:
+    """Run the comparison; print a report ending with the summary line unless quiet; return every number."""
+    import transformer_lens.patching as tl_patching
+
+    say = (lambda *args: None) if quiet else (lambda *args: print(*args, flush=True))
+    model = load_model(model_spec, device="cpu")
+    generator = torch.Generator().manual_seed(seed)
+    clean = torch.randint(0, model.cfg.d_vocab, (n_prompts, n_tokens), generator=generator)
+    corrupt = torch.randint(0, model.cfg.d_vocab, (n_prompts, n_tokens), generator=generator)
+    metric = logit_diff_metric(ANSWER, WRONG)
+
+    def full_logit_diff(logits):  # what TransformerLens takes: a function of the full logits
+        return (logits[:, -1, ANSWER] - logits[:, -1, WRONG]).mean()
+
+    def cached_run():
+        with torch.inference_mode():
+            return model.run_with_cache(clean)[1]
+
+    def transformer_lens(helper):
+        with torch.inference_mode():
+            return helper(model, corrupt, model.run_with_cache(clean)[1], full_logit_diff)
+
+    say(f"{model_spec}: {model.cfg.n_layers} layers x {model.cfg.n_heads} heads, d_model {model.cfg.d_model}; "
+        f"{n_prompts} prompts x {n_tokens} tokens; {torch.get_num_threads()} threads")
+    with torch.inference_mode():  # warm-up: first calls pay for lazy initialisation
+        model(clean[:1, :2])
+        activation_patch(model, clean[:1, :2], corrupt[:1, :2], metric, "resid_pre")
+    cache, _, cache_peak = measure(cached_run)
+    # Bridge hooks alias one another (blocks.0.hook_in is blocks.0.hook_resid_pre): count each storage once.
+    cache_bytes = sum({tensor.untyped_storage().data_ptr(): tensor.untyped_storage().nbytes()
+                       for tensor in cache.values()}.values())
+    del cache
+
+    sites = {"resid_pre": tl_patching.get_act_patch_resid_pre,
+             "head_out": tl_patching.get_act_patch_attn_head_out_all_pos}
+    report = {"model": model_spec, "prompts": n_prompts, "tokens": n_tokens, "threads": torch.get_num_threads(),
+              "run_with_cache": {"peak_bytes": cache_peak, "cache_bytes": cache_bytes}, "sites": {}}
+    for site, helper in sites.items():
+        say(f"{site}: TransformerLens ...")
+        reference, tl_seconds, tl_peak = measure(lambda: transformer_lens(helper))
+        say(f"{site}: interp exact ...")
+        exact, exact_seconds, exact_peak = measure(lambda: activation_patch(model, clean, corrupt, metric, site))
+        say(f"{site}: interp attribution ...")
+        estimate, attribution_seconds, attribution_peak = measure(
+            lambda: attribution_patch(model, clean, corrupt, metric, site))
+        report["sites"][site] = {
+            "transformer_lens_seconds": tl_seconds, "interp_seconds": exact_seconds,
+            "attribution_seconds": attribution_seconds, "speedup": tl_seconds / exact_seconds,
+            "max_abs_diff": float((exact - reference).abs().max()),
+            "peak_bytes": {"transformer_lens": tl_peak, "interp": exact_peak, "attribution": attribution_peak},
+            "attribution_agreement": agreement(exact, estimate),
+        }
+
+    resid, heads = report["sites"]["resid_pre"], report["sites"]["head_out"]
+    report["attribution_vs_exact"] = ((resid["interp_seconds"] + heads["interp_seconds"])
+                                      / (resid["attribution_seconds"] + heads["attribution_seconds"]))
+    report["max_abs_diff"] = max(resid["max_abs_diff"], heads["max_abs_diff"])
+    report["summary"] = (f"speedup resid_pre={resid['speedup']:.1f}x head_out={heads['speedup']:.1f}x "
+                         f"attribution_vs_exact={report['attribution_vs_exact']:.1f}x "
+                         f"max_abs_diff={report['max_abs_diff']:.1e}")
+
+    def mib(n):
+        return "n/a" if n is None else f"{n / 2**20:.0f} MiB"
+
+    say(f"run_with_cache: peak +{mib(cache_peak)} (the cache itself {mib(cache_bytes)})")
+    for site, row in report["sites"].items():
+        ratio = (f"{row['peak_bytes']['interp'] / cache_peak:.2f}x run_with_cache" if cache_peak and
+                 row["peak_bytes"]["interp"] is not None else "n/a")
+        fit = row["attribution_agreement"]
+        say(f"{site}: TransformerLens {row['transformer_lens_seconds']:.2f} s, interp {row['interp_seconds']:.2f} s "
+            f"({row['speedup']:.1f}x), attribution {row['attribution_seconds']:.2f} s; peak memory: TransformerLens "
+            f"+{mib(row['peak_bytes']['transformer_lens'])}, interp +{mib(row['peak_bytes']['interp'])} ({ratio}); "
+            f"attribution vs exact: pearson {fit['pearson']:.3f}, max |diff| {fit['max_abs_diff']:.3g}")
+    say(report["summary"])
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="random:gpt2", help="model spec (default: random:gpt2)")
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run_benchmark(args.model, n_prompts=args.prompts, n_tokens=args.tokens)
+
+
+if __name__ == "__main__":
+    main()

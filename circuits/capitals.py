@@ -1,0 +1,393 @@
+"""The capital-city FFN vector (Merullo, Eickhoff & Pavlick, NAACL 2024), on any GPT-2.
+
+Method. A one-shot prompt ("Q: What is the capital of France?\\nA: Paris\\nQ: What is the capital of Poland?\\nA:")
+is read with the logit lens at its last position, blocks counted from 0: first the argument (" Poland") leads,
+then the answer (" Warsaw"). The block where the answer first leads, most often over the prompts the model
+answers, is the task's emergence layer. There the MLP does the work:
+1. switch test: subtracting that MLP's output from the block's output brings the argument back on top;
+2. o-vector: that MLP's output on one prompt, written over the MLP outputs of that block and every later one on
+   prompts with no task cue ("table mug free China table mug free China ..."), promotes each prompt's own answer
+   (" Beijing"): mean reciprocal rank of the answer before and after, and how often it does not help at all;
+3. ablation: with the MLPs of the last k blocks removed ("the top FFN layers"), recall from memory (abstractive
+   prompts) collapses while copying from context (extractive prompts, the fact stated first) survives.
+The same for uppercasing and past tense, each with its own emergence layer. Around it: the MLP neurons that
+write the answer read as key-value memories, and word-vector analogies on the embedding matrix.
+
+Arguments and answers are tracked by their first token (how the tables are scored). Everything is measured at
+the last position. Run: `python circuits/capitals.py --model organism` (or `interp capitals`).
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from interp.ablation import ablated, check_components, mlps
+from interp.data import load_pairs
+from interp.data.tasks import TASKS
+from interp.errors import InterpError
+from interp.lens import boundary_hooks
+from interp.memories import analogy, answer_neurons, top_contexts, value_tokens
+from interp.organism.corpus import CorpusGenerator
+from interp.results import jsonable, provenance, write_json
+from interp.tokens import encode, first_token_id
+from interp.vectors import final_logits, last_position, lens_ranks, mean_mlp_outputs, mlp_out, mlp_outputs_replaced, \
+    token_ranks
+
+TASK_NAMES = ("capitals", "uppercase", "past_tense")
+FILLER = ("table", "mug", "free")  # the paper's cue-free context: filler words, then the argument, repeated
+ANALOGIES = [(" man", " king", " woman", " queen"), (" France", " Paris", " Germany", " Berlin"),
+             (" big", " biggest", " small", " smallest")]
+# What the paper reports for GPT-2 medium: compared with our measurement, never used to make it.
+PAPER_GPT2_MEDIUM = {
+    "emergence_layer": 19,
+    "o_vector_layer": {"capitals": 19, "uppercase": 19, "past_tense": 18},
+    "rank_before": {"capitals": 10, "past_tense": 7},  # 1 / mean reciprocal rank, roughly
+    "rank_after": {"capitals": 4, "past_tense": 3},
+    "no_effect_rate": {"capitals": 0.37, "uppercase": 0.04, "past_tense": 0.19},
+}
+
+
+# --- Data --------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Item:
+    argument: str  # x, e.g. "Poland"
+    answer: str  # y, e.g. "Warsaw"
+    prompt: str  # one-shot question: the answer must come from memory (abstractive)
+    extractive: str  # the same prompt with the fact stated first: the answer can be copied from the context
+    cue_free: str  # filler words and the argument, no task cue
+
+
+def cue_free_prompt(argument: str, repeats: int = 3) -> str:
+    return " ".join([*FILLER, argument] * repeats)
+
+
+def task_items(task_name: str, n: int | None = None, seed: int = 0) -> list[Item]:
+    """n (default: all) pairs of the task's table, in a seeded order, each with a demonstration drawn from the
+    other pairs."""
+    if task_name not in TASKS:
+        raise InterpError(f"unknown task {task_name!r}; known: {', '.join(TASKS)}")
+    if n is not None and n < 2:
+        raise InterpError(f"a task needs at least 2 prompts (one lends its o-vector to the others), not {n}")
+    task, pairs, rng = TASKS[task_name], list(load_pairs(TASKS[task_name].table)), random.Random(seed)
+    items = []
+    for x, y in rng.sample(pairs, min(n or len(pairs), len(pairs))):
+        demo = rng.choice([pair for pair in pairs if pair != (x, y)])
+        items.append(Item(x, y, task.prompt(x, (demo,)), task.extractive_prompt(x, y, (demo,)), cue_free_prompt(x)))
+    return items
+
+
+def first_ids(words: Sequence[str]) -> torch.Tensor:
+    return torch.tensor([first_token_id(" " + word) for word in words])
+
+
+# --- The logit lens at the last position ---------------------------------------------------------------------
+
+@dataclass
+class Reading:
+    """One forward pass over a task's one-shot prompts, kept at the last position."""
+
+    items: list[Item]
+    residuals: torch.Tensor  # [n, n_layers + 1, d_model]: embeddings, then each block's output
+    mlp_outputs: torch.Tensor  # [n, n_layers, d_model]
+    argument_ranks: torch.Tensor  # [n, n_layers + 1]: lens rank of the argument at each boundary (1 = top)
+    answer_ranks: torch.Tensor  # [n, n_layers + 1]
+
+    @property
+    def answered(self) -> torch.Tensor:
+        return self.answer_ranks[:, -1] == 1  # the last boundary's lens is the model's own prediction
+
+    def subset(self, mask: torch.Tensor) -> Reading:
+        return Reading([item for item, keep in zip(self.items, mask) if keep], self.residuals[mask],
+                       self.mlp_outputs[mask], self.argument_ranks[mask], self.answer_ranks[mask])
+
+
+def read(model, items: Sequence[Item]) -> Reading:
+    n_layers = model.cfg.n_layers
+    boundaries, outputs = boundary_hooks(n_layers), [mlp_out(layer) for layer in range(n_layers)]
+    cache = last_position(model, [item.prompt for item in items], boundaries + outputs)
+    residuals = torch.stack([cache[name] for name in boundaries], dim=1)
+    targets = torch.stack([first_ids([i.argument for i in items]), first_ids([i.answer for i in items])], dim=1)
+    ranks = lens_ranks(model, residuals, targets)
+    return Reading(list(items), residuals, torch.stack([cache[name] for name in outputs], dim=1),
+                   ranks[..., 0], ranks[..., 1])
+
+
+def measured(reading: Reading) -> tuple[Reading, str]:
+    """The prompts the model answers: the mechanism is about facts it knows. A model that answers none (random
+    weights) is measured on all of them, so that the pipeline still runs."""
+    if reading.answered.any():
+        return reading.subset(reading.answered), "answered prompts"
+    return reading, "all prompts (the model answers none)"
+
+
+def first_lead_blocks(ranks: torch.Tensor) -> list[int | None]:
+    """Per prompt, the first block after which the token leads the lens; None where it never does."""
+    leads = ranks[:, 1:] == 1  # the embedding boundary only shows the last input token: not a block's work
+    return [int(row.nonzero()[0]) if row.any() else None for row in leads]
+
+
+def peak_blocks(ranks: torch.Tensor) -> list[int]:
+    """Per prompt, the first block after which the token reaches its best lens rank: where it first leads, for
+    a prompt the model answers."""
+    blocks = ranks[:, 1:]
+    return (blocks == blocks.min(dim=1, keepdim=True).values).int().argmax(dim=1).tolist()
+
+
+def emergence_layer(answer_ranks: torch.Tensor) -> int:
+    """The block where the answer most often first leads (ties: the earliest)."""
+    counts = Counter(peak_blocks(answer_ranks))
+    return min(counts, key=lambda block: (-counts[block], block))
+
+
+def trajectory(reading: Reading) -> dict:
+    """Median and quartiles over prompts of the argument's and the answer's lens rank at each boundary."""
+    def quantiles(ranks):
+        q = torch.quantile(ranks.float(), torch.tensor([0.25, 0.5, 0.75]), dim=0)
+        return {"q25": q[0], "median": q[1], "q75": q[2]}
+    return {"argument": quantiles(reading.argument_ranks), "answer": quantiles(reading.answer_ranks)}
+
+
+def lead_counts(blocks: list[int | None]) -> dict[str, int]:
+    counts = Counter("never" if b is None else b for b in blocks)
+    return {str(key): counts[key] for key in sorted(counts, key=lambda k: (k == "never", k if k != "never" else 0))}
+
+
+# --- The emergence block's MLP ---------------------------------------------------------------------------------
+
+def switch_test(model, reading: Reading, layer: int) -> dict:
+    """On the prompts where the answer leads right after block `layer`: subtract that block's MLP output from the
+    block's output and read the lens again. How often is the argument back on top, how often is the answer
+    gone? (Block output minus MLP output is the residual between the block's attention and its MLP.)"""
+    check_components(model, mlps([layer]))
+    leads = reading.answer_ranks[:, layer + 1] == 1
+    if not leads.any():
+        return {"layer": layer, "n": 0, "rate": None, "answer_lost_rate": None}
+    subset = reading.subset(leads)
+    without_mlp = subset.residuals[:, layer + 1] - subset.mlp_outputs[:, layer]
+    targets = torch.stack([first_ids([i.argument for i in subset.items]), first_ids([i.answer for i in subset.items])],
+                          dim=1)
+    ranks = lens_ranks(model, without_mlp, targets)
+    return {"layer": layer, "n": len(subset.items), "rate": (ranks[:, 0] == 1).float().mean(),
+            "answer_lost_rate": (ranks[:, 1] > 1).float().mean()}
+
+
+def transplant(model, reading: Reading, layer: int, source: int = 0) -> dict:
+    """The o-vector: block `layer`'s MLP output at the last position of prompt `source`. Written over the MLP
+    outputs of that block and every later one at the last position of the other items' cue-free prompts, does
+    it promote each one's own answer? Ranks of the answer in the model's output, before and after."""
+    check_components(model, mlps([layer]))
+    others = [item for i, item in enumerate(reading.items) if i != source]
+    if not others:
+        raise InterpError("the transplant needs at least two prompts: one lends its o-vector to the others")
+    vector = reading.mlp_outputs[source, layer]
+    prompts, answers = [item.cue_free for item in others], first_ids([item.answer for item in others])
+    before = token_ranks(final_logits(model, prompts), answers)
+    with mlp_outputs_replaced(model, vector, range(layer, model.cfg.n_layers)):
+        after = token_ranks(final_logits(model, prompts), answers)
+    mrr_before, mrr_after = (1 / before).mean(), (1 / after).mean()
+    return {"layer": layer, "source": reading.items[source].argument, "n": len(others),
+            "mrr_before": mrr_before, "mrr_after": mrr_after,
+            "rank_before": 1 / mrr_before, "rank_after": 1 / mrr_after,  # the "rank" the paper quotes
+            "no_effect_rate": (after >= before).float().mean()}
+
+
+def accuracy(model, prompts: Sequence[str], answers: torch.Tensor) -> float:
+    return (final_logits(model, prompts).argmax(-1) == answers).float().mean().item()
+
+
+def ablation_curves(model, items: Sequence[Item], ks: Sequence[int]) -> dict:
+    """Accuracy on abstractive and extractive prompts with the MLPs of the last k blocks ablated (the paper's
+    "top FFN layers"), by zero and by mean ablation (means over both prompt sets, see `mean_mlp_outputs`)."""
+    n_layers = model.cfg.n_layers
+    bad = [k for k in ks if not 0 <= k <= n_layers]
+    if bad or not ks:
+        raise InterpError(f"ablation sizes {list(bad or ks)} are invalid: give k in 0..{n_layers} (MLPs removed)")
+    abstractive, extractive = [item.prompt for item in items], [item.extractive for item in items]
+    answers = first_ids([item.answer for item in items])
+    means = mean_mlp_outputs(model, abstractive + extractive, range(n_layers))
+    curves = {}
+    for method in ("zero", "mean"):
+        curves[method] = {}
+        for k in ks:
+            layers = list(range(n_layers - k, n_layers))
+            with ablated(model, mlps(layers), method, means):
+                curves[method][k] = {"layers": layers, "abstractive_accuracy": accuracy(model, abstractive, answers),
+                                     "extractive_accuracy": accuracy(model, extractive, answers)}
+    return {"n": len(items), "removed": "the MLPs of the last k blocks", **curves}
+
+
+def default_ks(n_layers: int) -> list[int]:
+    return sorted({0, n_layers, *(k for k in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32) if k < n_layers)})
+
+
+# --- Around it: key-value memories, word vectors ---------------------------------------------------------------
+
+def text_sample(model, n: int, seed: int) -> list[str]:
+    """n documents of the organism's corpus generator (plain English sentences) that fit the model's context."""
+    generator = CorpusGenerator(seed)
+    texts = []
+    while len(texts) < n:
+        text = generator.document()
+        if len(encode(text)) < model.cfg.n_ctx:
+            texts.append(text)
+    return texts
+
+
+def memories(model, item: Item, layer: int, texts: Sequence[str], n_neurons: int = 3) -> dict:
+    """The neurons of block `layer` that write the most for the item's answer, read as key-value memories: the
+    tokens their value promotes, the contexts that fire them most."""
+    answer = model.tokenizer.decode([first_token_id(" " + item.answer)])
+    neurons = answer_neurons(model, item.prompt, layer, answer, k=n_neurons)
+    contexts = top_contexts(model, layer, [neuron for neuron, _ in neurons], texts)
+    return {"layer": layer, "prompt": item.prompt, "answer": answer, "n_texts": len(texts), "neurons": [
+        {"neuron": neuron, "contribution": contribution,
+         "value_tokens": [{"token": t, "logit": v} for t, v in value_tokens(model, layer, neuron, k=8)],
+         "top_contexts": contexts[neuron]} for neuron, contribution in neurons]}
+
+
+def analogies(model) -> list[dict]:
+    rows = []
+    for a, b, c, expected in ANALOGIES:
+        nearest = analogy(model, a, b, c, k=5)
+        rows.append({"query": f"{b.strip()} - {a.strip()} + {c.strip()}", "expected": expected,
+                     "nearest": [{"token": t, "cosine": s} for t, s in nearest],
+                     "top1_is_expected": nearest[0][0] == expected})
+    return rows
+
+
+# --- The experiment --------------------------------------------------------------------------------------------
+
+def paper_comparison(results: dict) -> dict:
+    paper, transplants = PAPER_GPT2_MEDIUM, results["transplant"]
+    return {
+        "emergence_layer": {"paper": paper["emergence_layer"], "ours": results["emergence_layer"]},
+        "o_vector_layer": {task: {"paper": layer, "ours": transplants[task]["layer"]}
+                           for task, layer in paper["o_vector_layer"].items() if task in transplants},
+        **{key: {task: {"paper": value, "ours": transplants[task][key]}
+                 for task, value in paper[key].items() if task in transplants}
+           for key in ("rank_before", "rank_after", "no_effect_rate")},
+    }
+
+
+def run(model, out_dir: str | Path, seed: int = 0, quiet: bool = False, n_prompts: int | None = None,
+        tasks: Sequence[str] = TASK_NAMES, ablation_ks: Sequence[int] | None = None, n_texts: int = 200) -> dict:
+    """The whole experiment; writes results.json, timing.json and the figures into out_dir, returns the results.
+
+    n_prompts (per task; default all pairs of each table), tasks (capitals must be one), ablation_ks (default:
+    a spread from 0 to all layers) and n_texts (the sample for the memories) trade detail for time."""
+    if "capitals" not in tasks:
+        raise InterpError("the tasks must include 'capitals': the emergence layer and the ablation are measured on it")
+    say = (lambda message: None) if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+    timing, start = {}, time.time()
+    results = {**provenance(model, seed), "n_layers": model.cfg.n_layers, "tasks": {}, "transplant": {}}
+    readings = {}
+    for task in tasks:
+        say(f"[capitals] {task}: logit lens, switch test, o-vector transplant")
+        reading = read(model, task_items(task, n_prompts, seed))
+        subset, basis = measured(reading)
+        layer = emergence_layer(subset.answer_ranks)
+        readings[task] = subset
+        results["tasks"][task] = {
+            "n_prompts": len(reading.items), "n_answered": int(reading.answered.sum()),
+            "accuracy": reading.answered.float().mean(), "measured_on": basis, "n_measured": len(subset.items),
+            "example": subset.items[0].prompt, "emergence_layer": layer,
+            "argument_first_leads": lead_counts(first_lead_blocks(subset.argument_ranks)),
+            "answer_first_leads": lead_counts(first_lead_blocks(subset.answer_ranks)),
+            "trajectory": trajectory(subset), "switch_test": switch_test(model, subset, layer)}
+        results["transplant"][task] = transplant(model, subset, layer)
+        timing[task] = time.time() - start
+    capitals = results["tasks"]["capitals"]
+    results["emergence_layer"], results["switch_test"] = capitals["emergence_layer"], capitals["switch_test"]
+
+    say("[capitals] ablation curves")
+    ks = default_ks(model.cfg.n_layers) if ablation_ks is None else list(ablation_ks)
+    results["ablation"] = ablation_curves(model, readings["capitals"].items, ks)
+    timing["ablation"] = time.time() - start
+
+    say("[capitals] key-value memories, word-vector analogies")
+    texts = text_sample(model, n_texts, seed)
+    results["memories"] = memories(model, readings["capitals"].items[0], results["emergence_layer"], texts)
+    results["analogies"] = analogies(model)
+    if model.interp_source.spec == "gpt2-medium":
+        results["paper_comparison"] = paper_comparison(results)
+    timing["total"] = time.time() - start
+
+    results = jsonable(results)
+    write_json(Path(out_dir) / "results.json", results)
+    write_json(Path(out_dir) / "timing.json", {"seconds": timing})
+    figures_from_results(results, out_dir)
+    return results
+
+
+def figures_from_results(data: dict, out_dir: str | Path) -> list[Path]:
+    """Every figure of the experiment, from its results.json data alone."""
+    from interp.plotting import plot_ablation_curves, plot_lens_trajectories, plot_transplant, save_figure
+
+    return [*save_figure(plot_lens_trajectories(data["tasks"], data["model"]), out_dir, "lens_trajectories"),
+            *save_figure(plot_transplant(data["transplant"], data["model"]), out_dir, "transplant"),
+            *save_figure(plot_ablation_curves(data["ablation"], data["model"]), out_dir, "ablation")]
+
+
+def default_out_dir(spec: str) -> Path:
+    return Path("results/capitals") / re.sub(r"[^A-Za-z0-9._-]+", "-", Path(spec).name or spec)
+
+
+def summary(results: dict) -> str:
+    switch = results["switch_test"]
+    switched = (f"the argument is back on top in {switch['rate']:.0%} of {switch['n']} prompts" if switch["n"]
+                else "no prompt where the answer leads after that block")
+    lines = [f"{results['model']}: the answer emerges at block {results['emergence_layer']}; switch test: {switched}"]
+    for task, t in results["transplant"].items():
+        lines.append(f"  o-vector {task} (block {t['layer']}): MRR {t['mrr_before']:.3f} -> {t['mrr_after']:.3f} "
+                     f"(rank {t['rank_before']:.1f} -> {t['rank_after']:.1f}), no effect {t['no_effect_rate']:.0%}")
+    for method in ("zero", "mean"):
+        lines.append(f"  {method} ablation, last k MLPs: " + ", ".join(
+            f"k={k} {v['abstractive_accuracy']:.2f}/{v['extractive_accuracy']:.2f}"
+            for k, v in results["ablation"][method].items()) + " (abstractive/extractive accuracy)")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="organism", help="model spec (default: organism)")
+    parser.add_argument("--out", default=None, help="output directory (default: results/capitals/<model>/)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the prompt sample and demonstrations")
+    parser.add_argument("--n-prompts", type=int, default=None, help="prompts per task (default: the whole table)")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--quiet", action="store_true")
+
+
+def run_args(args: argparse.Namespace) -> dict:
+    from interp.models import load_model
+
+    model = load_model(args.model, device=args.device)
+    out_dir = Path(args.out) if args.out else default_out_dir(args.model)
+    results = run(model, out_dir, seed=args.seed, quiet=args.quiet, n_prompts=args.n_prompts)
+    if not args.quiet:
+        print(summary(results))
+        print(f"wrote {out_dir}/results.json and figures")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="capitals", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    try:
+        run_args(parser.parse_args(argv))
+    except InterpError as error:
+        print(f"capitals: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

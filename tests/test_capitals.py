@@ -1,0 +1,305 @@
+"""The capital-city FFN-vector experiment: ground truth first (a memory planted in one MLP of a small GPT-2 must
+be found where it was put), hand computations of the lens and the o-vector intervention, then end-to-end runs
+on the organism and on the GPT-2 medium architecture, and bad input."""
+import json
+import math
+
+import pytest
+import torch
+from transformers import GPT2LMHeadModel
+
+from conftest import make_checkpoint
+from interp.ablation import ablated, mlps
+from interp.circuits import capitals
+from interp.circuits.capitals import Item, cue_free_prompt
+from interp.errors import InterpError
+from interp.lens import boundary_hooks
+from interp.memories import analogy, answer_neurons, top_contexts, value_tokens
+from interp.models import ORGANISM_DIR, load_model
+from interp.tokens import single_token_id
+from interp.vectors import final_logits, last_position, lens_ranks, mean_mlp_outputs, mlp_outputs_replaced
+
+PLANTED_LAYER = 1
+PLANTED_PAIRS = [("Poland", "Warsaw"), ("France", "Paris"), ("Germany", "Berlin"), ("China", "Beijing"),
+                 ("Japan", "Tokyo"), ("Italy", "Rome")]
+
+
+def plant_capital_memory(directory, layer=PLANTED_LAYER, n_layer=3, n_embd=128):
+    """A GPT-2 whose capital-of function lives in one neuron of block `layer`'s MLP, and nowhere else.
+
+    - Word vectors: every capital's embedding is 0.7 * its country's + r, for one relation vector r that all
+      countries are orthogonal to: adding r to a country's residual makes its capital the top token.
+    - The task cue: head 0 of block 0 attends uniformly (zero queries and keys) and copies "how much the token
+      " capital" is in the context" into a cue direction. Cue-free prompts leave it at ~0.
+    - Block `layer`, neuron 0: its key reads the cue direction (it fires only with the cue), its value is r.
+    - Every other attention and MLP output is zero, so the logit lens sees only the embeddings and this.
+    The planted directions are orthogonal to every token embedding and centred (LayerNorm leaves them alone).
+    LayerNorm gains and biases stay perturbed (from `make_checkpoint`), so weight folding is exercised.
+    """
+    make_checkpoint(directory, n_layer=n_layer, n_embd=n_embd)
+    model = GPT2LMHeadModel.from_pretrained(directory)
+    generator = torch.Generator().manual_seed(0)
+    directions = [torch.ones(n_embd) / math.sqrt(n_embd)]
+    for _ in range(3):  # Gram-Schmidt against the constant direction and each other
+        v = torch.randn(n_embd, generator=generator)
+        for d in directions:
+            v -= (v @ d) * d
+        directions.append(v / v.norm())
+    cue_in, cue_out, relation = directions[1:]
+    planted = torch.stack(directions[1:])
+    with torch.no_grad():
+        wte, wpe = model.transformer.wte.weight, model.transformer.wpe.weight  # wte is also the unembedding
+        wpe.mul_(0.1)  # position is noise here
+        for table in (wte, wpe):
+            table -= (table @ planted.T) @ planted
+        size = wte.norm(dim=1).mean()
+        wte[single_token_id(" capital")] = size * cue_in
+        for country, capital in PLANTED_PAIRS:
+            wte[single_token_id(" " + capital)] = 0.7 * wte[single_token_id(" " + country)] + size * relation
+        for block in model.transformer.h:
+            for projection in (block.attn.c_proj, block.mlp.c_proj):
+                projection.weight.zero_()
+                projection.bias.zero_()
+        attention = model.transformer.h[0].attn
+        attention.c_attn.weight.zero_()
+        attention.c_attn.bias.zero_()
+        attention.c_attn.weight[:, 2 * n_embd] = cue_in  # head 0's first value dimension reads the cue token
+        attention.c_proj.weight[0] = 0.05 * cue_out  # ... and writes the cue direction, ~0.5 token norms
+        mlp = model.transformer.h[layer].mlp
+        mlp.c_fc.weight[:, 0] = 10 * cue_out  # the key: reads ~5 with the cue, ~0 without
+        mlp.c_fc.bias[0] = -25.0
+        mlp.c_proj.weight[0] = size / 25 * relation  # the value: r, one token norm at the cue's activation
+    model.save_pretrained(directory)
+    return directory
+
+
+def planted_items():
+    return [Item(x, y, f"The capital of {x}", f"{x} has {y}. The capital of {x}", cue_free_prompt(x))
+            for x, y in PLANTED_PAIRS]
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    return load_model(str(plant_capital_memory(tmp_path_factory.mktemp("planted"))), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def planted_reading(planted):
+    return capitals.read(planted, planted_items())
+
+
+# --- Ground truth: the planted memory is found where it was put ---------------------------------------------------
+
+def test_lens_finds_the_planted_layer(planted_reading):
+    assert planted_reading.answered.all()
+    assert capitals.first_lead_blocks(planted_reading.argument_ranks) == [0] * len(PLANTED_PAIRS)
+    assert capitals.first_lead_blocks(planted_reading.answer_ranks) == [PLANTED_LAYER] * len(PLANTED_PAIRS)
+    assert capitals.emergence_layer(planted_reading.answer_ranks) == PLANTED_LAYER
+
+
+def test_switch_test_reverts_to_the_argument(planted, planted_reading):
+    switch = capitals.switch_test(planted, planted_reading, PLANTED_LAYER)
+    assert switch["n"] == len(PLANTED_PAIRS) and switch["rate"] == 1 and switch["answer_lost_rate"] == 1
+    # Before the planted block the answer does not lead anywhere: nothing to switch.
+    assert capitals.switch_test(planted, planted_reading, 0)["n"] == 0
+
+
+def test_ablating_the_planted_mlp_loses_recall(planted):
+    items = planted_items()
+    curves = capitals.ablation_curves(planted, items, [0, 1, 2])
+    # The last k blocks: k = 1 removes only block 2 (empty), k = 2 reaches the planted block 1.
+    assert [curves["zero"][k]["abstractive_accuracy"] for k in (0, 1, 2)] == [1, 1, 0]
+    # Mean ablation keeps the relation vector: the neuron fires at most positions of these prompts.
+    assert curves["mean"][2]["abstractive_accuracy"] == 1
+    answers = capitals.first_ids([item.answer for item in items])
+    with ablated(planted, mlps([PLANTED_LAYER])):
+        assert capitals.accuracy(planted, [item.prompt for item in items], answers) == 0
+
+
+def test_planted_o_vector_promotes_each_capital(planted, planted_reading):
+    result = capitals.transplant(planted, planted_reading, PLANTED_LAYER, source=0)
+    assert result["source"] == "Poland" and result["n"] == len(PLANTED_PAIRS) - 1
+    # Cue-free, the capital is second to its country (0.7 of it plus r); with the o-vector it leads.
+    assert result["mrr_before"] == 0.5 and result["mrr_after"] == 1 and result["no_effect_rate"] == 0
+
+
+def test_planted_neuron_reads_as_a_key_value_memory(planted):
+    neuron, contribution = answer_neurons(planted, "The capital of Poland", PLANTED_LAYER, " Warsaw", k=1)[0]
+    assert neuron == 0 and contribution > 0
+    # Its value promotes the capitals (they all carry r), its key fires right after the cue.
+    promoted = {token.strip() for token, _ in value_tokens(planted, PLANTED_LAYER, 0, k=len(PLANTED_PAIRS))}
+    assert promoted == {capital for _, capital in PLANTED_PAIRS}
+    texts = ["The dog saw the table", "Berlin is the capital of Germany", "A capital idea", "free table mug"]
+    contexts = top_contexts(planted, PLANTED_LAYER, [0], texts, k=2)[0]
+    assert contexts[0]["token"] == " capital" and all("capital" in c["context"] + c["token"] for c in contexts)
+
+
+def test_analogy_on_planted_word_vectors(planted):
+    assert analogy(planted, " Poland", " Warsaw", " France")[0][0] == " Paris"
+
+
+# --- Hand computations on a tiny random GPT-2 ------------------------------------------------------------------
+
+def hf_run(directory, prompt, tokens, replace=None):
+    """transformers' own model: log-probs of every lens boundary at the last position, and each MLP's output
+    there; `replace` (layer -> vector) overwrites MLP outputs at the last position."""
+    hf = GPT2LMHeadModel.from_pretrained(directory).eval()
+    outputs = {}
+
+    def hook(layer):
+        def fn(module, inputs, output):
+            outputs[layer] = output[0, -1].clone()
+            if replace and layer in replace:
+                output = output.clone()
+                output[:, -1] = replace[layer]
+            return output
+        return fn
+
+    for layer, block in enumerate(hf.transformer.h):
+        block.mlp.register_forward_hook(hook(layer))
+    with torch.no_grad():
+        out = hf(tokens, output_hidden_states=True)
+        lens = [hf.lm_head(hf.transformer.ln_f(h[0, -1])) for h in out.hidden_states[:-1]] + [out.logits[0, -1]]
+    return torch.stack(lens).log_softmax(-1), outputs
+
+
+def test_lens_ranks_match_hand_computation(tiny_model, tiny_checkpoint):
+    items = capitals.task_items("capitals", 3, seed=1)
+    reading = capitals.read(tiny_model, items)
+    for i, item in enumerate(items):
+        log_probs, _ = hf_run(tiny_checkpoint, item.prompt, tiny_model.to_tokens(item.prompt))
+        for ranks, word in ((reading.argument_ranks[i], item.argument), (reading.answer_ranks[i], item.answer)):
+            target = log_probs[:, capitals.first_ids([word])[0]][:, None]
+            # The number of tokens clearly above the target, up to ties within float error.
+            assert ((log_probs > target + 1e-5).sum(-1) + 1 <= ranks).all()
+            assert (ranks <= (log_probs > target - 1e-5).sum(-1) + 1).all()
+
+
+def test_o_vector_and_transplant_match_hand_computation(tiny_model, tiny_checkpoint):
+    prompt, cue_free = "The capital of Poland is", cue_free_prompt("China")
+    _, hf_outputs = hf_run(tiny_checkpoint, prompt, tiny_model.to_tokens(prompt))
+    o_vector = last_position(tiny_model, [prompt], ["blocks.1.hook_mlp_out"])["blocks.1.hook_mlp_out"][0]
+    # The bridge centres what writes to the residual stream: the same vector, less its mean.
+    assert torch.allclose(o_vector, hf_outputs[1] - hf_outputs[1].mean(), atol=1e-5)
+    with mlp_outputs_replaced(tiny_model, o_vector, [0, 1]):
+        ours = final_logits(tiny_model, [cue_free])[0].log_softmax(-1)
+    expected, _ = hf_run(tiny_checkpoint, cue_free, tiny_model.to_tokens(cue_free), replace={0: o_vector, 1: o_vector})
+    assert torch.allclose(ours, expected[-1], atol=1e-4)
+    assert not torch.allclose(ours, final_logits(tiny_model, [cue_free])[0].log_softmax(-1), atol=1e-2)
+
+
+def test_last_position_keeps_prompt_order(tiny_model):
+    prompts = ["a b c d", "The capital", "x", "The capital of Poland"]  # 1st and 4th share a batch
+    together = last_position(tiny_model, prompts, ["blocks.0.hook_resid_post"])["blocks.0.hook_resid_post"]
+    for prompt, row in zip(prompts, together):
+        alone = last_position(tiny_model, [prompt], ["blocks.0.hook_resid_post"])["blocks.0.hook_resid_post"][0]
+        assert torch.allclose(row, alone, atol=1e-5)
+
+
+def test_mean_mlp_outputs_by_hand(tiny_model):
+    prompts = ["The capital of Poland", "x y"]
+    means = mean_mlp_outputs(tiny_model, prompts, [1])["blocks.1.hook_mlp_out"]
+    outputs = [tiny_model.run_with_cache(p, names_filter="blocks.1.hook_mlp_out")[1]["blocks.1.hook_mlp_out"][0]
+               for p in prompts]
+    assert means.shape == (1, tiny_model.cfg.n_ctx, tiny_model.cfg.d_model)
+    assert torch.allclose(means[0, 0], outputs[0][0], atol=1e-5)  # BOS: the same in every prompt
+    assert torch.allclose(means[0, 1:], torch.cat([o[1:] for o in outputs]).mean(0).expand(
+        tiny_model.cfg.n_ctx - 1, -1), atol=1e-5)
+
+
+# --- End to end ----------------------------------------------------------------------------------------------
+
+RESULT_KEYS = {"model", "emergence_layer", "switch_test", "transplant", "ablation", "versions", "git_commit",
+               "tasks", "memories", "analogies", "seed", "checkpoint_sha256"}
+FIGURES = {f"{name}.{suffix}" for name in ("lens_trajectories", "transplant", "ablation") for suffix in ("png", "svg")}
+
+
+def check_results(results, out_dir, n_layers, tasks=capitals.TASK_NAMES):
+    assert RESULT_KEYS <= set(results) and "paper_comparison" not in results
+    assert json.loads((out_dir / "results.json").read_text()) == results
+    assert {p.name for p in out_dir.iterdir()} == {"results.json", "timing.json"} | FIGURES
+    assert 0 <= results["emergence_layer"] < n_layers and set(results["transplant"]) == set(tasks)
+    for transplant in results["transplant"].values():
+        assert set(transplant) >= {"mrr_before", "mrr_after", "no_effect_rate", "layer"}
+        assert 0 < transplant["mrr_before"] <= 1 and 0 <= transplant["no_effect_rate"] <= 1
+    for method in ("zero", "mean"):
+        for curve in results["ablation"][method].values():
+            assert set(curve) >= {"abstractive_accuracy", "extractive_accuracy"}
+    for task in results["tasks"].values():
+        assert len(task["trajectory"]["answer"]["median"]) == n_layers + 1
+
+
+def test_organism_end_to_end(tmp_path):
+    model = load_model("organism", device="cpu")
+    results = capitals.run(model, tmp_path, quiet=True, n_prompts=40, n_texts=50)
+    check_results(results, tmp_path, model.cfg.n_layers)
+    # The organism memorised most capitals: the mechanism is measured on those it answers.
+    assert results["tasks"]["capitals"]["accuracy"] > 0.5
+    assert results["tasks"]["capitals"]["measured_on"] == "answered prompts"
+    print(capitals.summary(results))
+
+
+@pytest.mark.slow  # ~35 s of it builds the random 24-layer model
+def test_gpt2_medium_code_path(tmp_path):
+    """The GPT-2 medium architecture (random weights: no answers, so everything is measured on all prompts)."""
+    model = load_model("random:gpt2-medium", device="cpu")
+    results = capitals.run(model, tmp_path, quiet=True, n_prompts=2, tasks=["capitals"], ablation_ks=[0, 24],
+                           n_texts=2)
+    check_results(results, tmp_path, 24, tasks=["capitals"])
+    assert results["n_layers"] == 24 and results["model"] == "random:gpt2-medium"
+    assert results["tasks"]["capitals"]["measured_on"] == "all prompts (the model answers none)"
+
+
+def test_results_are_deterministic_and_figures_regenerate(tiny_model, tmp_path):
+    first = capitals.run(tiny_model, tmp_path / "a", quiet=True, n_prompts=3, n_texts=5, ablation_ks=[0, 2])
+    capitals.run(tiny_model, tmp_path / "b", quiet=True, n_prompts=3, n_texts=5, ablation_ks=[0, 2])
+    assert (tmp_path / "a" / "results.json").read_bytes() == (tmp_path / "b" / "results.json").read_bytes()
+    paths = capitals.figures_from_results(json.loads((tmp_path / "a" / "results.json").read_text()), tmp_path / "c")
+    assert {p.name for p in paths} == FIGURES
+    assert first["ablation"]["zero"]["2"]["layers"] == [0, 1]
+
+
+def test_main_writes_results(tiny_checkpoint, tmp_path, capsys):
+    code = capitals.main(["--model", str(tiny_checkpoint), "--out", str(tmp_path), "--n-prompts", "3", "--quiet"])
+    assert code == 0 and (tmp_path / "results.json").is_file()
+    assert capitals.default_out_dir("random:gpt2-medium").as_posix() == "results/capitals/random-gpt2-medium"
+    assert capitals.default_out_dir(str(tiny_checkpoint) + "/").name == tiny_checkpoint.name
+
+
+def test_paper_comparison_pairs_paper_and_measurement():
+    transplant = {task: {"layer": 3, "rank_before": 5.0, "rank_after": 2.0, "no_effect_rate": 0.5}
+                  for task in capitals.TASK_NAMES}
+    comparison = capitals.paper_comparison({"emergence_layer": 3, "transplant": transplant})
+    assert comparison["emergence_layer"] == {"paper": 19, "ours": 3}
+    assert comparison["o_vector_layer"]["past_tense"] == {"paper": 18, "ours": 3}
+    assert comparison["no_effect_rate"]["capitals"] == {"paper": 0.37, "ours": 0.5}
+    assert comparison["rank_before"]["capitals"] == {"paper": 10, "ours": 5.0}
+
+
+# --- Bad input -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("call, problem", [
+    (lambda m, r: capitals.switch_test(m, r, 2), "layer 2 is out of range: the model has layers 0..1"),
+    (lambda m, r: capitals.switch_test(m, r, -1), "layer -1 is out of range"),
+    (lambda m, r: capitals.transplant(m, r.subset(torch.tensor([True, False, False])), 0),
+     "the transplant needs at least two prompts"),
+    (lambda m, r: capitals.transplant(m, r, 5), "layer 5 is out of range"),
+    (lambda m, r: capitals.ablation_curves(m, r.items, [3]), r"ablation sizes \[3\] are invalid"),
+    (lambda m, r: capitals.ablation_curves(m, r.items, []), "ablation sizes"),
+    (lambda m, r: last_position(m, [], ["blocks.0.hook_resid_post"]), "the prompt list is empty"),
+    (lambda m, r: last_position(m, ["ok", " "], ["blocks.0.hook_resid_post"]), "the prompt is empty"),
+    (lambda m, r: capitals.read(m, []), "the prompt list is empty"),
+    (lambda m, r: mlp_outputs_replaced(m, torch.zeros(3), [0]).__enter__(), "the vector has shape"),
+    (lambda m, r: mlp_outputs_replaced(m, torch.zeros(64), [0, 7]).__enter__(), "layer 7 is out of range"),
+    (lambda m, r: capitals.task_items("capitals", 1), "a task needs at least 2 prompts"),
+    (lambda m, r: capitals.task_items("capital"), "unknown task 'capital'"),
+    (lambda m, r: capitals.run(m, "/nonexistent", tasks=["uppercase"]), "the tasks must include 'capitals'"),
+    (lambda m, r: value_tokens(m, 0, 9999), r"neurons \[9999\] are out of range"),
+    (lambda m, r: top_contexts(m, 3, [0], ["text"]), "layer 3 is out of range"),
+    (lambda m, r: answer_neurons(m, "The capital of", 0, "Warsaw"), "token 'Warsaw' is 2 GPT-2 tokens"),
+    (lambda m, r: analogy(m, " man", " kingdom of", " woman"), "analogy word ' kingdom of' is 2 GPT-2 tokens"),
+])
+def test_bad_input(tiny_model, call, problem):
+    reading = capitals.read(tiny_model, capitals.task_items("capitals", 3))
+    with pytest.raises(InterpError, match=problem):
+        call(tiny_model, reading)

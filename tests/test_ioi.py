@@ -1,0 +1,52 @@
+"""The IOI reproduction end to end: on the organism it must find a circuit that explains the behaviour; on
+random:gpt2 (the GPT-2 small code path) it must run to completion."""
+import json
+
+import pytest
+
+from interp.circuits.ioi import run, selected
+from interp.models import load_model
+
+
+def test_selected_by_threshold():
+    import torch
+
+    effect = torch.tensor([[0.0, -0.2, 0.01], [-0.06, 0.3, -0.04]])
+    assert selected(effect, -1) == [(0, 1), (1, 0)]  # strongest first
+    assert selected(effect, +1) == [(1, 1)]
+    assert selected(effect, -1, exclude=[(0, 1)]) == [(1, 0)]
+
+
+@pytest.fixture(scope="module")
+def organism_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ioi-organism")
+    return run(load_model("organism", device="cpu"), out, n=60, seed=0, quiet=True), out
+
+
+def test_organism_circuit(organism_run):
+    results, out = organism_run
+    assert results["mean_logit_diff"] > 0
+    assert results["heads"]["name_mover"], "no name movers found"
+    for name in ("s_inhibition", "induction", "duplicate_token", "previous_token", "backup_name_mover",
+                 "negative_name_mover"):
+        assert name in results["heads"]
+    evaluation = results["evaluation"]
+    assert evaluation["name_movers_and_backups_knocked_out_logit_diff"] <= 0.5 * evaluation["model_logit_diff"]
+    assert 0.8 <= results["faithfulness"] <= 1.2
+
+
+def test_organism_results_file(organism_run):
+    results, out = organism_run
+    data = json.loads((out / "results.json").read_text())
+    for key in ("model", "n_prompts", "seed", "versions", "git_commit", "mean_logit_diff", "io_prob", "io_over_s",
+                "heads", "faithfulness", "completeness", "minimality", "forward_passes"):
+        assert key in data, key
+    assert data["model"] == "organism" and data["n_prompts"] == 60 and "paper_comparison" not in data
+    assert {p.name for p in out.glob("*.png")} >= {"ioi_direct_effect.png", "ioi_circuit.png"}
+
+
+def test_random_gpt2_runs_to_completion(tmp_path):
+    results = run(load_model("random:gpt2", device="cpu"), tmp_path, n=8, seed=0, quiet=True)
+    assert set(results["heads"]) == {"name_mover", "negative_name_mover", "backup_name_mover", "s_inhibition",
+                                     "induction", "duplicate_token", "previous_token"}
+    assert (tmp_path / "results.json").exists()
