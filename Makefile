@@ -17,8 +17,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/interp lens $$'Q: What is the capital of France?\nA: Paris\nQ: What is the capital of Poland?\nA:' \
-		--model organism --target " Warsaw" --target " Poland" --out results/lens/organism
+	$(VENV)/bin/interp organism eval
+	$(VENV)/bin/interp ioi --model organism
+	$(VENV)/bin/interp capitals --model organism
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import re
 import sys
 import time
 from collections import Counter
@@ -37,10 +36,10 @@ from interp.errors import InterpError
 from interp.lens import boundary_hooks
 from interp.memories import analogy, answer_neurons, top_contexts, value_tokens
 from interp.organism.corpus import CorpusGenerator
-from interp.results import jsonable, provenance, write_json
+from interp.results import default_out_dir, jsonable, provenance, write_json
 from interp.tokens import encode, first_token_id
-from interp.vectors import final_logits, last_position, lens_ranks, mean_mlp_outputs, mlp_out, mlp_outputs_replaced, \
-    token_ranks
+from interp.metrics import token_ranks
+from interp.vectors import final_logits, last_position, lens_ranks, mean_mlp_outputs, mlp_out, mlp_outputs_replaced
 
 TASK_NAMES = ("capitals", "uppercase", "past_tense")
 FILLER = ("table", "mug", "free")  # the paper's cue-free context: filler words, then the argument, repeated
@@ -90,6 +89,11 @@ def first_ids(words: Sequence[str]) -> torch.Tensor:
     return torch.tensor([first_token_id(" " + word) for word in words])
 
 
+def argument_answer_ids(items: Sequence[Item]) -> torch.Tensor:
+    """[n, 2]: the first tokens of each item's argument and answer, the two tokens the lens follows."""
+    return torch.stack([first_ids([item.argument for item in items]), first_ids([item.answer for item in items])], 1)
+
+
 # --- The logit lens at the last position ---------------------------------------------------------------------
 
 @dataclass
@@ -116,18 +120,17 @@ def read(model, items: Sequence[Item]) -> Reading:
     boundaries, outputs = boundary_hooks(n_layers), [mlp_out(layer) for layer in range(n_layers)]
     cache = last_position(model, [item.prompt for item in items], boundaries + outputs)
     residuals = torch.stack([cache[name] for name in boundaries], dim=1)
-    targets = torch.stack([first_ids([i.argument for i in items]), first_ids([i.answer for i in items])], dim=1)
-    ranks = lens_ranks(model, residuals, targets)
+    ranks = lens_ranks(model, residuals, argument_answer_ids(items))
     return Reading(list(items), residuals, torch.stack([cache[name] for name in outputs], dim=1),
                    ranks[..., 0], ranks[..., 1])
 
 
 def measured(reading: Reading) -> tuple[Reading, str]:
-    """The prompts the model answers: the mechanism is about facts it knows. A model that answers none (random
-    weights) is measured on all of them, so that the pipeline still runs."""
-    if reading.answered.any():
+    """The prompts the model answers: the mechanism is about facts it knows. A model that answers fewer than two
+    (random weights; one prompt lends its o-vector to the others) is measured on all of them."""
+    if reading.answered.sum() >= 2:
         return reading.subset(reading.answered), "answered prompts"
-    return reading, "all prompts (the model answers none)"
+    return reading, "all prompts (the model answers fewer than two)"
 
 
 def first_lead_blocks(ranks: torch.Tensor) -> list[int | None]:
@@ -144,7 +147,8 @@ def peak_blocks(ranks: torch.Tensor) -> list[int]:
 
 
 def emergence_layer(answer_ranks: torch.Tensor) -> int:
-    """The block where the answer most often first leads (ties: the earliest)."""
+    """The block where the answer most often first leads (ties: the earliest). Prompts where it never leads
+    count at the block where it first reaches its best rank (see `peak_blocks`)."""
     counts = Counter(peak_blocks(answer_ranks))
     return min(counts, key=lambda block: (-counts[block], block))
 
@@ -158,8 +162,10 @@ def trajectory(reading: Reading) -> dict:
 
 
 def lead_counts(blocks: list[int | None]) -> dict[str, int]:
-    counts = Counter("never" if b is None else b for b in blocks)
-    return {str(key): counts[key] for key in sorted(counts, key=lambda k: (k == "never", k if k != "never" else 0))}
+    """How many prompts first lead after each block ("never": not at all)."""
+    counts = Counter(blocks)
+    ordered = sorted(block for block in counts if block is not None) + ([None] if None in counts else [])
+    return {"never" if block is None else str(block): counts[block] for block in ordered}
 
 
 # --- The emergence block's MLP ---------------------------------------------------------------------------------
@@ -174,9 +180,7 @@ def switch_test(model, reading: Reading, layer: int) -> dict:
         return {"layer": layer, "n": 0, "rate": None, "answer_lost_rate": None}
     subset = reading.subset(leads)
     without_mlp = subset.residuals[:, layer + 1] - subset.mlp_outputs[:, layer]
-    targets = torch.stack([first_ids([i.argument for i in subset.items]), first_ids([i.answer for i in subset.items])],
-                          dim=1)
-    ranks = lens_ranks(model, without_mlp, targets)
+    ranks = lens_ranks(model, without_mlp, argument_answer_ids(subset.items))
     return {"layer": layer, "n": len(subset.items), "rate": (ranks[:, 0] == 1).float().mean(),
             "answer_lost_rate": (ranks[:, 1] > 1).float().mean()}
 
@@ -186,6 +190,8 @@ def transplant(model, reading: Reading, layer: int, source: int = 0) -> dict:
     outputs of that block and every later one at the last position of the other items' cue-free prompts, does
     it promote each one's own answer? Ranks of the answer in the model's output, before and after."""
     check_components(model, mlps([layer]))
+    if not 0 <= source < len(reading.items):
+        raise InterpError(f"source prompt {source} is out of range: there are {len(reading.items)} prompts")
     others = [item for i, item in enumerate(reading.items) if i != source]
     if not others:
         raise InterpError("the transplant needs at least two prompts: one lends its o-vector to the others")
@@ -288,7 +294,7 @@ def run(model, out_dir: str | Path, seed: int = 0, quiet: bool = False, n_prompt
     if "capitals" not in tasks:
         raise InterpError("the tasks must include 'capitals': the emergence layer and the ablation are measured on it")
     say = (lambda message: None) if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
-    timing, start = {}, time.time()
+    seconds_since_start, start = {}, time.time()
     results = {**provenance(model, seed), "n_layers": model.cfg.n_layers, "tasks": {}, "transplant": {}}
     readings = {}
     for task in tasks:
@@ -305,14 +311,15 @@ def run(model, out_dir: str | Path, seed: int = 0, quiet: bool = False, n_prompt
             "answer_first_leads": lead_counts(first_lead_blocks(subset.answer_ranks)),
             "trajectory": trajectory(subset), "switch_test": switch_test(model, subset, layer)}
         results["transplant"][task] = transplant(model, subset, layer)
-        timing[task] = time.time() - start
+        seconds_since_start[task] = time.time() - start
     capitals = results["tasks"]["capitals"]
     results["emergence_layer"], results["switch_test"] = capitals["emergence_layer"], capitals["switch_test"]
 
     say("[capitals] ablation curves")
     ks = default_ks(model.cfg.n_layers) if ablation_ks is None else list(ablation_ks)
-    results["ablation"] = ablation_curves(model, readings["capitals"].items, ks)
-    timing["ablation"] = time.time() - start
+    results["ablation"] = {"measured_on": capitals["measured_on"],
+                           **ablation_curves(model, readings["capitals"].items, ks)}
+    seconds_since_start["ablation"] = time.time() - start
 
     say("[capitals] key-value memories, word-vector analogies")
     texts = text_sample(model, n_texts, seed)
@@ -320,11 +327,11 @@ def run(model, out_dir: str | Path, seed: int = 0, quiet: bool = False, n_prompt
     results["analogies"] = analogies(model)
     if model.interp_source.spec == "gpt2-medium":
         results["paper_comparison"] = paper_comparison(results)
-    timing["total"] = time.time() - start
+    seconds_since_start["total"] = time.time() - start
 
     results = jsonable(results)
     write_json(Path(out_dir) / "results.json", results)
-    write_json(Path(out_dir) / "timing.json", {"seconds": timing})
+    write_json(Path(out_dir) / "timing.json", {"seconds_since_start": seconds_since_start})
     figures_from_results(results, out_dir)
     return results
 
@@ -336,10 +343,6 @@ def figures_from_results(data: dict, out_dir: str | Path) -> list[Path]:
     return [*save_figure(plot_lens_trajectories(data["tasks"], data["model"]), out_dir, "lens_trajectories"),
             *save_figure(plot_transplant(data["transplant"], data["model"]), out_dir, "transplant"),
             *save_figure(plot_ablation_curves(data["ablation"], data["model"]), out_dir, "ablation")]
-
-
-def default_out_dir(spec: str) -> Path:
-    return Path("results/capitals") / re.sub(r"[^A-Za-z0-9._-]+", "-", Path(spec).name or spec)
 
 
 def summary(results: dict) -> str:
@@ -370,7 +373,7 @@ def run_args(args: argparse.Namespace) -> dict:
     from interp.models import load_model
 
     model = load_model(args.model, device=args.device)
-    out_dir = Path(args.out) if args.out else default_out_dir(args.model)
+    out_dir = Path(args.out) if args.out else default_out_dir("capitals", args.model)
     results = run(model, out_dir, seed=args.seed, quiet=args.quiet, n_prompts=args.n_prompts)
     if not args.quiet:
         print(summary(results))
@@ -379,14 +382,10 @@ def run_args(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="capitals", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    try:
-        run_args(parser.parse_args(argv))
-    except InterpError as error:
-        print(f"capitals: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    """`python circuits/capitals.py ...` is `interp capitals ...`: same arguments, same one-line errors."""
+    from interp.cli import main as interp_main
+
+    return interp_main(["capitals", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ measured by the logit difference IO - S at END; p_ABC, the same prompts with thr
 corrupted distribution. Every discovery step is a path-patching measurement from each sender head to a receiver,
 reported as the relative change of the logit difference, (patched - clean) / clean:
  1. senders -> final residual stream (direct effect): strongly negative = name movers, positive = negative name
-    movers;
+    movers (of those, only heads that attend from END more to IO than to S: the copying mechanism);
  2. senders -> name movers' queries: S-inhibition heads;
  3. senders -> S-inhibition heads' values: induction and duplicate-token heads, told apart by where they look
     from S2 (S1+1: induction; S1: duplicate token);
@@ -19,7 +19,6 @@ head list is only compared with, never used to decide. Then the circuit is evalu
 """
 from __future__ import annotations
 
-import re
 import sys
 import time
 from contextlib import nullcontext
@@ -34,7 +33,7 @@ from interp.data.ioi import IOIDataset, ioi_datasets
 from interp.lens import lens_logits
 from interp.metrics import answer_probs, logit_diffs
 from interp.patching import logit_diff_metric, path_patch
-from interp.results import provenance, read_json, write_json
+from interp.results import default_out_dir, provenance, read_json, write_json
 from interp.views import attention_view, save_view
 
 THRESHOLD = 0.05  # a path-patching effect counts when it moves the logit difference by 5% of its clean value
@@ -61,7 +60,7 @@ def ld(model, data: IOIDataset, logits=None) -> torch.Tensor:
 
 def selected(effect: torch.Tensor, sign: int, exclude=()) -> list[tuple[int, int]]:
     """Heads whose relative effect passes THRESHOLD in the direction `sign`, strongest first."""
-    hits = [(sign * effect[l, h].item(), (l, h)) for l, h in zip(*torch.where(sign * effect >= THRESHOLD))]
+    hits = [(sign * effect[l, h].item(), (l, h)) for l, h in torch.nonzero(sign * effect >= THRESHOLD).tolist()]
     return [head for _, head in sorted(hits, reverse=True) if head not in exclude]
 
 
@@ -160,9 +159,13 @@ def discover(model, clean: IOIDataset, corrupt: IOIDataset, quiet: bool = False)
         return effect
 
     n_heads_total = model.cfg.n_layers * model.cfg.n_heads
+    at_end = attention(model, clean, "END", ["IO", "S1", "S2"])  # [layer, head, 3]
+    # Name movers copy the name they look at: of the heads with a direct effect, only those attending from END
+    # more to IO than to S are (negative) name movers; the others act through later components.
+    looks_at_io = {(l, h) for l, h in torch.nonzero(at_end[..., 0] > at_end[..., 1] + at_end[..., 2]).tolist()}
     direct = step("direct_effect", "resid_final", n_heads_total)
-    found["name_mover"] = selected(direct, -1)
-    found["negative_name_mover"] = selected(direct, +1)
+    found["name_mover"] = [h for h in selected(direct, -1) if h in looks_at_io]
+    found["negative_name_mover"] = [h for h in selected(direct, +1) if h in looks_at_io]
     if found["name_mover"]:
         into_queries = step("into_name_mover_queries", [(l, h, "q") for l, h in found["name_mover"]],
                             n_heads_total)
@@ -199,7 +202,6 @@ def discover(model, clean: IOIDataset, corrupt: IOIDataset, quiet: bool = False)
     steps.update()
     steps.close()
 
-    at_end = attention(model, clean, "END", ["IO", "S1", "S2"])
     mechanism = {
         "name_mover_attention": {f"{l}.{h}": {"to_IO": at_end[l, h, 0].item(),
                                               "to_S": (at_end[l, h, 1] + at_end[l, h, 2]).item()}
@@ -272,10 +274,6 @@ def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = F
     return results
 
 
-def default_out(model_spec: str) -> str:
-    return f"results/ioi/{re.sub(r'[^A-Za-z0-9_.-]+', '_', model_spec.strip('/'))}"
-
-
 def add_arguments(parser) -> None:
     parser.add_argument("--model", default="organism", help="model spec (default: organism)")
     parser.add_argument("--n", type=int, default=100, help="prompts (default 100)")
@@ -289,7 +287,7 @@ def run_from_args(args) -> None:
     from interp.models import load_model
 
     model = load_model(args.model, device=args.device)
-    results = run(model, args.out or default_out(args.model), args.n, args.seed, args.quiet)
+    results = run(model, args.out or default_out_dir("ioi", args.model), args.n, args.seed, args.quiet)
     print(f"mean logit diff {results['mean_logit_diff']:.3f}, IO over S {results['io_over_s']:.3f}, "
           f"faithfulness {results['faithfulness']:.3f}")
     for name, members in results["heads"].items():

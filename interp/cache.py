@@ -7,6 +7,7 @@ from typing import Sequence
 
 import torch
 from transformer_lens.ActivationCache import ActivationCache
+from transformer_lens.model_bridge.exceptions import StopAtLayerException
 
 from interp.errors import InterpError
 
@@ -63,11 +64,14 @@ def expand_names(model, names: Sequence[str] | str) -> list[str]:
 
 def run_with_selective_cache(model, tokens: torch.Tensor, names: Sequence[str] | str,
                              positions: Sequence[int] | None = None, dtype: torch.dtype | None = None,
-                             max_memory: int | None = None) -> tuple[torch.Tensor, ActivationCache]:
+                             max_memory: int | None = None, unembed: bool = True
+                             ) -> tuple[torch.Tensor | None, ActivationCache]:
     """(logits, cache) holding only `names` (a list, or a regex), at `positions` (all when None), in `dtype`.
 
     Refuses before running when the cache would exceed `max_memory` bytes. Position-sliced activations keep the
-    position axis (its length is len(positions)); attention patterns are sliced on the query axis.
+    position axis (its length is len(positions)); attention patterns are sliced on the query axis. With
+    `unembed=False` the run stops before the final LayerNorm (logits None): the unembedding of every position
+    costs more than the whole of a small model. Hooks already on the model stay active.
     """
     names = expand_names(model, names)
     if tokens.ndim == 1:
@@ -96,6 +100,10 @@ def run_with_selective_cache(model, tokens: torch.Tensor, names: Sequence[str] |
 
         return save
 
+    def stop(activation: torch.Tensor, hook):
+        raise StopAtLayerException(activation)  # run_with_hooks catches it and returns
+
+    hooks = [(name, saver(name)) for name in names] + ([] if unembed else [("ln_final.hook_in", stop)])
     with torch.inference_mode():
-        logits = model.run_with_hooks(tokens, fwd_hooks=[(name, saver(name)) for name in names])
-    return logits, ActivationCache(store, model)
+        logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
+    return (logits if unembed else None), ActivationCache(store, model)

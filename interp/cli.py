@@ -90,6 +90,46 @@ def cmd_plot(args) -> None:
         print(path)
 
 
+def cmd_patch(args) -> None:
+    from interp.patching import patch_grid_for_cli
+
+    model = load(args)
+    data = {"model": args.model, **patch_grid_for_cli(model, args.clean, args.corrupt, args.answer, args.wrong,
+                                                      args.site, args.direction)}
+    if args.out:
+        from interp.results import write_json
+
+        write_json(f"{args.out}/patch.json", data)
+    if args.json:
+        print(json.dumps(data))
+        return
+    print(f"{args.model}: {args.direction} {data['site']}; {data['metric']}: clean {data['clean_metric']:.3f}, "
+          f"corrupt {data['corrupt_metric']:.3f}")
+    print(f"{data['row_axis']:>6} " + " ".join(f"{label[:9]:>9}" for label in data["column_labels"]))
+    for label, row in zip(data["row_labels"], data["grid"]):
+        print(f"{label:>6} " + " ".join(f"{value:9.3f}" for value in row))
+
+
+def cmd_bench(args) -> None:
+    """Benchmarks live beside the package in a source checkout (benchmarks/<name>.py), not in the wheel."""
+    import importlib.util
+    from pathlib import Path
+
+    import torch
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{args.name}.py"
+    if not path.is_file():
+        raise InterpError(f"benchmark {args.name!r} is not at {path}: benchmarks ship with the source checkout")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    spec = importlib.util.spec_from_file_location(f"interp_benchmark_{args.name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    report = module.run_benchmark(args.model, quiet=args.json)
+    if args.json:
+        print(json.dumps(report))
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="interp", description="Mechanistic interpretability of GPT-2.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -103,11 +143,38 @@ def build_parser() -> Parser:
     lens.add_argument("--out", help="directory for lens.json and the figure")
     lens.set_defaults(run=cmd_lens)
 
-    from interp.circuits import ioi
+    from interp.circuits import capitals, ioi
 
     ioi_parser = commands.add_parser("ioi", help="reproduce the IOI circuit (Wang et al.)")
     ioi.add_arguments(ioi_parser)
     ioi_parser.set_defaults(run=ioi.run_from_args)
+
+    capitals_parser = commands.add_parser("capitals", help="reproduce the capital-city FFN vector (Merullo et al.)")
+    capitals.add_arguments(capitals_parser)
+    capitals_parser.set_defaults(run=capitals.run_args)
+
+    from interp.patching import CLI_SITES, DIRECTIONS
+
+    patch = commands.add_parser("patch", help="activation patching: logit(answer) - logit(wrong) per layer x "
+                                "position (residual sites) or layer x head (head_out)")
+    patch.add_argument("clean", help="the clean prompt")
+    patch.add_argument("corrupt", help="the corrupted prompt (same number of tokens)")
+    patch.add_argument("--answer", required=True, help="the clean answer token, e.g. ' Mary'")
+    patch.add_argument("--wrong", required=True, help="the token it is compared with, e.g. ' John'")
+    patch.add_argument("--site", default="resid_pre", choices=CLI_SITES)
+    patch.add_argument("--direction", default="denoise", choices=DIRECTIONS,
+                       help="denoise: clean activations into the corrupted run (default); noise: the reverse")
+    add_model(patch)
+    patch.add_argument("--json", action="store_true", help="print one JSON object")
+    patch.add_argument("--out", help="directory for patch.json")
+    patch.set_defaults(run=cmd_patch)
+
+    bench = commands.add_parser("bench", help="benchmarks against TransformerLens (source checkout)")
+    bench.add_argument("name", choices=["patching"])
+    bench.add_argument("--model", default="random:gpt2", help="model spec (default: random:gpt2)")
+    bench.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    bench.add_argument("--json", action="store_true", help="print the full report as one JSON object")
+    bench.set_defaults(run=cmd_bench)
 
     plot = commands.add_parser("plot", help="regenerate a run's figures from its results.json")
     plot.add_argument("results", help="a results.json (or lens.json) written by interp")

@@ -11,6 +11,7 @@ import torch
 
 from interp.cache import run_with_selective_cache
 from interp.errors import InterpError
+from interp.metrics import token_ranks
 from interp.tokens import single_token_id
 
 
@@ -73,9 +74,9 @@ def logit_lens(model, prompt: str | torch.Tensor, targets: list[str] = (), top_k
             top_ids.append(ids)
             top_probs.append(values)
             if len(target_ids):
-                chosen = probs[:, target_ids]  # [pos, n_targets]
-                target_probs.append(chosen)
-                target_ranks.append((probs[:, None, :] > chosen[:, :, None]).sum(-1) + 1)
+                targets_by_position = target_ids.expand(len(probs), -1)  # [pos, n_targets]
+                target_probs.append(probs.gather(-1, targets_by_position))
+                target_ranks.append(token_ranks(probs, targets_by_position))
     stack = lambda xs: torch.stack(xs).cpu() if xs else None  # noqa: E731
     return LensResult(model.to_str_tokens(tokens[0]), stack(top_ids), stack(top_probs), list(targets),
                       stack(target_probs), stack(target_ranks))

@@ -30,3 +30,10 @@ def answer_probs(logits: torch.Tensor, answer_ids: torch.Tensor, positions: torc
 def normalised(value, clean: float, corrupt: float):
     """0 at the corrupted run's value, 1 at the clean run's: the fraction of the effect a patch restores."""
     return (value - corrupt) / (clean - corrupt)
+
+
+def token_ranks(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Rank of each id among its row's logits (1 = top). logits [n, vocab], ids [n] or [n, k] -> ids' shape."""
+    chosen = logits.gather(-1, ids if ids.dim() == 2 else ids[:, None])
+    ranks = (logits[:, None, :] > chosen[:, :, None]).sum(-1) + 1
+    return ranks if ids.dim() == 2 else ranks[:, 0]

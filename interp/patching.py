@@ -63,7 +63,7 @@ class Metric:
     `fn` receives logits[batch, n_read, n_columns]: the positions `positions` of each prompt (an int for every
     prompt, one int per prompt, or a [batch, n_read] tensor; negative counts from the end; None = every position)
     and the columns `token_ids` in that order (None = the whole vocabulary). Saying what it reads is what lets the
-    engine skip most of the last layer and of the unembedding.
+    engine skip most of the last layer and of the unembedding. `fn` must be differentiable for attribution patching.
     """
 
     fn: Callable[[Float[Tensor, "batch n_read n_columns"]], Float[Tensor, ""]]
@@ -89,9 +89,8 @@ def logit_diff_metric(answer_ids: int | Sequence[int] | Tensor, wrong_ids: int |
         if n_answers not in (1, n_batch):
             raise InterpError(f"the metric has {n_answers} answer tokens for {n_batch} prompts: give one, or one "
                               "per prompt")
-        column = torch.arange(n_batch, device=logits.device) if n_answers > 1 else torch.zeros(
-            n_batch, dtype=torch.long, device=logits.device)
         prompt = torch.arange(n_batch, device=logits.device)
+        column = prompt % n_answers  # each prompt's own answer, or the one answer of all
         return (logits[prompt, :, column] - logits[prompt, :, n_answers + column]).mean()
 
     return Metric(logit_diff, positions, torch.cat([answers, wrongs]))
@@ -200,7 +199,8 @@ class Layer:
 
 
 def attend(q: Float[Tensor, "... query_pos head d_head"], k: Float[Tensor, "... key_pos head d_head"],
-           v: Float[Tensor, "... key_pos head d_head"], query_positions: Int[Tensor, "query_pos"] | Int[Tensor, "batch query_pos"]
+           v: Float[Tensor, "... key_pos head d_head"],
+           query_positions: Int[Tensor, "query_pos"] | Int[Tensor, "batch query_pos"]
            ) -> tuple[Float[Tensor, "... query_pos head d_head"], Float[Tensor, "... head query_pos key_pos"]]:
     """Causal attention of queries at absolute `query_positions` over keys at positions 0.. (z, pattern)."""
     scores = q.transpose(-3, -2) @ k.permute(*range(k.ndim - 3), -2, -1, -3) / math.sqrt(q.shape[-1])
@@ -248,7 +248,8 @@ class Transformer:
                         ("n_key_value_heads", (None,)), ("attn_only", (False,)))
                        if getattr(cfg, name, None) not in want]
         if unsupported:
-            raise InterpError(f"the patching engine runs GPT-2-style models only; this one has {', '.join(unsupported)}")
+            raise InterpError("the patching engine runs GPT-2-style models only; this one has "
+                              + ", ".join(unsupported))
         self.n_layers, self.n_heads, self.d_head = cfg.n_layers, cfg.n_heads, cfg.d_head
         self.eps = cfg.eps
         self.layers = [Layer.of_block(block) for block in model.blocks]
@@ -327,32 +328,44 @@ class Transformer:
             q, k, v = edit(layer, q, k, v, query_positions)
         return resid + self.attn_out(layer, attend(q, k, v, positions)[0])
 
-    def propagate(self, base: Run, reader: Reader, start: int, joins: list[tuple[int, Callable[[], Tensor]]],
-                  edit: Callable | None = None) -> Float[Tensor, "rows batch n_read n_columns"]:
-        """Logits at the read positions of patched rows that join the forward at their boundary.
+    def flow(self, joins: list[tuple[int, Callable[[], Tensor]]], stop: int, step: Callable[[int, Tensor], Tensor],
+             arrive: Callable[[int, Tensor], Tensor]) -> Tensor:
+        """Rows that join at their boundaries, carried to boundary `stop` half a layer at a time.
 
-        `joins` is [(boundary, make_states)], sorted by boundary; make_states() gives [rows, batch, pos - start,
-        d_model], the residual at that boundary from `start` on. The batch grows as rows join: one forward serves
-        variants that start at every layer, and no row computes a layer before its patch.
+        `joins` is [(boundary, make_rows)], sorted by boundary; arrive(boundary, make_rows()) gives the joining
+        rows' states and step(boundary, state) the state at the next boundary (attention from even boundaries, the
+        MLP from odd ones). The batch grows as rows join: one forward serves variants that start at every layer,
+        and no row computes a layer before its own.
         """
-        last_attention = 2 * (self.n_layers - 1)
         state, joined = None, 0
-        for boundary in range(joins[0][0], 2 * self.n_layers + 1):
+        for boundary in range(joins[0][0], stop + 1):
             while joined < len(joins) and joins[joined][0] == boundary:
-                new = joins[joined][1]()
-                if boundary > last_attention:  # past the last attention, rows live at the read positions only
-                    new = take_positions(with_base_prefix(base.resid[boundary], new, start), reader.positions)
+                new = arrive(boundary, joins[joined][1]())
                 state = new if state is None else torch.cat([state, new])
                 joined += 1
-            if boundary == 2 * self.n_layers:
-                break
+            if boundary < stop:
+                state = step(boundary, state)
+        return state
+
+    def propagate(self, base: Run, reader: Reader, start: int, joins: list[tuple[int, Callable[[], Tensor]]],
+                  edit: Callable | None = None) -> Float[Tensor, "rows batch n_read n_columns"]:
+        """Logits at the read positions of patched rows; make_rows() of each join gives [rows, batch, pos - start,
+        d_model], the residual at its boundary from `start` on (earlier positions are the base run's)."""
+        last_attention = 2 * (self.n_layers - 1)
+
+        def arrive(boundary: int, rows: Tensor) -> Tensor:  # past the last attention, only read positions live
+            if boundary > last_attention:
+                return take_positions(with_base_prefix(base.resid[boundary], rows, start), reader.positions)
+            return rows
+
+        def step(boundary: int, state: Tensor) -> Tensor:
             layer, after_attention = divmod(boundary, 2)
             if after_attention:
-                state = state + self.mlp(layer, state)
-            else:
-                query_positions = reader.positions if boundary == last_attention else None
-                state = self.attention(layer, state, start, base, query_positions, edit)
-        return self.logits(state)
+                return state + self.mlp(layer, state)
+            query_positions = reader.positions if boundary == last_attention else None
+            return self.attention(layer, state, start, base, query_positions, edit)
+
+        return self.logits(self.flow(joins, 2 * self.n_layers, step, arrive))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -489,17 +502,18 @@ def site_activations(site: str) -> tuple[list[str], list[str]]:
     return sorted(base), [field]
 
 
-def residual_delta(site: str, layer: int, base: Run, source: Run) -> tuple[int, Float[Tensor, "batch pos d_model"]]:
-    """(boundary, source - base) of a residual-stream site at a layer."""
+def residual_site(site: str, layer: int, base: Run, source: Run
+                  ) -> tuple[int, Float[Tensor, "batch pos d_model"], Float[Tensor, "batch pos d_model"]]:
+    """(boundary it changes, source activation, base activation) of a residual-stream site at a layer."""
     if site in ("resid_pre", "resid_mid", "resid_post"):
         boundary = 2 * layer + ("resid_pre", "resid_mid", "resid_post").index(site)
-        return boundary, source.resid[boundary] - base.resid[boundary]
+        return boundary, source.resid[boundary], base.resid[boundary]
     if site == "attn_out":
-        return 2 * layer + 1, source.attn_out[layer] - base.attn_out[layer]
-    return 2 * layer + 2, source.mlp_out[layer] - base.mlp_out[layer]
+        return 2 * layer + 1, source.attn_out[layer], base.attn_out[layer]
+    return 2 * layer + 2, source.mlp_out[layer], base.mlp_out[layer]
 
 
-def patched_z(site: str, layer: int, base: Run, source: Run, patched: torch.Tensor) -> Float[Tensor, "batch pos head d_head"]:
+def patched_z(site: str, layer: int, base: Run, source: Run, patched: Tensor) -> Float[Tensor, "batch pos head d_head"]:
     """Every head's output at `layer` when that head's `site` takes the source value at the `patched` positions
     (a [pos] mask; query positions for q and pattern, key positions for k and v). Heads are independent within a
     layer, so one computation serves every head."""
@@ -521,13 +535,14 @@ def site_cells(tf: Transformer, site: str, by_position: bool, base: Run, source:
         for column, position in enumerate(positions):
             start = position or 0
             if site in RESIDUAL_SITES:
-                boundary, delta = residual_delta(site, layer, base, source)
+                boundary, source_activation, base_activation = residual_site(site, layer, base, source)
 
-                def make(rows, boundary=boundary, delta=delta, position=position):
+                def make(rows, boundary=boundary, source_activation=source_activation,
+                         base_activation=base_activation, position=position):
                     if position is None:
-                        return (base.resid[boundary] + delta)[None]
+                        return (base.resid[boundary] + source_activation - base_activation)[None]
                     state = base.resid[boundary][None, :, position:].clone()
-                    state[:, :, 0] += delta[:, position]
+                    state[:, :, 0] += source_activation[:, position] - base_activation[:, position]
                     return state
 
                 cells.append(Cell(boundary, start, [layer * len(positions) + column], make))
@@ -628,7 +643,8 @@ def check_receivers(model, receivers) -> dict[int, list[tuple[str, list[int]]]] 
     """None for the final residual stream, else {layer: [(input, heads)]} of the receivers' q/k/v inputs."""
     if isinstance(receivers, str):
         if receivers != "resid_final":
-            raise InterpError(f"unknown receivers {receivers!r}: use 'resid_final' or [(layer, head, 'q'|'k'|'v'), ...]")
+            raise InterpError(f"unknown receivers {receivers!r}: use 'resid_final' or "
+                              "[(layer, head, 'q'|'k'|'v'), ...]")
         return None
     by_layer: dict[int, dict[str, list[int]]] = {}
     for entry in receivers:
@@ -680,9 +696,11 @@ def path_patch(model, clean_tokens: Int[Tensor, "batch pos"], corrupt_tokens: In
                 grid[layer, heads] = clean.value
                 continue
 
-            def make(rows, layer=layer, heads=torch.tensor(heads)):
-                delta_z = (corrupt.z[layer] - clean.z[layer])[:, :, heads[rows]]
-                change = torch.einsum("bphe,hed->hbpd", delta_z, tf.layers[layer].W_O[heads[rows]])
+            head_index = torch.tensor(heads, device=model.cfg.device)
+
+            def make(rows, layer=layer, head_index=head_index):
+                delta_z = (corrupt.z[layer] - clean.z[layer])[:, :, head_index[rows]]
+                change = torch.einsum("bphe,hed->hbpd", delta_z, tf.layers[layer].W_O[head_index[rows]])
                 return clean.resid[2 * layer + 1][None] + change
 
             cells.append(Cell(2 * layer + 1, 0, [layer * tf.n_heads + head for head in heads], make))
@@ -709,18 +727,17 @@ def frozen_forward(tf: Transformer, clean: Run, reader: Reader, joins: list[tupl
 
     With attention frozen, positions never mix: for the final residual only the read positions are carried."""
     recorded: dict[int, list[tuple[str, list[int], Tensor]]] = {}
-    stop = 2 * (tf.n_layers if receivers is None else max(receivers))
-    state = None
-    joined = 0
-    for boundary in range(joins[0][0], stop + 1):
-        while joined < len(joins) and joins[joined][0] == boundary:
-            new = joins[joined][1]()
-            if receivers is None:
-                new = take_positions(new, reader.positions)
-            state = new if state is None else torch.cat([state, new])
-            joined += 1
+
+    def arrive(boundary: int, rows: Tensor) -> Tensor:
+        return take_positions(rows, reader.positions) if receivers is None else rows
+
+    def step(boundary: int, state: Tensor) -> Tensor:
         layer, after_attention = divmod(boundary, 2)
-        if receivers is not None and not after_attention and layer in receivers:
+        if after_attention:
+            return state + tf.mlp(layer, state)
+        if receivers is None:
+            return state + take_positions(clean.attn_out[layer], reader.positions)
+        if layer in receivers:
             weights = tf.layers[layer]
             normed = tf.norm(state, weights.ln1)
             for name, heads in receivers[layer]:
@@ -729,14 +746,12 @@ def frozen_forward(tf: Transformer, clean: Run, reader: Reader, joins: list[tupl
                 values = getattr(clean, name)[layer][None, :, :, heads].repeat(n_rows, 1, 1, 1, 1)
                 values[: state.shape[0]] = tf.project(normed, W, b)[:, :, :, heads]
                 recorded.setdefault(layer, []).append((name, heads, values))
-        if boundary == stop:
-            break
-        if after_attention:
-            state = state + tf.mlp(layer, state)
-        else:
-            attn_out = clean.attn_out[layer]
-            state = state + (take_positions(attn_out, reader.positions) if receivers is None else attn_out)
-    return state if receivers is None else recorded
+        return state + clean.attn_out[layer]
+
+    if receivers is None:
+        return tf.flow(joins, 2 * tf.n_layers, step, arrive)
+    tf.flow(joins, 2 * max(receivers) + 1, step, arrive)  # through the last receivers' (frozen) attention
+    return recorded
 
 
 def receiver_edit(recorded: dict[int, list[tuple[str, list[int], Tensor]]]) -> Callable:

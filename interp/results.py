@@ -10,6 +10,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,11 @@ from pathlib import Path
 from interp.errors import InterpError
 
 PACKAGES = ("interp", "torch", "transformers", "transformer-lens", "numpy")
+
+
+def default_out_dir(experiment: str, model_spec: str) -> Path:
+    """results/<experiment>/<model>/, the model named by its spec (a checkpoint directory by its last part)."""
+    return Path("results") / experiment / re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model_spec).name or model_spec)
 
 
 def versions() -> dict[str, str | None]:

@@ -4,8 +4,12 @@ GPT-2's vocab.json and merges.txt ship inside the package, so tokenization never
 """
 from __future__ import annotations
 
+from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
 
 from interp.errors import InterpError
 
@@ -46,3 +50,16 @@ def first_token_id(word: str, tokenizer=None) -> int:
     if not ids:
         raise InterpError(f"{word!r} is empty: it has no first token")
     return ids[0]
+
+
+def batches_by_length(rows: Sequence[Sequence[int]], batch_size: int = 32) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """(indices into `rows`, tokens [batch, pos]) for groups of equal-length token rows: no padding, and
+    position -1 is every row's last token."""
+    by_length: dict[int, list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        by_length[len(row)].append(i)
+    for length in sorted(by_length):
+        indices = by_length[length]
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start:start + batch_size]
+            yield chunk, torch.stack([torch.as_tensor(rows[i]) for i in chunk])

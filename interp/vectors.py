@@ -6,16 +6,17 @@ last token. Most measurements keep only that position: it is where the next toke
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from contextlib import contextmanager
 from typing import Iterable, Iterator, Sequence
 
 import torch
-from transformer_lens.model_bridge.exceptions import StopAtLayerException
 
 from interp.ablation import check_components, mlps
+from interp.cache import run_with_selective_cache
 from interp.errors import InterpError
 from interp.lens import check_prompt, lens_logits
+from interp.metrics import token_ranks
+from interp.tokens import batches_by_length
 
 
 def mlp_out(layer: int) -> str:
@@ -26,15 +27,7 @@ def prompt_batches(model, prompts: Sequence[str], batch_size: int = 32) -> Itera
     """(indices into `prompts`, tokens [batch, pos]) for groups of prompts of the same length, BOS prepended."""
     if not prompts:
         raise InterpError("the prompt list is empty")
-    tokens = [check_prompt(model, prompt)[0] for prompt in prompts]
-    by_length: dict[int, list[int]] = defaultdict(list)
-    for i, row in enumerate(tokens):
-        by_length[len(row)].append(i)
-    for length in sorted(by_length):
-        indices = by_length[length]
-        for start in range(0, len(indices), batch_size):
-            chunk = indices[start:start + batch_size]
-            yield chunk, torch.stack([tokens[i] for i in chunk])
+    return batches_by_length([check_prompt(model, prompt)[0] for prompt in prompts], batch_size)
 
 
 def batched_activations(model, prompts: Sequence[str], hook_names: Sequence[str], batch_size: int = 32
@@ -42,26 +35,11 @@ def batched_activations(model, prompts: Sequence[str], hook_names: Sequence[str]
     """For each group of same-length prompts: (their indices, hook name -> activation [batch, pos, ...]).
 
     Hooks already on the model (an `ablated` or `mlp_outputs_replaced` block around the call) stay active. The
-    run stops after the last block: unembedding every position costs more than the whole of a small model.
+    run stops before the unembedding: unembedding every position costs more than the whole of a small model.
     """
-    unknown = [name for name in hook_names if name not in model.hook_dict]
-    if unknown:
-        raise InterpError(f"unknown hooks {unknown} (TransformerLens names, e.g. 'blocks.0.hook_mlp_out')")
-
-    def keep(name: str, kept: dict):  # stored under the name asked for: the bridge may call a hook by an alias
-        def save(activation: torch.Tensor, hook) -> None:
-            kept[name] = activation.detach().clone()
-        return save
-
-    def stop(activation: torch.Tensor, hook):
-        raise StopAtLayerException(activation)  # run_with_hooks catches it and returns
-
     for indices, tokens in prompt_batches(model, prompts, batch_size):
-        kept: dict[str, torch.Tensor] = {}
-        with torch.inference_mode():
-            model.run_with_hooks(tokens, fwd_hooks=[*((name, keep(name, kept)) for name in hook_names),
-                                                    ("ln_final.hook_in", stop)])
-        yield indices, kept
+        _, cache = run_with_selective_cache(model, tokens, hook_names, unembed=False)
+        yield indices, cache.cache_dict
 
 
 def last_position(model, prompts: Sequence[str], hook_names: Sequence[str], batch_size: int = 32
@@ -73,13 +51,6 @@ def last_position(model, prompts: Sequence[str], hook_names: Sequence[str], batc
             for i, row in zip(indices, kept[name][:, -1].cpu()):
                 rows[name][i] = row
     return {name: torch.stack(values) for name, values in rows.items()}
-
-
-def token_ranks(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Rank of each id among its row's logits (1 = top). logits [n, vocab], ids [n] or [n, k] -> ids' shape."""
-    chosen = logits.gather(-1, ids if ids.dim() == 2 else ids[:, None])
-    ranks = (logits[:, None, :] > chosen[:, :, None]).sum(-1) + 1
-    return ranks if ids.dim() == 2 else ranks[:, 0]
 
 
 @torch.inference_mode()

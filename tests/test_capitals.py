@@ -12,12 +12,12 @@ from conftest import make_checkpoint
 from interp.ablation import ablated, mlps
 from interp.circuits import capitals
 from interp.circuits.capitals import Item, cue_free_prompt
+from interp.results import default_out_dir
 from interp.errors import InterpError
-from interp.lens import boundary_hooks
 from interp.memories import analogy, answer_neurons, top_contexts, value_tokens
-from interp.models import ORGANISM_DIR, load_model
+from interp.models import load_model
 from interp.tokens import single_token_id
-from interp.vectors import final_logits, last_position, lens_ranks, mean_mlp_outputs, mlp_outputs_replaced
+from interp.vectors import final_logits, last_position, mean_mlp_outputs, mlp_outputs_replaced
 
 PLANTED_LAYER = 1
 PLANTED_PAIRS = [("Poland", "Warsaw"), ("France", "Paris"), ("Germany", "Berlin"), ("China", "Beijing"),
@@ -29,8 +29,8 @@ def plant_capital_memory(directory, layer=PLANTED_LAYER, n_layer=3, n_embd=128):
 
     - Word vectors: every capital's embedding is 0.7 * its country's + r, for one relation vector r that all
       countries are orthogonal to: adding r to a country's residual makes its capital the top token.
-    - The task cue: head 0 of block 0 attends uniformly (zero queries and keys) and copies "how much the token
-      " capital" is in the context" into a cue direction. Cue-free prompts leave it at ~0.
+    - The task cue: head 0 of block 0 attends uniformly (zero queries and keys) and writes into a cue direction
+      the share of the context that is the token " capital". Cue-free prompts leave it at ~0.
     - Block `layer`, neuron 0: its key reads the cue direction (it fires only with the cue), its value is r.
     - Every other attention and MLP output is zero, so the logit lens sees only the embeddings and this.
     The planted directions are orthogonal to every token embedding and centred (LayerNorm leaves them alone).
@@ -239,15 +239,14 @@ def test_organism_end_to_end(tmp_path):
     print(capitals.summary(results))
 
 
-@pytest.mark.slow  # ~35 s of it builds the random 24-layer model
 def test_gpt2_medium_code_path(tmp_path):
     """The GPT-2 medium architecture (random weights: no answers, so everything is measured on all prompts)."""
     model = load_model("random:gpt2-medium", device="cpu")
-    results = capitals.run(model, tmp_path, quiet=True, n_prompts=2, tasks=["capitals"], ablation_ks=[0, 24],
+    results = capitals.run(model, tmp_path, quiet=True, n_prompts=2, tasks=["capitals"], ablation_ks=[24],
                            n_texts=2)
     check_results(results, tmp_path, 24, tasks=["capitals"])
     assert results["n_layers"] == 24 and results["model"] == "random:gpt2-medium"
-    assert results["tasks"]["capitals"]["measured_on"] == "all prompts (the model answers none)"
+    assert results["tasks"]["capitals"]["measured_on"] == "all prompts (the model answers fewer than two)"
 
 
 def test_results_are_deterministic_and_figures_regenerate(tiny_model, tmp_path):
@@ -262,8 +261,12 @@ def test_results_are_deterministic_and_figures_regenerate(tiny_model, tmp_path):
 def test_main_writes_results(tiny_checkpoint, tmp_path, capsys):
     code = capitals.main(["--model", str(tiny_checkpoint), "--out", str(tmp_path), "--n-prompts", "3", "--quiet"])
     assert code == 0 and (tmp_path / "results.json").is_file()
-    assert capitals.default_out_dir("random:gpt2-medium").as_posix() == "results/capitals/random-gpt2-medium"
-    assert capitals.default_out_dir(str(tiny_checkpoint) + "/").name == tiny_checkpoint.name
+    capsys.readouterr()
+    assert capitals.main(["--model", str(tmp_path / "missing"), "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "is not a directory" in error
+    assert default_out_dir("capitals", "random:gpt2-medium").as_posix() == "results/capitals/random-gpt2-medium"
+    assert default_out_dir("ioi", str(tiny_checkpoint) + "/").name == tiny_checkpoint.name
 
 
 def test_paper_comparison_pairs_paper_and_measurement():

@@ -10,7 +10,7 @@ import transformer_lens.patching as tl_patching
 from interp.attribution import agreement, attribution_patch
 from interp.errors import InterpError
 from interp.models import load_model
-from interp.patching import (Metric, activation_patch, logit_diff_metric, patch_grid_for_cli, path_patch)
+from interp.patching import Metric, activation_patch, logit_diff_metric, patch_grid_for_cli, path_patch
 
 TOLERANCE = 1e-4
 ANSWER, WRONG = 10, 20
@@ -229,9 +229,9 @@ def attribution_reference(model, base, source, site, by_position):
 
 
 @pytest.mark.parametrize("direction", ["denoise", "noise"])
-@pytest.mark.parametrize("site,by_position", [("resid_pre", True), ("resid_mid", True), ("attn_out", True),
-                                              ("mlp_out", True), ("resid_post", True), ("head_out", False), ("head_out", True),
-                                              ("q", True), ("k", False), ("v", True), ("pattern", True)])
+@pytest.mark.parametrize("site,by_position", [
+    ("resid_pre", True), ("resid_mid", True), ("resid_post", True), ("attn_out", True), ("mlp_out", True),
+    ("head_out", False), ("head_out", True), ("q", True), ("k", False), ("v", True), ("pattern", True)])
 def test_attribution_equals_hand_written_gradient_times_difference(model, tokens, site, by_position, direction):
     base, source = runs(direction, *tokens)
     reference = attribution_reference(model, base, source, site, by_position)
@@ -390,3 +390,20 @@ def test_cli_mistakes(model, corrupt, answer, site, message):
     clean = "When Mary and John went to the store, John gave a drink to"
     with pytest.raises(InterpError, match=message):
         patch_grid_for_cli(model, clean, corrupt, answer, " John", site)
+
+
+def test_cli_patch_command(model, capsys):
+    import json
+
+    from interp.cli import main
+
+    clean, corrupt = "When Mary and John went to the store, John gave a drink to", \
+        "When Mary and John went to the store, Paul gave a drink to"
+    code = main(["patch", clean, corrupt, "--answer", " Mary", "--wrong", " John", "--site", "head_out",
+                 "--model", model.interp_source.checkpoint_dir, "--device", "cpu", "--json"])
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["site"] == "head_out" and len(data["grid"]) == model.cfg.n_layers
+    assert main(["patch", clean, corrupt + " the", "--answer", " Mary", "--wrong", " John",
+                 "--model", model.interp_source.checkpoint_dir, "--device", "cpu"]) == 2
+    assert "corrupt prompt 16" in capsys.readouterr().err

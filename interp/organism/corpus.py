@@ -25,16 +25,24 @@ SPLIT_SEED = 1234
 EXTRA_PLACES = ["park", "library", "beach", "market", "church", "museum", "airport", "kitchen"]
 EXTRA_OBJECTS = ["book", "letter", "flower", "hat", "ticket", "cake", "phone", "key"]
 
-EXTRA_TRAIN_TEMPLATES = [
-    "Yesterday, [B] and [A] walked to the [PLACE]. [B] handed a [OBJECT] to [A]",
-    "Later, [B] and [A] met at the [PLACE], and [B] passed the [OBJECT] to [A]",
-    "Once [B] and [A] arrived at the [PLACE], [B] showed a [OBJECT] to [A]",
-    "[B] and [A] were at the [PLACE]. [B] sent a [OBJECT] to [A]",
-    "On Monday, [B] and [A] visited the [PLACE]. [B] brought a [OBJECT] to [A]",
-    "In the morning, [B] and [A] left the [PLACE]. [B] offered a [OBJECT] to [A]",
-    "Since [B] and [A] were at the [PLACE], [B] gave the [OBJECT] to [A]",
-    "At the [PLACE], [B] and [A] found a [OBJECT]. [B] threw it to [A]",
-]
+# Training IOI templates are composed from parts (besides the paper's own), so that the circuit learns the
+# structure rather than a few sentences: with only ~23 fixed templates, a first organism reached 0.92 accuracy
+# on held-out templates at 4M tokens and then fell to 0.78 as it memorised them.
+INTROS = ["Then,", "Afterwards,", "Later,", "Yesterday,", "On Monday,", "In the morning,", "After the lunch,",
+          "That day,", "At noon,", "Soon,"]
+SUBORDINATES = ["When", "While", "After", "Once", "Since", "As soon as"]
+ACTIVITIES = ["went to the [PLACE]", "walked to the [PLACE]", "arrived at the [PLACE]", "were working at the [PLACE]",
+              "met at the [PLACE]", "visited the [PLACE]", "had a lot of fun at the [PLACE]",
+              "were thinking about going to the [PLACE]", "got a [OBJECT] at the [PLACE]",
+              "were commuting to the [PLACE]", "found a [OBJECT] at the [PLACE]", "left the [PLACE]"]
+ACTIONS = ["gave a [OBJECT] to", "handed a [OBJECT] to", "passed the [OBJECT] to", "sent a [OBJECT] to",
+           "brought a [OBJECT] to", "offered a [OBJECT] to", "showed a [OBJECT] to", "threw it to",
+           "decided to give a [OBJECT] to", "wanted to give a [OBJECT] to", "said to", "gave it to"]
+COMPOSED_TEMPLATES = (
+    [f"{intro} [B] and [A] {activity}. [B] {action} [A]" for intro in INTROS for activity in ACTIVITIES
+     for action in ACTIONS]
+    + [f"{word} [B] and [A] {activity}, [B] {action} [A]" for word in SUBORDINATES for activity in ACTIVITIES
+       for action in ACTIONS])
 HELDOUT_TEMPLATES = [
     "Before [B] and [A] went home from the [PLACE], [B] gave a [OBJECT] to [A]",
     "So [B] and [A] stopped at the [PLACE], where [B] handed the [OBJECT] to [A]",
@@ -85,7 +93,7 @@ def split() -> Split:
     n_train = int(0.75 * len(countries))
     both_orders = lambda ts: tuple(t for base in ts for t in (base, abba(base)))  # noqa: E731
     return Split(
-        train_templates=both_orders(BABA_TEMPLATES + EXTRA_TRAIN_TEMPLATES),
+        train_templates=both_orders(BABA_TEMPLATES + COMPOSED_TEMPLATES),
         heldout_templates=both_orders(HELDOUT_TEMPLATES),
         heldout_pairs=heldout_pairs,
         train_countries=tuple(sorted(countries[:n_train])),
@@ -100,10 +108,10 @@ def made_up_word(rng: random.Random) -> str:
 class CorpusGenerator:
     """Draws documents of each kind; `document()` picks a kind by MIX weight (documents, not tokens)."""
 
-    # Roughly by tokens: IOI 50%, country facts 10%, extractive 12%, uppercase and past tense 4.5% each,
-    # repeats 12%, filler 7%. IOI needs the bulk: with much less it had not formed after millions of tokens.
-    MIX = {"ioi": 0.525, "capitals": 0.08, "extractive": 0.051, "uppercase": 0.034, "past_tense": 0.062,
-           "repeats": 0.093, "filler": 0.155}
+    # Roughly by tokens: IOI 55%, country facts 9%, extractive 10%, uppercase and past tense 4% each,
+    # repeats 12%, filler 6%. IOI needs the bulk: with much less it had not formed after millions of tokens.
+    MIX = {"ioi": 0.57, "capitals": 0.07, "extractive": 0.042, "uppercase": 0.03, "past_tense": 0.055,
+           "repeats": 0.093, "filler": 0.14}
 
     def __init__(self, seed: int):
         self.rng = random.Random(seed)

@@ -6,7 +6,6 @@ training loop can call it on the HF model and `interp organism eval` on the hook
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from typing import Callable
 
 import torch
@@ -15,7 +14,7 @@ from interp.data import load_pairs
 from interp.data.ioi_words import NAMES, OBJECTS, PLACES
 from interp.data.tasks import TASKS
 from interp.organism.corpus import FILLER_ONLY_NAMES, fill_ioi, made_up_word, split
-from interp.tokens import first_token_id, gpt2_tokenizer
+from interp.tokens import batches_by_length, first_token_id, gpt2_tokenizer
 
 EVAL_SEED = 99
 LastLogitsFn = Callable[[torch.Tensor], torch.Tensor]
@@ -25,17 +24,11 @@ LastLogitsFn = Callable[[torch.Tensor], torch.Tensor]
 def last_logits(logits_fn: LastLogitsFn, prompts: list[str], batch_size: int = 64) -> torch.Tensor:
     """Next-token logits [n_prompts, d_vocab] for each prompt, BOS prepended; prompts batched by token length."""
     tokenizer = gpt2_tokenizer()
-    ids = [[tokenizer.eos_token_id] + row for row in tokenizer(prompts)["input_ids"]]
-    by_length: dict[int, list[int]] = defaultdict(list)
-    for i, row in enumerate(ids):
-        by_length[len(row)].append(i)
+    rows = [[tokenizer.eos_token_id] + row for row in tokenizer(prompts)["input_ids"]]
     out = [None] * len(prompts)
-    for indices in by_length.values():
-        for start in range(0, len(indices), batch_size):
-            chunk = indices[start:start + batch_size]
-            logits = logits_fn(torch.tensor([ids[i] for i in chunk])).float().cpu()
-            for i, row in zip(chunk, logits):
-                out[i] = row
+    for indices, tokens in batches_by_length(rows, batch_size):
+        for i, row in zip(indices, logits_fn(tokens).float().cpu()):
+            out[i] = row
     return torch.stack(out)
 
 
