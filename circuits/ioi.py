@@ -7,7 +7,8 @@ measured by the logit difference IO - S at END; p_ABC, the same prompts with thr
 corrupted distribution. Every discovery step is a path-patching measurement from each sender head to a receiver,
 reported as the relative change of the logit difference, (patched - clean) / clean:
  1. senders -> final residual stream (direct effect): strongly negative = name movers, positive = negative name
-    movers (of those, only heads that attend from END more to IO than to S: the copying mechanism);
+    movers (of those, only heads that attend from END mostly to the names: what they write is the name they
+    read, IO copied or, as in the organism's early layers, S written against);
  2. senders -> name movers' queries: S-inhibition heads;
  3. senders -> S-inhibition heads' values: induction and duplicate-token heads, told apart by where they look
     from S2 (S1+1: induction; S1: duplicate token);
@@ -37,6 +38,7 @@ from interp.results import default_out_dir, provenance, read_json, write_json
 from interp.views import attention_view, save_view
 
 THRESHOLD = 0.05  # a path-patching effect counts when it moves the logit difference by 5% of its clean value
+NAME_ATTENTION = 0.5  # a (negative) name mover puts more than half its attention from END on IO, S1 and S2
 CLASSES = ("name_mover", "negative_name_mover", "backup_name_mover", "s_inhibition", "induction",
            "duplicate_token", "previous_token")
 PAPER_HEADS = {  # GPT-2 small, Wang et al. Table/Figure 2; used only for `paper_comparison`
@@ -75,12 +77,13 @@ def attention(model, data: IOIDataset, from_key: str, to_keys: list[str]) -> tor
         for name in names])
 
 
+@torch.inference_mode()
 def direct_logit_attribution(model, data: IOIDataset, **ablation) -> torch.Tensor:
     """[layer, head]: each head's mean direct contribution to logit(IO) - logit(S) at END, through the final
     LayerNorm's scale of the whole residual (optionally with components ablated)."""
     names = [f"blocks.{layer}.attn.hook_z" for layer in range(model.cfg.n_layers)] + ["ln_final.hook_scale"]
     store = {}
-    with torch.inference_mode(), ablated(model, **ablation) if ablation else nullcontext():
+    with ablated(model, **ablation) if ablation else nullcontext():
         _, cache = run_with_selective_cache(model, data.tokens, names)
         store.update(cache.cache_dict)
     rows, end = torch.arange(len(data)), data.positions["END"]
@@ -160,12 +163,12 @@ def discover(model, clean: IOIDataset, corrupt: IOIDataset, quiet: bool = False)
 
     n_heads_total = model.cfg.n_layers * model.cfg.n_heads
     at_end = attention(model, clean, "END", ["IO", "S1", "S2"])  # [layer, head, 3]
-    # Name movers copy the name they look at: of the heads with a direct effect, only those attending from END
-    # more to IO than to S are (negative) name movers; the others act through later components.
-    looks_at_io = {(l, h) for l, h in torch.nonzero(at_end[..., 0] > at_end[..., 1] + at_end[..., 2]).tolist()}
+    # Name movers move the name they look at into the logits: of the heads with a direct effect, only those
+    # that put most of their attention from END on the names are (negative) name movers.
+    looks_at_names = {(l, h) for l, h in torch.nonzero(at_end.sum(-1) > NAME_ATTENTION).tolist()}
     direct = step("direct_effect", "resid_final", n_heads_total)
-    found["name_mover"] = [h for h in selected(direct, -1) if h in looks_at_io]
-    found["negative_name_mover"] = [h for h in selected(direct, +1) if h in looks_at_io]
+    found["name_mover"] = [h for h in selected(direct, -1) if h in looks_at_names]
+    found["negative_name_mover"] = [h for h in selected(direct, +1) if h in looks_at_names]
     if found["name_mover"]:
         into_queries = step("into_name_mover_queries", [(l, h, "q") for l, h in found["name_mover"]],
                             n_heads_total)
@@ -205,7 +208,7 @@ def discover(model, clean: IOIDataset, corrupt: IOIDataset, quiet: bool = False)
     mechanism = {
         "name_mover_attention": {f"{l}.{h}": {"to_IO": at_end[l, h, 0].item(),
                                               "to_S": (at_end[l, h, 1] + at_end[l, h, 2]).item()}
-                                 for l, h in found["name_mover"]},
+                                 for l, h in found["name_mover"] + found["backup_name_mover"]},
         "name_mover_copy_score": copy_scores(model, clean, found["name_mover"]),
         "negative_name_mover_copy_score": copy_scores(model, clean, found["negative_name_mover"], sign=-1),
         "s_inhibition_attention_to_S2": {f"{l}.{h}": at_end[l, h, 2].item() for l, h in found["s_inhibition"]},

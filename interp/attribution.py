@@ -15,7 +15,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from interp.errors import InterpError
-from interp.patching import HEAD_SITES, SITE_FIELD, Metric, check_site, grid_shape, run_bytes, setup
+from interp.patching import HEAD_SITES, RUN_FIELDS, SITE_FIELD, Metric, check_site, grid_shape, run_bytes, setup
 
 
 def site_tensors(run, site: str, n_layers: int) -> list[Tensor]:
@@ -49,10 +49,13 @@ def attribution_patch(model, clean_tokens: Int[Tensor, "batch pos"], corrupt_tok
     s = setup(model, clean_tokens, corrupt_tokens, metric, direction)
     n_batch, n_computed = s.base_tokens.shape
     if max_memory is not None:
-        # Every recorded activation, once forward and once as its gradient, plus the source run's site activation.
+        # The graph holds every activation of the base run (those a Run records, the two LayerNorms' outputs, the
+        # MLP's hidden layer before and after GELU); the backward as much again; plus the source run's site.
         itemsize = s.tf.W_E.element_size()
-        needed = (2 * run_bytes(s.tf, n_batch, n_computed, list(SITE_FIELD.values()), itemsize)
-                  + run_bytes(s.tf, n_batch, n_computed, [SITE_FIELD[site]], itemsize))
+        d_model, d_mlp = s.tf.W_E.shape[1], s.tf.layers[0].W_in.shape[1]
+        graph = (run_bytes(s.tf, n_batch, n_computed, RUN_FIELDS, itemsize)
+                 + itemsize * n_batch * n_computed * s.tf.n_layers * (2 * d_model + 2 * d_mlp))
+        needed = 2 * graph + run_bytes(s.tf, n_batch, n_computed, [SITE_FIELD[site]], itemsize)
         if needed > max_memory:
             raise InterpError(f"attribution patching this batch needs about {needed / 2**20:.1f} MiB, over the budget "
                               f"of {max_memory / 2**20:.1f} MiB: use fewer or shorter prompts")

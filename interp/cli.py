@@ -157,8 +157,8 @@ def build_parser() -> Parser:
 
     patch = commands.add_parser("patch", help="activation patching: logit(answer) - logit(wrong) per layer x "
                                 "position (residual sites) or layer x head (head_out)")
-    patch.add_argument("clean", help="the clean prompt")
-    patch.add_argument("corrupt", help="the corrupted prompt (same number of tokens)")
+    patch.add_argument("--clean", required=True, help="the clean prompt")
+    patch.add_argument("--corrupt", required=True, help="the corrupted prompt (same number of tokens)")
     patch.add_argument("--answer", required=True, help="the clean answer token, e.g. ' Mary'")
     patch.add_argument("--wrong", required=True, help="the token it is compared with, e.g. ' John'")
     patch.add_argument("--site", default="resid_pre", choices=CLI_SITES)

@@ -248,6 +248,8 @@ def test_agreement_reports_correlation_and_difference():
     assert report["n_cells"] == 3
     with pytest.raises(InterpError, match="shapes"):
         agreement(exact, exact[0])
+    with pytest.raises(InterpError, match="fewer than two"):
+        agreement(exact[1], exact[1])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -334,6 +336,9 @@ def test_path_patching_some_senders_and_a_small_budget(model3, tokens):
     (lambda m, c, k: path_patch(m, c, k, full_logit_diff, "resid"), "unknown receivers"),
     (lambda m, c, k: path_patch(m, c, k, full_logit_diff, "resid_final", [(-1, 0)]), "sender layer -1"),
     (lambda m, c, k: attribution_patch(m, c, k[:, :6], full_logit_diff, "q"), "7 tokens.*6"),
+    (lambda m, c, k: attribution_patch(m, c, k, full_logit_diff, "q", max_memory=10_000), "MiB"),
+    (lambda m, c, k: attribution_patch(m, c, k, lambda logits: torch.tensor(1.0), "q"), "does not depend"),
+    (lambda m, c, k: path_patch(m, c, k, full_logit_diff, "resid_final", max_memory=10_000), "MiB"),
 ])
 def test_mistakes_raise_interp_error_naming_the_problem(model, tokens, call, message):
     with pytest.raises(InterpError, match=message):
@@ -399,11 +404,11 @@ def test_cli_patch_command(model, capsys):
 
     clean, corrupt = "When Mary and John went to the store, John gave a drink to", \
         "When Mary and John went to the store, Paul gave a drink to"
-    code = main(["patch", clean, corrupt, "--answer", " Mary", "--wrong", " John", "--site", "head_out",
+    code = main(["patch", "--clean", clean, "--corrupt", corrupt, "--answer", " Mary", "--wrong", " John", "--site", "head_out",
                  "--model", model.interp_source.checkpoint_dir, "--device", "cpu", "--json"])
     assert code == 0
     data = json.loads(capsys.readouterr().out)
     assert data["site"] == "head_out" and len(data["grid"]) == model.cfg.n_layers
-    assert main(["patch", clean, corrupt + " the", "--answer", " Mary", "--wrong", " John",
+    assert main(["patch", "--clean", clean, "--corrupt", corrupt + " the", "--answer", " Mary", "--wrong", " John",
                  "--model", model.interp_source.checkpoint_dir, "--device", "cpu"]) == 2
     assert "corrupt prompt 16" in capsys.readouterr().err
