@@ -66,7 +66,7 @@ def plot_layer_grid(grid, title: str, label: str, marked: dict[str, list] | None
                 ax.add_patch(plt.Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, lw=2, ec=colour,
                                            label=name.replace("_", " ") if i == 0 else None))
         if marked and any(marked.values()):
-            ax.legend(loc="upper left", bbox_to_anchor=(1.25, 1.0), fontsize=8)
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, fontsize=8)
         fig.tight_layout()
     return fig
 
@@ -78,35 +78,39 @@ IOI_FLOW = [("previous_token", "induction", "K"), ("induction", "s_inhibition", 
 
 
 def plot_ioi_circuit(heads: dict[str, list], n_layers: int, title: str):
-    """The IOI circuit: one box per class (at its heads' mean layer), its heads listed, arrows for the paths."""
+    """The IOI circuit: every head a box at its layer, in its class's column; arrows along the patched paths."""
     order = ["previous_token", "duplicate_token", "induction", "s_inhibition", "name_mover", "backup_name_mover",
              "negative_name_mover"]
     present = [name for name in order if heads.get(name)]
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(8, 1.4 + 0.75 * max(n_layers, 4)))
-        places = {}
-        for i, name in enumerate(present):
-            layers = [layer for layer, _ in heads[name]]
-            y = sum(layers) / len(layers)
-            x = {"previous_token": 0, "duplicate_token": 0, "induction": 1, "s_inhibition": 1, "name_mover": 1,
-                 "backup_name_mover": 2, "negative_name_mover": 0}[name] + 0.15 * (i % 2)
-            places[name] = (x, y)
-            members = " ".join(f"{l}.{h}" for l, h in heads[name])
-            ax.text(x, y, f"{name.replace('_', ' ')}\n{members}", ha="center", va="center", fontsize=8,
-                    bbox={"boxstyle": "round", "fc": CLASS_COLOURS[order.index(name)], "alpha": 0.35})
+        fig, ax = plt.subplots(figsize=(1.5 + 1.6 * max(len(present), 2), 1.5 + 0.8 * n_layers))
+        where: dict[str, list[tuple[float, float]]] = {}
+        for column, name in enumerate(present):
+            per_layer: dict[int, int] = {}
+            for layer, head in heads[name]:
+                offset = per_layer.get(layer, 0)
+                per_layer[layer] = offset + 1
+                x, y = column + 0.32 * offset - 0.16 * (sum(1 for l, _ in heads[name] if l == layer) - 1), layer
+                where.setdefault(name, []).append((x, y))
+                ax.text(x, y, f"{layer}.{head}", ha="center", va="center", fontsize=8,
+                        bbox={"boxstyle": "round", "fc": CLASS_COLOURS[order.index(name)], "alpha": 0.45})
         for source, target, via in IOI_FLOW:
-            if source in places and target in places:
-                ax.annotate("", xy=places[target], xytext=places[source],
-                            arrowprops={"arrowstyle": "->", "lw": 1.2, "color": "0.3", "shrinkA": 22, "shrinkB": 22})
-                mid = [(a + b) / 2 for a, b in zip(places[source], places[target])]
-                ax.text(*mid, via, fontsize=7, color="0.3")
-        ax.set_xlim(-0.6, 2.8)
-        ax.set_ylim(-0.8, n_layers - 0.2)
-        ax.set_xticks([])
+            for start in where.get(source, []):
+                for end in (e for e in where.get(target, []) if e[1] > start[1]):  # paths run up the layers
+                    ax.annotate("", xy=end, xytext=start, arrowprops={"arrowstyle": "->", "lw": 0.8, "color": "0.45",
+                                                                      "shrinkA": 12, "shrinkB": 12})
+            later = [(a, b) for a in where.get(source, []) for b in where.get(target, []) if b[1] > a[1]]
+            if later:
+                ax.text(*[(u + v) / 2 for u, v in zip(*later[0])], via, fontsize=7, color="0.3")
+        ax.set_xticks(range(len(present)), [name.replace("_", " ") for name in present], rotation=20, ha="right")
+        ax.set_xlim(-0.7, max(len(present), 2) - 0.3)
+        ax.set_yticks(range(n_layers))
+        ax.set_ylim(-0.7, n_layers - 0.3)
         ax.set_ylabel("layer")
         ax.set_title(title)
-        ax.text(2.75, -0.7, "arrows: the input (Q/K/V) of the receiving class that the path was patched into",
-                ha="right", fontsize=7, color="0.4")
+        fig.text(0.99, 0.01, "arrow labels: the receiving heads' input (Q/K/V) that the path was patched into",
+                 ha="right", fontsize=7, color="0.4")
+        fig.tight_layout()
     return fig
 
 

@@ -1,0 +1,75 @@
+"""The organism: a seeded corpus with a clean held-out split, deterministic training, and a shipped checkpoint
+whose scores match what its training recorded."""
+import json
+import re
+
+import pytest
+import torch
+
+from interp.cli import main
+from interp.data.ioi_words import NAMES
+from interp.models import ORGANISM_DIR
+from interp.organism.corpus import FILLER_ONLY_NAMES, CorpusGenerator, split, token_stream
+from interp.organism.evaluate import extractive_items
+from interp.organism.train import TrainConfig, train
+from interp.tokens import first_token_id, gpt2_tokenizer
+
+KEYS = ["ioi_accuracy", "ioi_logit_diff", "capital_recall", "extractive_recall", "uppercase_accuracy",
+        "past_tense_accuracy"]
+
+
+def test_corpus_is_seeded():
+    first = [CorpusGenerator(7).document() for _ in range(50)]
+    assert first == [CorpusGenerator(7).document() for _ in range(50)]
+    assert first != [CorpusGenerator(8).document() for _ in range(50)]
+
+
+def test_held_out_material_never_trains():
+    sp, generator = split(), CorpusGenerator(0)
+    assert not set(sp.train_templates) & set(sp.heldout_templates)
+    names_in_ioi = set()
+    for _ in range(5000):
+        words = set(re.findall(r"[A-Z][a-z]+", generator.ioi()))
+        names = words & set(NAMES)
+        assert len(names) == 2 and frozenset(names) not in sp.heldout_pairs
+        assert not words & set(FILLER_ONLY_NAMES)
+        names_in_ioi |= names
+    assert names_in_ioi == set(NAMES)  # every name the evaluation uses is seen in training IOI sentences
+    facts = " ".join(generator.capitals() for _ in range(3000))
+    assert not any(f"capital of {country}?" in facts or f"capital of {country} is" in facts
+                   for country, _ in sp.heldout_countries)
+
+
+def test_every_evaluated_capital_token_is_in_the_corpus():
+    import random
+
+    seen = set(token_stream(300_000, 0, gpt2_tokenizer()))
+    for _, capital in extractive_items(random.Random(0)):
+        assert first_token_id(" " + capital) in seen, capital
+
+
+def test_training_is_deterministic(tmp_path):
+    config = TrainConfig(n_layer=1, n_head=2, n_embd=32, steps=12, batch_size=8, warmup=4)
+    first = train(tmp_path / "a", config, eval_every=1000, quiet=True)
+    second = train(tmp_path / "b", config, eval_every=1000, quiet=True)
+    strip = lambda h: {k: v for k, v in h.items() if k != "minutes"}  # noqa: E731
+    assert strip(first["history"][-1]) == strip(second["history"][-1])
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+
+
+def test_shipped_checkpoint_scores_what_its_training_recorded(capsys):
+    assert main(["organism", "eval", "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    recorded = json.loads((ORGANISM_DIR / "training.json").read_text())["history"][-1]
+    for key in KEYS:  # the shipped weights are fp16: scores may move a little from the fp32 training run
+        assert scores[key] == pytest.approx(recorded[key], abs=0.02 if key != "ioi_logit_diff" else 0.2), key
+    assert (ORGANISM_DIR / "model.safetensors").stat().st_size < 20 * 2**20
+
+
+def test_loaded_like_any_local_checkpoint():
+    from interp.models import load_model
+
+    model = load_model("organism", device="cpu")
+    assert model.interp_source.checkpoint_dir == str(ORGANISM_DIR)
+    assert model.cfg.n_layers == 4 and model.cfg.d_vocab == 50257
+    assert model.W_U.dtype == torch.float32
