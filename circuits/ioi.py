@@ -222,6 +222,16 @@ def discover(model, clean: IOIDataset, corrupt: IOIDataset, quiet: bool = False)
     return {"heads": found, "grids": grids, "mechanism": mechanism, "cost": cost}
 
 
+def example_attention(model, data: IOIDataset, head_list) -> dict:
+    """The attention patterns of `head_list` on the first prompt (unpadded), for the results file's figure."""
+    length = int(data.positions["END"][0]) + 1
+    layers = sorted({layer for layer, _ in head_list})
+    _, cache = run_with_selective_cache(model, data.tokens[:1, :length],
+                                        [f"blocks.{layer}.attn.hook_pattern" for layer in layers])
+    return {"tokens": model.to_str_tokens(data.tokens[0, :length]),
+            "heads": {f"{l}.{h}": cache[f"blocks.{l}.attn.hook_pattern"][0, h].tolist() for l, h in head_list}}
+
+
 def paper_comparison(found: dict[str, list]) -> dict:
     """Per class, precision and recall of the found heads against the paper's (GPT-2 small only)."""
     comparison = {}
@@ -261,6 +271,7 @@ def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = F
         "mechanism": discovered["mechanism"],
         "grids": {name: grid.tolist() for name, grid in discovered["grids"].items()},
         "forward_passes": sum(step["forward_passes"] for step in discovered["cost"].values()),
+        "example_attention": example_attention(model, clean, discovered["heads"]["name_mover"][:4]),
         "example_prompts": clean.prompts[:3],
     }
     if info["model"] == "gpt2":

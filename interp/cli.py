@@ -94,8 +94,9 @@ def cmd_patch(args) -> None:
     from interp.patching import patch_grid_for_cli
 
     model = load(args)
+    max_memory = None if args.max_memory is None else int(args.max_memory * 2**20)
     data = {"model": args.model, **patch_grid_for_cli(model, args.clean, args.corrupt, args.answer, args.wrong,
-                                                      args.site, args.direction)}
+                                                      args.site, args.direction, max_memory)}
     if args.out:
         from interp.results import write_json
 
@@ -167,6 +168,8 @@ def build_parser() -> Parser:
     add_model(patch)
     patch.add_argument("--json", action="store_true", help="print one JSON object")
     patch.add_argument("--out", help="directory for patch.json")
+    patch.add_argument("--max-memory", type=float, metavar="MIB",
+                       help="memory budget of the sweep in MiB: chunked to fit, refused when even one chunk is over")
     patch.set_defaults(run=cmd_patch)
 
     bench = commands.add_parser("bench", help="benchmarks against TransformerLens (source checkout)")

@@ -133,6 +133,27 @@ def plot_name_mover_attention(mechanism: dict, title: str):
     return fig
 
 
+def plot_attention(patterns: dict[str, list], tokens: list[str], title: str):
+    """Attention patterns (query x key) of a few heads on one prompt, one panel each, token-labelled."""
+    import numpy as np
+
+    names = list(patterns)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, max(len(names), 1), figsize=(0.5 + 0.3 * len(tokens) * max(len(names), 1),
+                                                                 1.2 + 0.3 * len(tokens)), squeeze=False)
+        labels = [token_label(t) for t in tokens]
+        for ax, name in zip(axes[0], names):
+            image = ax.imshow(np.asarray(patterns[name], dtype=float), cmap="Blues", vmin=0, vmax=1)
+            ax.set_xticks(range(len(tokens)), labels, rotation=90, fontsize=7)
+            ax.set_yticks(range(len(tokens)), labels, fontsize=7)
+            ax.set_xlabel("key (attended to)")
+            ax.set_title(f"head {name}")
+        axes[0, 0].set_ylabel("query (attending)")
+        fig.colorbar(image, ax=axes[0, -1], label="attention", fraction=0.04)
+        fig.suptitle(title)
+    return fig
+
+
 GRID_TITLES = {
     "direct_effect": ("Heads -> logits (direct effect)", ["name_mover", "negative_name_mover"]),
     "into_name_mover_queries": ("Heads -> name movers' queries", ["s_inhibition"]),
@@ -157,6 +178,11 @@ def ioi_figures(results: dict, out_dir: str | Path) -> list[Path]:
                          out_dir, "ioi_circuit")
     paths += save_figure(plot_name_mover_attention(results["mechanism"], f"Name movers' attention ({model})"),
                          out_dir, "ioi_name_mover_attention")
+    example = results["example_attention"]
+    if example["heads"]:
+        paths += save_figure(plot_attention(example["heads"], example["tokens"],
+                                            f"Name movers on an example prompt ({model})"),
+                             out_dir, "ioi_attention_patterns")
     return paths
 
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from interp.cli import main
 
@@ -53,3 +54,17 @@ def test_missing_weights_offline_from_the_shell(tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "weights for 'gpt2' were not found" in result.stderr
+
+
+def test_patch_memory_budget(capsys, tiny_checkpoint):
+    """Refused with a clear message when even one chunk is over the budget; chunked to the same grid otherwise."""
+    argv = ["patch", "--model", str(tiny_checkpoint), "--clean", "When Mary and John went to the store, John gave",
+            "--corrupt", "When Mary and John went to the store, Mary gave", "--answer", " Mary", "--wrong", " John",
+            "--json"]
+    code, out, err = run_cli(capsys, *argv, "--max-memory", "0.01")
+    assert code == 2 and err.count("\n") == 1 and "MiB" in err and "budget" in err, err
+    code, unbounded, _ = run_cli(capsys, *argv)
+    code_small, chunked, _ = run_cli(capsys, *argv, "--max-memory", "2")
+    assert code == code_small == 0
+    grid = lambda text: torch.tensor(json.loads(text)["grid"])  # noqa: E731
+    assert torch.allclose(grid(chunked), grid(unbounded), atol=1e-5)
