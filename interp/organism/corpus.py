@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from interp.data import load_pairs
+from interp.data.ioi import abba, fill
 from interp.data.ioi_words import BABA_TEMPLATES, NAMES, OBJECTS, PLACES
 from interp.data.tasks import TASKS
 
@@ -63,15 +64,6 @@ FILLER_NOUNS = ["dog", "cat", "car", "tree", "window", "table", "chair", "door",
 FILLER_ADJECTIVES = ["big", "small", "old", "new", "red", "blue", "quiet", "loud", "warm", "cold", "happy", "dark"]
 FILLER_VERBS = ["liked", "saw", "found", "painted", "cleaned", "sold", "lent", "read", "sang", "fixed", "moved",
                 "wanted"]
-
-
-def abba(template: str) -> str:
-    """The ABBA twin of a BABA template: the first two names swapped."""
-    return template.replace("[B]", "[X]", 1).replace("[A]", "[B]", 1).replace("[X]", "[A]", 1)
-
-
-def fill_ioi(template: str, io: str, s: str, place: str, obj: str) -> str:
-    return (template.replace("[A]", io).replace("[B]", s).replace("[PLACE]", place).replace("[OBJECT]", obj))
 
 
 @dataclass(frozen=True)
@@ -134,7 +126,7 @@ class CorpusGenerator:
             if frozenset((io, s)) not in self.split.heldout_pairs:
                 break
         template = rng.choice(self.split.train_templates)
-        return fill_ioi(template, io, s, rng.choice(self.places), rng.choice(self.objects)) + "."
+        return fill(template, io, s, rng.choice(self.places), rng.choice(self.objects)) + f" {io}."
 
     def _pairs_doc(self, task_name: str, pairs) -> str:
         task, rng = TASKS[task_name], self.rng

@@ -13,7 +13,8 @@ import torch
 from interp.data import load_pairs
 from interp.data.ioi_words import NAMES, OBJECTS, PLACES
 from interp.data.tasks import TASKS
-from interp.organism.corpus import FILLER_ONLY_NAMES, fill_ioi, made_up_word, split
+from interp.data.ioi import fill
+from interp.organism.corpus import FILLER_ONLY_NAMES, made_up_word, split
 from interp.tokens import batches_by_length, first_token_id, gpt2_tokenizer
 
 EVAL_SEED = 99
@@ -41,8 +42,7 @@ def ioi_prompts(n: int, names: list[str], seed: int) -> list[tuple[str, str, str
         if names is NAMES and frozenset((io, s)) not in sp.heldout_pairs:
             continue
         template = rng.choice(sp.heldout_templates)
-        assert template.endswith(" [A]")
-        prompts.append((fill_ioi(template[:-4], io, s, rng.choice(PLACES), rng.choice(OBJECTS)), io, s))
+        prompts.append((fill(template, io, s, rng.choice(PLACES), rng.choice(OBJECTS)), io, s))
     return prompts
 
 
