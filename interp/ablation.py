@@ -48,12 +48,29 @@ def all_heads(model) -> list[Component]:
     return heads((layer, head) for layer in range(model.cfg.n_layers) for head in range(model.cfg.n_heads))
 
 
+def check_layer(model, layer, what: str = "") -> int:
+    """`layer`, or a clear error naming it (`what` says whose layer) when the model has no such layer."""
+    if not (isinstance(layer, int) and 0 <= layer < model.cfg.n_layers):
+        raise InterpError(f"{what} layer {layer!r} is out of range: the model has layers 0..{model.cfg.n_layers - 1}"
+                          .lstrip())
+    return layer
+
+
+def check_head(model, layer, head, what: str = "") -> tuple[int, int]:
+    """(layer, head), or a clear error naming the one the model does not have."""
+    check_layer(model, layer, what)
+    if not (isinstance(head, int) and 0 <= head < model.cfg.n_heads):
+        raise InterpError(f"{what} head {head!r} is out of range: the model has heads 0..{model.cfg.n_heads - 1}"
+                          .lstrip())
+    return layer, head
+
+
 def check_components(model, components: Iterable[Component]) -> None:
     for c in components:
-        if not 0 <= c.layer < model.cfg.n_layers:
-            raise InterpError(f"layer {c.layer} is out of range: the model has layers 0..{model.cfg.n_layers - 1}")
-        if c.kind == "head" and not 0 <= (c.head if c.head is not None else -1) < model.cfg.n_heads:
-            raise InterpError(f"head {c.head} is out of range: the model has heads 0..{model.cfg.n_heads - 1}")
+        if c.kind == "head":
+            check_head(model, c.layer, c.head)
+        else:
+            check_layer(model, c.layer)
 
 
 def group_index(groups: torch.Tensor | None, n: int) -> torch.Tensor:

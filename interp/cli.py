@@ -63,8 +63,9 @@ def cmd_organism_eval(args) -> None:
 def cmd_organism_train(args) -> None:
     from interp.organism.train import TrainConfig, train
 
-    info = train(args.out, TrainConfig(steps=args.steps, seed=args.seed, threads=args.threads), quiet=args.quiet)
-    print(json.dumps({"out": args.out, **info["history"][-1]}))
+    overrides = {k: getattr(args, k) for k in ("steps", "seed", "threads") if getattr(args, k) is not None}
+    info = train(args.out, TrainConfig(**overrides), quiet=args.quiet)
+    print(json.dumps({"out": args.out, "selected_step": info["selected_step"], **info["evaluation"]}))
 
 
 def cmd_plot(args) -> None:
@@ -192,9 +193,8 @@ def build_parser() -> Parser:
     evaluate.set_defaults(run=cmd_organism_eval)
     train = organism_commands.add_parser("train", help="retrain the organism from scratch")
     train.add_argument("--out", default="results/organism/checkpoint")
-    train.add_argument("--steps", type=int, default=6000)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--threads", type=int, default=1, help="torch threads (the shipped run used 1)")
+    for option, meaning in (("steps", "training steps"), ("seed", "seed"), ("threads", "torch threads")):
+        train.add_argument(f"--{option}", type=int, help=f"{meaning} (default: the shipped run's)")
     train.add_argument("--quiet", action="store_true")
     train.set_defaults(run=cmd_organism_train)
     return parser

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp.ablation import check_head
 from interp.errors import InterpError
 
 RESIDUAL_SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
@@ -628,15 +629,6 @@ def check_heads(model, heads, what: str) -> list[tuple[int, int]]:
             raise InterpError(f"each {what} is (layer, head), not {entry!r}")
         checked.append(check_head(model, entry[0], entry[1], what))
     return checked
-
-
-def check_head(model, layer, head, what: str) -> tuple[int, int]:
-    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    if not (isinstance(layer, int) and 0 <= layer < n_layers):
-        raise InterpError(f"{what} layer {layer!r} is out of range: the model has layers 0-{n_layers - 1}")
-    if not (isinstance(head, int) and 0 <= head < n_heads):
-        raise InterpError(f"{what} head {head!r} is out of range: the model has heads 0-{n_heads - 1}")
-    return layer, head
 
 
 def check_receivers(model, receivers) -> dict[int, list[tuple[str, list[int]]]] | None:

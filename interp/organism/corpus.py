@@ -1,14 +1,15 @@
 """The organism's training text: a seeded generator, and the held-out split its evaluation uses.
 
 Documents, each preceded by <|endoftext|> (the BOS token interp prepends to prompts):
-- IOI sentences from the paper's templates (both orders) and extra ones, over the paper's names. Some extra
-  templates and some name pairs never occur in training: the evaluation uses exactly those.
+- IOI sentences from the paper's templates and templates composed from parts (both orders), over the paper's
+  names. Some templates and name pairs never occur in training: the evaluation uses those, and checkpoint
+  selection uses a second set of templates (validation), so that the evaluation stays untouched.
 - country facts: declarative sentences and one-shot Q/A for the train countries; extractive documents where a
   fact about a made-up or held-out-looking country is stated, then asked (answering needs copying);
 - uppercase and past-tense pairs in the experiment's formats;
 - repeated random-token sequences (they make induction heads form early, which IOI builds on);
 - filler sentences, some naming people who never appear in an IOI sentence.
-The split (held-out templates, pairs, countries) is fixed by SPLIT_SEED, independent of the training seed.
+The split (held-out pairs and countries) is fixed by SPLIT_SEED, independent of the training seed.
 """
 from __future__ import annotations
 
@@ -26,24 +27,53 @@ SPLIT_SEED = 1234
 EXTRA_PLACES = ["park", "library", "beach", "market", "church", "museum", "airport", "kitchen"]
 EXTRA_OBJECTS = ["book", "letter", "flower", "hat", "ticket", "cake", "phone", "key"]
 
-# Training IOI templates are composed from parts (besides the paper's own), so that the circuit learns the
-# structure rather than a few sentences: with only ~23 fixed templates, a first organism reached 0.92 accuracy
-# on held-out templates at 4M tokens and then fell to 0.78 as it memorised them.
-INTROS = ["Then,", "Afterwards,", "Later,", "Yesterday,", "On Monday,", "In the morning,", "After the lunch,",
-          "That day,", "At noon,", "Soon,"]
-SUBORDINATES = ["When", "While", "After", "Once", "Since", "As soon as"]
+# Training IOI templates are composed from parts at random (~10^5 of them, besides the paper's 15), so that the
+# circuit has to learn the structure, not the sentences. With ~23 fixed templates a first organism reached 0.92
+# accuracy on held-out templates and then fell to 0.78 as it memorised them; with 2,304 compositions of 12 action
+# verbs it fell from 0.96 to 0.90, failing on held-out templates whose verbs it had only seen in filler.
+# No part below occurs in a held-out template's distinctive wording (a test checks the verbs).
+INTROS = ["", "Then,", "Afterwards,", "Later,", "Yesterday,", "On Monday,", "In the morning,", "After the lunch,",
+          "That day,", "At noon,", "Soon,", "Earlier,", "One day,", "In the evening,", "On Friday,", "Meanwhile,",
+          "Finally,", "Suddenly,", "In the afternoon,", "After dinner,", "Last week,", "This morning,",
+          "On the weekend,", "Once again,"]
+SUBORDINATES = ["When", "While", "After", "Once", "Since", "As soon as", "Although", "Just after", "Even though",
+                "As"]
 ACTIVITIES = ["went to the [PLACE]", "walked to the [PLACE]", "arrived at the [PLACE]", "were working at the [PLACE]",
               "met at the [PLACE]", "visited the [PLACE]", "had a lot of fun at the [PLACE]",
               "were thinking about going to the [PLACE]", "got a [OBJECT] at the [PLACE]",
-              "were commuting to the [PLACE]", "found a [OBJECT] at the [PLACE]", "left the [PLACE]"]
+              "were commuting to the [PLACE]", "found a [OBJECT] at the [PLACE]", "left the [PLACE]",
+              "ate lunch at the [PLACE]", "waited at the [PLACE]", "played at the [PLACE]", "studied at the [PLACE]",
+              "ran to the [PLACE]", "drove to the [PLACE]", "looked around the [PLACE]", "spent the day at the [PLACE]",
+              "shopped at the [PLACE]", "were talking at the [PLACE]", "came back from the [PLACE]",
+              "bought a [OBJECT] at the [PLACE]", "saw a [OBJECT] at the [PLACE]", "had a long argument",
+              "were hungry", "were standing outside the [PLACE]"]
+LINKS = [".", ". Then", ". Afterwards", ". Later,", ", and", ", and then", ". After that,"]
 ACTIONS = ["gave a [OBJECT] to", "handed a [OBJECT] to", "passed the [OBJECT] to", "sent a [OBJECT] to",
            "brought a [OBJECT] to", "offered a [OBJECT] to", "showed a [OBJECT] to", "threw it to",
-           "decided to give a [OBJECT] to", "wanted to give a [OBJECT] to", "said to", "gave it to"]
-COMPOSED_TEMPLATES = (
-    [f"{intro} [B] and [A] {activity}. [B] {action} [A]" for intro in INTROS for activity in ACTIVITIES
-     for action in ACTIONS]
-    + [f"{word} [B] and [A] {activity}, [B] {action} [A]" for word in SUBORDINATES for activity in ACTIVITIES
-       for action in ACTIONS])
+           "decided to give a [OBJECT] to", "wanted to give a [OBJECT] to", "said to", "gave it to",
+           "delivered a [OBJECT] to", "presented a [OBJECT] to", "promised a [OBJECT] to", "explained the [OBJECT] to",
+           "described the [OBJECT] to", "mentioned the [OBJECT] to", "sent a message to", "whispered to", "talked to",
+           "waved to", "called out to", "forwarded the [OBJECT] to", "passed it to", "handed it over to",
+           "gave the [OBJECT] back to", "tried to give a [OBJECT] to", "told a story to", "sent a postcard to",
+           "introduced the [OBJECT] to", "donated a [OBJECT] to", "slid the [OBJECT] to", "kicked the ball to",
+           "quickly gave a [OBJECT] to", "finally handed the [OBJECT] to"]
+PAPER_TEMPLATE_SHARE = 0.05  # the paper's own templates, which `interp ioi` uses
+
+
+def training_template(rng: random.Random) -> str:
+    """A BABA or ABBA training template: one of the paper's, or a composition of the parts above."""
+    if rng.random() < PAPER_TEMPLATE_SHARE:
+        template = rng.choice(BABA_TEMPLATES)
+    elif rng.random() < 0.2:
+        template = f"{rng.choice(SUBORDINATES)} [B] and [A] {rng.choice(ACTIVITIES)}, [B] {rng.choice(ACTIONS)} [A]"
+    else:
+        opening = f"{rng.choice(INTROS)} [B] and [A] {rng.choice(ACTIVITIES)}".lstrip()
+        template = f"{opening}{rng.choice(LINKS)} [B] {rng.choice(ACTIONS)} [A]"
+    return abba(template) if rng.random() < 0.5 else template
+
+
+# Never in training: the evaluation's templates, and the validation templates on which training selects its
+# checkpoint (so that the evaluation stays untouched by that choice).
 HELDOUT_TEMPLATES = [
     "Before [B] and [A] went home from the [PLACE], [B] gave a [OBJECT] to [A]",
     "So [B] and [A] stopped at the [PLACE], where [B] handed the [OBJECT] to [A]",
@@ -51,6 +81,14 @@ HELDOUT_TEMPLATES = [
     "When [B] and [A] sat in the [PLACE], [B] read a letter to [A]",
     "Last night, [B] and [A] stayed at the [PLACE]. [B] lent a [OBJECT] to [A]",
     "During the party, [B] and [A] danced at the [PLACE]. [B] sang a song to [A]",
+]
+VALIDATION_TEMPLATES = [
+    "Tonight, [B] and [A] relaxed at the [PLACE]. [B] mailed a [OBJECT] to [A]",
+    "Because [B] and [A] lived near the [PLACE], [B] carried the [OBJECT] to [A]",
+    "Early on, [B] and [A] cooked at the [PLACE]. [B] recited a poem to [A]",
+    "Whenever [B] and [A] jogged to the [PLACE], [B] tossed a [OBJECT] to [A]",
+    "On Sunday, [B] and [A] rested at the [PLACE]. [B] returned the [OBJECT] to [A]",
+    "At dawn, [B] and [A] hiked to the [PLACE], and [B] wrote a note to [A]",
 ]
 # Single-token names that appear only in filler text: does the learned circuit work on names it never
 # saw in an IOI sentence? (Reported without a target.)
@@ -68,8 +106,8 @@ FILLER_VERBS = ["liked", "saw", "found", "painted", "cleaned", "sold", "lent", "
 
 @dataclass(frozen=True)
 class Split:
-    train_templates: tuple[str, ...]
     heldout_templates: tuple[str, ...]
+    validation_templates: tuple[str, ...]
     heldout_pairs: frozenset[frozenset[str]]
     train_countries: tuple[tuple[str, str], ...]
     heldout_countries: tuple[tuple[str, str], ...]
@@ -85,8 +123,8 @@ def split() -> Split:
     n_train = int(0.75 * len(countries))
     both_orders = lambda ts: tuple(t for base in ts for t in (base, abba(base)))  # noqa: E731
     return Split(
-        train_templates=both_orders(BABA_TEMPLATES + COMPOSED_TEMPLATES),
         heldout_templates=both_orders(HELDOUT_TEMPLATES),
+        validation_templates=both_orders(VALIDATION_TEMPLATES),
         heldout_pairs=heldout_pairs,
         train_countries=tuple(sorted(countries[:n_train])),
         heldout_countries=tuple(sorted(countries[n_train:])),
@@ -100,8 +138,8 @@ def made_up_word(rng: random.Random) -> str:
 class CorpusGenerator:
     """Draws documents of each kind; `document()` picks a kind by MIX weight (documents, not tokens)."""
 
-    # Roughly by tokens: IOI 55%, country facts 9%, extractive 10%, uppercase and past tense 4% each,
-    # repeats 12%, filler 6%. IOI needs the bulk: with much less it had not formed after millions of tokens.
+    # By tokens: IOI 57%, country facts 8%, extractive 9%, uppercase 3.5%, past tense 4%, repeats 12%,
+    # filler 7%. IOI needs the bulk: with much less it had not formed after millions of tokens.
     MIX = {"ioi": 0.57, "capitals": 0.07, "extractive": 0.042, "uppercase": 0.03, "past_tense": 0.055,
            "repeats": 0.093, "filler": 0.14}
 
@@ -125,7 +163,7 @@ class CorpusGenerator:
             io, s = rng.sample(NAMES, 2)
             if frozenset((io, s)) not in self.split.heldout_pairs:
                 break
-        template = rng.choice(self.split.train_templates)
+        template = training_template(rng)
         return fill(template, io, s, rng.choice(self.places), rng.choice(self.objects)) + f" {io}."
 
     def _pairs_doc(self, task_name: str, pairs) -> str:

@@ -18,6 +18,7 @@ from interp.organism.corpus import FILLER_ONLY_NAMES, made_up_word, split
 from interp.tokens import batches_by_length, first_token_id, gpt2_tokenizer
 
 EVAL_SEED = 99
+VALIDATION_SEED = 7
 LastLogitsFn = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -33,21 +34,21 @@ def last_logits(logits_fn: LastLogitsFn, prompts: list[str], batch_size: int = 6
     return torch.stack(out)
 
 
-def ioi_prompts(n: int, names: list[str], seed: int) -> list[tuple[str, str, str]]:
-    """(prompt, IO, S) on held-out templates; with the IOI names, only name pairs never seen in training."""
-    rng, sp = random.Random(seed), split()
+def ioi_prompts(n: int, names: list[str], seed: int, templates, unseen_pairs: bool) -> list[tuple[str, str, str]]:
+    """(prompt, IO, S) from `templates`; with `unseen_pairs`, only name pairs never seen together in training."""
+    rng, heldout_pairs = random.Random(seed), split().heldout_pairs
     prompts = []
     while len(prompts) < n:
         io, s = rng.sample(names, 2)
-        if names is NAMES and frozenset((io, s)) not in sp.heldout_pairs:
+        if unseen_pairs and frozenset((io, s)) not in heldout_pairs:
             continue
-        template = rng.choice(sp.heldout_templates)
+        template = rng.choice(templates)
         prompts.append((fill(template, io, s, rng.choice(PLACES), rng.choice(OBJECTS)), io, s))
     return prompts
 
 
-def ioi_scores(logits_fn: LastLogitsFn, n: int, names: list[str]) -> tuple[float, float]:
-    prompts = ioi_prompts(n, names, EVAL_SEED)
+def ioi_scores(logits_fn: LastLogitsFn, prompts: list[tuple[str, str, str]]) -> tuple[float, float]:
+    """(accuracy, mean logit difference IO - S) at the end of each (prompt, IO, S)."""
     logits = last_logits(logits_fn, [p for p, _, _ in prompts])
     io = torch.tensor([first_token_id(" " + a) for _, a, _ in prompts])
     s = torch.tensor([first_token_id(" " + b) for _, _, b in prompts])
@@ -74,26 +75,44 @@ def extractive_items(rng: random.Random, n_made_up: int = 50) -> list[tuple[str,
     return list(split().heldout_countries) + made_up
 
 
-def evaluate_logits_fn(logits_fn: LastLogitsFn, quick: bool = False) -> dict[str, float]:
-    rng = random.Random(EVAL_SEED)
-    n_ioi = 200 if quick else 1000
-    ioi_accuracy, ioi_logit_diff = ioi_scores(logits_fn, n_ioi, NAMES)
-    capitals = TASKS["capitals"]
-    train_countries = list(split().train_countries)
-    extractive = extractive_items(rng)
-    demos = [rng.choice(train_countries) for _ in extractive]
+def extractive_recall(logits_fn: LastLogitsFn, items: list[tuple[str, str]], rng: random.Random) -> float:
+    """Country x whose capital y is stated in the prompt, asked after a one-shot demonstration."""
+    capitals, train_countries = TASKS["capitals"], list(split().train_countries)
+    demos = [rng.choice(train_countries) for _ in items]
+    return accuracy(logits_fn, [capitals.extractive_prompt(x, y, (d,)) for (x, y), d in zip(items, demos)],
+                    [y for _, y in items])
+
+
+def evaluate_logits_fn(logits_fn: LastLogitsFn) -> dict[str, float]:
+    """The organism's scores: IOI on held-out templates with unseen name pairs, the tasks, extractive recall."""
+    rng, sp = random.Random(EVAL_SEED), split()
+    ioi_accuracy, ioi_logit_diff = ioi_scores(
+        logits_fn, ioi_prompts(1000, NAMES, EVAL_SEED, sp.heldout_templates, unseen_pairs=True))
+    extractive = extractive_recall(logits_fn, extractive_items(rng), rng)
     metrics = {
         "ioi_accuracy": ioi_accuracy,
         "ioi_logit_diff": ioi_logit_diff,
-        "capital_recall": one_shot_accuracy(logits_fn, "capitals", train_countries, rng),
-        "extractive_recall": accuracy(logits_fn, [capitals.extractive_prompt(x, y, (d,))
-                                                  for (x, y), d in zip(extractive, demos)],
-                                      [y for _, y in extractive]),
+        "capital_recall": one_shot_accuracy(logits_fn, "capitals", list(sp.train_countries), rng),
+        "extractive_recall": extractive,
         "uppercase_accuracy": one_shot_accuracy(logits_fn, "uppercase", list(load_pairs("uppercase")), rng),
         "past_tense_accuracy": one_shot_accuracy(logits_fn, "past_tense", list(load_pairs("past_tense")), rng),
     }
-    if not quick:
-        accuracy_unseen, diff_unseen = ioi_scores(logits_fn, 200, FILLER_ONLY_NAMES)
-        metrics["ioi_accuracy_filler_only_names"] = accuracy_unseen
-        metrics["ioi_logit_diff_filler_only_names"] = diff_unseen
+    accuracy_unseen, diff_unseen = ioi_scores(
+        logits_fn, ioi_prompts(200, FILLER_ONLY_NAMES, EVAL_SEED, sp.heldout_templates, unseen_pairs=False))
+    metrics["ioi_accuracy_filler_only_names"] = accuracy_unseen
+    metrics["ioi_logit_diff_filler_only_names"] = diff_unseen
     return {k: round(v, 4) for k, v in metrics.items()}
+
+
+def validation_scores(logits_fn: LastLogitsFn) -> dict[str, float]:
+    """What training selects its checkpoint on, disjoint from the evaluation: IOI on the validation templates,
+    and extractive recall on other made-up countries. The other tasks are memorised early and not selected on."""
+    rng = random.Random(VALIDATION_SEED)
+    ioi_accuracy, ioi_logit_diff = ioi_scores(
+        logits_fn, ioi_prompts(300, NAMES, VALIDATION_SEED, split().validation_templates, unseen_pairs=False))
+    capitals = [c for _, c in load_pairs("capitals")]
+    evaluated = {x for x, _ in extractive_items(random.Random(EVAL_SEED))}
+    made_up = [(x, rng.choice(capitals)) for x in (made_up_word(rng) for _ in range(100)) if x not in evaluated]
+    scores = {"val_ioi_accuracy": ioi_accuracy, "val_ioi_logit_diff": ioi_logit_diff,
+              "val_extractive_recall": extractive_recall(logits_fn, made_up, rng)}
+    return {k: round(v, 4) for k, v in scores.items()}

@@ -2,6 +2,9 @@
 
 Seeded and single-process. During training the softmax runs over the corpus's own token ids only (the output
 rows of tokens that never occur would only be pushed down); evaluation uses the full 50,257-way softmax.
+Every `select_every` steps the model is scored on validation material (`evaluate.validation_scores`, disjoint
+from the evaluation's); the checkpoint written is the one whose weaker validation score (IOI on unseen templates,
+copying a capital from the prompt) is highest, because held-out IOI peaks before the copying behaviour matures.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ class TrainConfig:
     steps: int = 5000
     lr: float = 3e-3
     warmup: int = 200
-    weight_decay: float = 0.01
+    weight_decay: float = 0.1
     seed: int = 0
     threads: int = 1
 
@@ -48,9 +51,15 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), eval_every: int = 500, quiet: bool = False) -> dict:
-    """Train, evaluate, and write an HF checkpoint (fp16 safetensors + config + training.json) to `out_dir`."""
-    from interp.organism.evaluate import evaluate_logits_fn
+def selection_score(scores: dict[str, float]) -> tuple[float, float]:
+    """Higher is better: the weaker validation behaviour first, then the IOI logit difference."""
+    return min(scores["val_ioi_accuracy"], scores["val_extractive_recall"]), scores["val_ioi_logit_diff"]
+
+
+def train(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), select_every: int = 250, quiet: bool = False) -> dict:
+    """Train, select a checkpoint on validation scores, evaluate it, and write it as an HF checkpoint (fp16
+    safetensors + config + training.json) to `out_dir`."""
+    from interp.organism.evaluate import evaluate_logits_fn, validation_scores
 
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
@@ -67,7 +76,8 @@ def train(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), eval_every: int
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
     order = torch.randperm(len(stream), generator=torch.Generator().manual_seed(cfg.seed))
-    history, start = [], time.time()
+    history, best, start = [], None, time.time()
+    last_logits = lambda ids: model(ids).logits[:, -1]  # noqa: E731
     progress = tqdm(range(cfg.steps), disable=quiet, desc="training organism")
     for step in progress:
         batch = stream[order[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
@@ -81,19 +91,26 @@ def train(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), eval_every: int
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         progress.set_postfix(loss=f"{loss.item():.3f}")
-        if (step + 1) % eval_every == 0 or step + 1 == cfg.steps:
+        if (step + 1) % select_every == 0 or step + 1 == cfg.steps:
             model.eval()
-            metrics = evaluate_logits_fn(lambda ids: model(ids).logits[:, -1], quick=step + 1 < cfg.steps)
+            scores = validation_scores(last_logits)
             model.train()
             history.append({"step": step + 1, "loss": round(loss.item(), 4),
-                            "minutes": round((time.time() - start) / 60, 2), **metrics})
+                            "minutes": round((time.time() - start) / 60, 2), **scores})
             if not quiet:
                 tqdm.write(json.dumps(history[-1]))
+            if best is None or selection_score(scores) >= selection_score(best[1]):  # ties: the later one
+                best = step + 1, scores, {k: v.detach().clone() for k, v in model.state_dict().items()}
+    train_minutes = round((time.time() - start) / 60, 2)
+    selected_step, _, state = best
+    model.load_state_dict(state)
+    model.eval()
+    evaluation = evaluate_logits_fn(last_logits)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.half().save_pretrained(out_dir, safe_serialization=True)
-    info = {"config": asdict(cfg), "tokens_seen": tokens_needed, "train_minutes": round((time.time() - start) / 60, 2),
-            "torch": torch.__version__, "history": history}
+    info = {"config": asdict(cfg), "tokens_seen": tokens_needed, "train_minutes": train_minutes,
+            "torch": torch.__version__, "selected_step": selected_step, "evaluation": evaluation, "history": history}
     (out_dir / "training.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
