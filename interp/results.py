@@ -39,14 +39,17 @@ def versions() -> dict[str, str | None]:
     return found
 
 
-@lru_cache(maxsize=1)
-def git_commit() -> str | None:
-    """The commit of the interp checkout this code runs from ("-dirty" when it has uncommitted changes)."""
-    root = Path(__file__).resolve().parent.parent
+CODE_PATHS = ("interp", "circuits", "pyproject.toml")  # what a result depends on; results/ and docs do not count
+
+
+@lru_cache(maxsize=None)
+def git_commit(root: Path = Path(__file__).resolve().parent.parent) -> str | None:
+    """The commit of the interp checkout this code runs from ("-dirty" when its code has uncommitted changes;
+    results written by an earlier run, or edited docs, do not make it dirty)."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *CODE_PATHS], cwd=root,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None

@@ -99,3 +99,21 @@ def test_unwritable_output_directory(tmp_path):
     blocked.write_text("not a directory")
     with pytest.raises(InterpError, match="cannot write to"):
         write_json(blocked / "results.json", {"value": 1.0})
+
+
+def test_git_commit_is_dirty_only_when_code_changed(tmp_path):
+    from interp.results import git_commit
+
+    git = lambda *args: subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    (tmp_path / "interp").mkdir()
+    (tmp_path / "results").mkdir()
+    (tmp_path / "interp" / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "results.json").write_text("{}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    head = git("rev-parse", "HEAD").stdout.decode().strip()
+    (tmp_path / "results" / "results.json").write_text('{"rerun": true}\n')  # an earlier run's output
+    assert git_commit(tmp_path) == head
+    (tmp_path / "interp" / "code.py").write_text("x = 2\n")
+    assert git_commit.__wrapped__(tmp_path) == head + "-dirty"
