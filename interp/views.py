@@ -5,6 +5,8 @@ so every saved file works from disk, anywhere. In a notebook, `display(HTML(view
 """
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 
 import torch
@@ -31,9 +33,19 @@ def attention_view(model, prompt: str, heads: list[tuple[int, int]]):
         attention_head_names=[f"L{l}H{h}" for l, h in heads])
 
 
+def stable_ids(html: str) -> str:
+    """circuitsvis names each view's element with a random id; name it after the page's content instead, so that
+    the same view is saved as the same bytes."""
+    random_ids = list(dict.fromkeys(re.findall(r"circuits-vis-[0-9a-f]{8}-[0-9a-f]{4}", html)))
+    digest = hashlib.sha256(re.sub(r"circuits-vis-[0-9a-f]{8}-[0-9a-f]{4}", "", html).encode()).hexdigest()
+    for i, random_id in enumerate(random_ids):
+        html = html.replace(random_id, f"circuits-vis-{digest[:8]}-{i:04d}")
+    return html
+
+
 def save_view(view, path: str | Path, title: str = "interp attention view") -> Path:
     """Write a circuitsvis view as a standalone HTML page (JavaScript inlined), atomically."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        tmp.write_text(PAGE.format(title=title, body=view.local_src), encoding="utf-8")
+        tmp.write_text(stable_ids(PAGE.format(title=title, body=view.local_src)), encoding="utf-8")
     return path

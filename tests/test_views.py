@@ -41,6 +41,8 @@ def test_attention_view_renders_offline(tiny_model, tmp_path):
     path = save_view(attention_view(tiny_model, PROMPT, [(0, 1), (1, 2)]), tmp_path / "view.html")
     html = path.read_text()
     assert "<script src=" not in html and "unpkg.com" not in html  # nothing fetched: the bundle is inlined
+    again = save_view(attention_view(tiny_model, PROMPT, [(0, 1), (1, 2)]), tmp_path / "again.html")
+    assert again.read_bytes() == path.read_bytes()  # circuitsvis's random element id is replaced by a content hash
     dom, screenshot = render(path, tmp_path)
     assert "L0H1" in dom and "L1H2" in dom and "<canvas" in dom  # React replaced the script by the component
     pixels = np.asarray(Image.open(screenshot).convert("RGB")).astype(int)
