@@ -19,6 +19,8 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
+import torch
+
 from interp.errors import InterpError
 
 PACKAGES = ("interp", "torch", "transformers", "transformer-lens", "numpy")
@@ -71,7 +73,8 @@ def checkpoint_hash(directory: str | None) -> str | None:
 
 
 def provenance(model, seed: int | None) -> dict:
-    """Where a result came from: model and checkpoint, code, versions, seed, device, dtype, command line."""
+    """Where a result came from: model and checkpoint, code, versions, seed, device, dtype, torch's thread count
+    (it changes the order of float sums, so the last digits), command line."""
     source = model.interp_source
     return {
         "model": source.spec,
@@ -82,6 +85,7 @@ def provenance(model, seed: int | None) -> dict:
         "versions": versions(),
         "device": str(model.cfg.device),
         "dtype": str(model.cfg.dtype).removeprefix("torch."),
+        "torch_threads": torch.get_num_threads(),
         "command": " ".join(["interp" if i == 0 else arg for i, arg in enumerate(sys.argv)]),
     }
 
