@@ -27,7 +27,8 @@ def test_ioi_twice_gives_identical_results(tmp_path):
     first, second = (tmp_path / "a" / "results.json").read_bytes(), (tmp_path / "b" / "results.json").read_bytes()
     assert first == second
     data = json.loads(first)
-    for key in ("model", "checkpoint_sha256", "versions", "seed", "git_commit", "device", "dtype", "torch_threads", "command"):
+    for key in ("model", "checkpoint_sha256", "versions", "seed", "git_commit", "device", "dtype", "torch_threads",
+                "command"):
         assert key in data, key
     assert "seconds" not in first.decode() and (tmp_path / "a" / "timing.json").exists()
 
