@@ -25,11 +25,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 
 from interp.ablation import ablated, check_components, mlps
+from interp.cli import add_prepend_bos
 from interp.data import load_pairs
 from interp.data.tasks import TASKS
 from interp.errors import InterpError
@@ -85,6 +86,11 @@ def task_items(task_name: str, n: int | None = None, seed: int = 0) -> list[Item
     return items
 
 
+def example_json(item: Item) -> dict:
+    return {"argument": item.argument, "answer": item.answer, "abstractive": item.prompt,
+            "extractive": item.extractive, "cue_free": item.cue_free}
+
+
 def first_ids(words: Sequence[str]) -> torch.Tensor:
     return torch.tensor([first_token_id(" " + word) for word in words])
 
@@ -105,6 +111,7 @@ class Reading:
     mlp_outputs: torch.Tensor  # [n, n_layers, d_model]
     argument_ranks: torch.Tensor  # [n, n_layers + 1]: lens rank of the argument at each boundary (1 = top)
     answer_ranks: torch.Tensor  # [n, n_layers + 1]
+    prepend_bos: bool  # how its prompts were tokenized; the prompts built from them follow suit
 
     @property
     def answered(self) -> torch.Tensor:
@@ -112,17 +119,17 @@ class Reading:
 
     def subset(self, mask: torch.Tensor) -> Reading:
         return Reading([item for item, keep in zip(self.items, mask) if keep], self.residuals[mask],
-                       self.mlp_outputs[mask], self.argument_ranks[mask], self.answer_ranks[mask])
+                       self.mlp_outputs[mask], self.argument_ranks[mask], self.answer_ranks[mask], self.prepend_bos)
 
 
-def read(model, items: Sequence[Item]) -> Reading:
+def read(model, items: Sequence[Item], prepend_bos: bool = True) -> Reading:
     n_layers = model.cfg.n_layers
     boundaries, outputs = boundary_hooks(n_layers), [mlp_out(layer) for layer in range(n_layers)]
-    cache = last_position(model, [item.prompt for item in items], boundaries + outputs)
+    cache = last_position(model, [item.prompt for item in items], boundaries + outputs, prepend_bos=prepend_bos)
     residuals = torch.stack([cache[name] for name in boundaries], dim=1)
     ranks = lens_ranks(model, residuals, argument_answer_ids(items))
     return Reading(list(items), residuals, torch.stack([cache[name] for name in outputs], dim=1),
-                   ranks[..., 0], ranks[..., 1])
+                   ranks[..., 0], ranks[..., 1], prepend_bos)
 
 
 def measured(reading: Reading) -> tuple[Reading, str]:
@@ -185,10 +192,12 @@ def switch_test(model, reading: Reading, layer: int) -> dict:
             "answer_lost_rate": (ranks[:, 1] > 1).float().mean()}
 
 
-def transplant(model, reading: Reading, layer: int, source: int = 0) -> dict:
+def transplant(model, reading: Reading, layer: int, source: int = 0,
+               positions: Literal["all"] | Sequence[int] = (-1,)) -> dict:
     """The o-vector: block `layer`'s MLP output at the last position of prompt `source`. Written over the MLP
-    outputs of that block and every later one at the last position of the other items' cue-free prompts, does
-    it promote each one's own answer? Ranks of the answer in the model's output, before and after."""
+    outputs of that block and every later one at `positions` ("all", or token indices: -1 is the last) of the
+    other items' cue-free prompts, does it promote each one's own answer? Ranks of the answer in the model's
+    output, before and after."""
     check_components(model, mlps([layer]))
     if not 0 <= source < len(reading.items):
         raise InterpError(f"source prompt {source} is out of range: there are {len(reading.items)} prompts")
@@ -197,21 +206,23 @@ def transplant(model, reading: Reading, layer: int, source: int = 0) -> dict:
         raise InterpError("the transplant needs at least two prompts: one lends its o-vector to the others")
     vector = reading.mlp_outputs[source, layer]
     prompts, answers = [item.cue_free for item in others], first_ids([item.answer for item in others])
-    before = token_ranks(final_logits(model, prompts), answers)
-    with mlp_outputs_replaced(model, vector, range(layer, model.cfg.n_layers)):
-        after = token_ranks(final_logits(model, prompts), answers)
+    layers = list(range(layer, model.cfg.n_layers))
+    before = token_ranks(final_logits(model, prompts, prepend_bos=reading.prepend_bos), answers)
+    with mlp_outputs_replaced(model, vector, layers, positions):
+        after = token_ranks(final_logits(model, prompts, prepend_bos=reading.prepend_bos), answers)
     mrr_before, mrr_after = (1 / before).mean(), (1 / after).mean()
-    return {"layer": layer, "source": reading.items[source].argument, "n": len(others),
+    return {"layer": layer, "layers": layers, "positions": positions if positions == "all" else list(positions),
+            "source": reading.items[source].argument, "n": len(others),
             "mrr_before": mrr_before, "mrr_after": mrr_after,
             "rank_before": 1 / mrr_before, "rank_after": 1 / mrr_after,  # the "rank" the paper quotes
             "no_effect_rate": (after >= before).float().mean()}
 
 
-def accuracy(model, prompts: Sequence[str], answers: torch.Tensor) -> float:
-    return (final_logits(model, prompts).argmax(-1) == answers).float().mean().item()
+def accuracy(model, prompts: Sequence[str], answers: torch.Tensor, prepend_bos: bool = True) -> float:
+    return (final_logits(model, prompts, prepend_bos=prepend_bos).argmax(-1) == answers).float().mean().item()
 
 
-def ablation_curves(model, items: Sequence[Item], ks: Sequence[int]) -> dict:
+def ablation_curves(model, items: Sequence[Item], ks: Sequence[int], prepend_bos: bool = True) -> dict:
     """Accuracy on abstractive and extractive prompts with the MLPs of the last k blocks ablated (the paper's
     "top FFN layers"), by zero and by mean ablation (means over both prompt sets, see `mean_mlp_outputs`)."""
     n_layers = model.cfg.n_layers
@@ -220,15 +231,16 @@ def ablation_curves(model, items: Sequence[Item], ks: Sequence[int]) -> dict:
         raise InterpError(f"ablation sizes {list(bad or ks)} are invalid: give k in 0..{n_layers} (MLPs removed)")
     abstractive, extractive = [item.prompt for item in items], [item.extractive for item in items]
     answers = first_ids([item.answer for item in items])
-    means = mean_mlp_outputs(model, abstractive + extractive, range(n_layers))
+    means = mean_mlp_outputs(model, abstractive + extractive, range(n_layers), prepend_bos=prepend_bos)
     curves = {}
     for method in ("zero", "mean"):
         curves[method] = {}
         for k in ks:
             layers = list(range(n_layers - k, n_layers))
             with ablated(model, mlps(layers), method, means):
-                curves[method][k] = {"layers": layers, "abstractive_accuracy": accuracy(model, abstractive, answers),
-                                     "extractive_accuracy": accuracy(model, extractive, answers)}
+                curves[method][k] = {
+                    "layers": layers, "abstractive_accuracy": accuracy(model, abstractive, answers, prepend_bos),
+                    "extractive_accuracy": accuracy(model, extractive, answers, prepend_bos)}
     return {"n": len(items), "removed": "the MLPs of the last k blocks", **curves}
 
 
@@ -249,12 +261,13 @@ def text_sample(model, n: int, seed: int) -> list[str]:
     return texts
 
 
-def memories(model, item: Item, layer: int, texts: Sequence[str], n_neurons: int = 3) -> dict:
+def memories(model, item: Item, layer: int, texts: Sequence[str], n_neurons: int = 3, prepend_bos: bool = True
+             ) -> dict:
     """The neurons of block `layer` that write the most for the item's answer, read as key-value memories: the
     tokens their value promotes, the contexts that fire them most."""
     answer = model.tokenizer.decode([first_token_id(" " + item.answer)])
-    neurons = answer_neurons(model, item.prompt, layer, answer, k=n_neurons)
-    contexts = top_contexts(model, layer, [neuron for neuron, _ in neurons], texts)
+    neurons = answer_neurons(model, item.prompt, layer, answer, k=n_neurons, prepend_bos=prepend_bos)
+    contexts = top_contexts(model, layer, [neuron for neuron, _ in neurons], texts, prepend_bos=prepend_bos)
     return {"layer": layer, "prompt": item.prompt, "answer": answer, "n_texts": len(texts), "neurons": [
         {"neuron": neuron, "contribution": contribution,
          "value_tokens": [{"token": t, "logit": v} for t, v in value_tokens(model, layer, neuron, k=8)],
@@ -286,31 +299,38 @@ def paper_comparison(results: dict) -> dict:
 
 
 def run(model, out_dir: str | Path, seed: int = 0, quiet: bool = False, n_prompts: int | None = None,
-        tasks: Sequence[str] = TASK_NAMES, ablation_ks: Sequence[int] | None = None, n_texts: int = 200) -> dict:
+        tasks: Sequence[str] = TASK_NAMES, ablation_ks: Sequence[int] | None = None, n_texts: int = 200,
+        prepend_bos: bool = True, transplant_positions: Literal["all"] | Sequence[int] = (-1,)) -> dict:
     """The whole experiment; writes results.json, timing.json and the figures into out_dir, returns the results.
 
     n_prompts (per task; default all pairs of each table), tasks (capitals must be one), ablation_ks (default:
-    a spread from 0 to all layers) and n_texts (the sample for the memories) trade detail for time."""
+    a spread from 0 to all layers) and n_texts (the sample for the memories) trade detail for time. Every prompt
+    starts with BOS when `prepend_bos`; the o-vector is written at `transplant_positions` of the cue-free
+    prompts."""
     if "capitals" not in tasks:
         raise InterpError("the tasks must include 'capitals': the emergence layer and the ablation are measured on it")
+    if n_texts < 1:
+        raise InterpError(f"the key-value memories need a text sample of at least 1 text, not {n_texts}")
     say = (lambda message: None) if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     seconds_since_start, start = {}, time.time()
-    results = {**provenance(model, seed), "n_layers": model.cfg.n_layers, "tasks": {}, "transplant": {}}
+    results = {**provenance(model, seed), "n_layers": model.cfg.n_layers, "prepend_bos": prepend_bos, "tasks": {},
+               "transplant": {}}
     readings = {}
     for task in tasks:
         say(f"[capitals] {task}: logit lens, switch test, o-vector transplant")
-        reading = read(model, task_items(task, n_prompts, seed))
+        reading = read(model, task_items(task, n_prompts, seed), prepend_bos)
         subset, basis = measured(reading)
         layer = emergence_layer(subset.answer_ranks)
         readings[task] = subset
         results["tasks"][task] = {
             "n_prompts": len(reading.items), "n_answered": int(reading.answered.sum()),
             "accuracy": reading.answered.float().mean(), "measured_on": basis, "n_measured": len(subset.items),
-            "example": subset.items[0].prompt, "emergence_layer": layer,
+            "examples": [example_json(item) for item in reading.items[:5]],
+            "measured_arguments": [item.argument for item in subset.items], "emergence_layer": layer,
             "argument_first_leads": lead_counts(first_lead_blocks(subset.argument_ranks)),
             "answer_first_leads": lead_counts(first_lead_blocks(subset.answer_ranks)),
             "trajectory": trajectory(subset), "switch_test": switch_test(model, subset, layer)}
-        results["transplant"][task] = transplant(model, subset, layer)
+        results["transplant"][task] = transplant(model, subset, layer, positions=transplant_positions)
         seconds_since_start[task] = time.time() - start
     capitals = results["tasks"]["capitals"]
     results["emergence_layer"], results["switch_test"] = capitals["emergence_layer"], capitals["switch_test"]
@@ -318,12 +338,13 @@ def run(model, out_dir: str | Path, seed: int = 0, quiet: bool = False, n_prompt
     say("[capitals] ablation curves")
     ks = default_ks(model.cfg.n_layers) if ablation_ks is None else list(ablation_ks)
     results["ablation"] = {"measured_on": capitals["measured_on"],
-                           **ablation_curves(model, readings["capitals"].items, ks)}
+                           **ablation_curves(model, readings["capitals"].items, ks, prepend_bos)}
     seconds_since_start["ablation"] = time.time() - start
 
     say("[capitals] key-value memories, word-vector analogies")
     texts = text_sample(model, n_texts, seed)
-    results["memories"] = memories(model, readings["capitals"].items[0], results["emergence_layer"], texts)
+    results["memories"] = memories(model, readings["capitals"].items[0], results["emergence_layer"], texts,
+                                   prepend_bos=prepend_bos)
     results["analogies"] = analogies(model)
     if model.interp_source.spec == "gpt2-medium":
         results["paper_comparison"] = paper_comparison(results)
@@ -365,8 +386,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="output directory (default: results/capitals/<model>/)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the prompt sample and demonstrations")
     parser.add_argument("--n-prompts", type=int, default=None, help="prompts per task (default: the whole table)")
+    parser.add_argument("--ablation-ks", type=int_list, default=None, metavar="K,K,...",
+                        help="numbers of last MLPs to ablate (default: a spread from 0 to every block)")
+    parser.add_argument("--n-texts", type=int, default=200, help="text sample for the key-value memories (200)")
+    parser.add_argument("--transplant-positions", choices=("last", "all"), default="last",
+                        help="where the o-vector replaces the MLP outputs of the cue-free prompts (default: last)")
+    add_prepend_bos(parser)
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--quiet", action="store_true")
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
 
 
 def run_args(args: argparse.Namespace) -> dict:
@@ -374,7 +408,9 @@ def run_args(args: argparse.Namespace) -> dict:
 
     model = load_model(args.model, device=args.device)
     out_dir = Path(args.out) if args.out else default_out_dir("capitals", args.model)
-    results = run(model, out_dir, seed=args.seed, quiet=args.quiet, n_prompts=args.n_prompts)
+    results = run(model, out_dir, seed=args.seed, quiet=args.quiet, n_prompts=args.n_prompts,
+                  ablation_ks=args.ablation_ks, n_texts=args.n_texts, prepend_bos=args.prepend_bos,
+                  transplant_positions="all" if args.transplant_positions == "all" else (-1,))
     if not args.quiet:
         print(summary(results))
         print(f"wrote {out_dir}/results.json and figures")

@@ -30,11 +30,14 @@ from tqdm import tqdm
 
 from interp.ablation import ablated, all_heads, heads, mean_activations, run_with_ablation
 from interp.cache import run_with_selective_cache
-from interp.data.ioi import IOIDataset, ioi_datasets
+from interp.cli import add_prepend_bos
+from interp.data.ioi import IOIDataset, dataset_json, ioi_datasets
+from interp.data.ioi_words import NAMES
 from interp.lens import lens_logits
 from interp.metrics import answer_probs, logit_diffs
 from interp.patching import logit_diff_metric, path_patch
 from interp.results import default_out_dir, provenance, read_json, write_json
+from interp.tokens import str_tokens
 from interp.views import attention_view, save_view
 
 THRESHOLD = 0.05  # a path-patching effect counts when it moves the logit difference by 5% of its clean value
@@ -228,7 +231,7 @@ def example_attention(model, data: IOIDataset, head_list) -> dict:
     layers = sorted({layer for layer, _ in head_list})
     _, cache = run_with_selective_cache(model, data.tokens[:1, :length],
                                         [f"blocks.{layer}.attn.hook_pattern" for layer in layers])
-    return {"tokens": model.to_str_tokens(data.tokens[0, :length]),
+    return {"tokens": str_tokens(data.tokens[0, :length], model.tokenizer),
             "heads": {f"{l}.{h}": cache[f"blocks.{l}.attn.hook_pattern"][0, h].tolist() for l, h in head_list}}
 
 
@@ -242,13 +245,15 @@ def paper_comparison(found: dict[str, list]) -> dict:
     return comparison
 
 
-def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = False) -> dict:
-    """The whole reproduction: dataset, discovery, evaluation; writes results.json and the figures."""
+def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = False, prepend_bos: bool = True
+        ) -> dict:
+    """The whole reproduction: dataset, discovery, evaluation; writes results.json (with the exact dataset, so
+    that every number can be recomputed from the file) and the figures."""
     from interp.plotting import ioi_figures
 
     torch.manual_seed(seed)
     start = time.perf_counter()
-    clean, corrupt = ioi_datasets(n, seed=seed, tokenizer=model.tokenizer)
+    clean, corrupt = ioi_datasets(n, seed=seed, names=NAMES, tokenizer=model.tokenizer, prepend_bos=prepend_bos)
     with torch.inference_mode():
         logits = model(clean.tokens)
     diffs = ld(model, clean, logits)
@@ -258,6 +263,7 @@ def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = F
     results = {
         **info,
         "n_prompts": n,
+        "prepend_bos": prepend_bos,
         "mean_logit_diff": diffs.mean().item(),
         "io_prob": answer_probs(logits, clean.io_ids, clean.positions["END"]).mean().item(),
         "io_over_s": (diffs > 0).float().mean().item(),
@@ -273,6 +279,7 @@ def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = F
         "forward_passes": sum(step["forward_passes"] for step in discovered["cost"].values()),
         "example_attention": example_attention(model, clean, discovered["heads"]["name_mover"][:4]),
         "example_prompts": clean.prompts[:3],
+        "dataset": dataset_json(clean, corrupt, NAMES),
     }
     if info["model"] == "gpt2":
         results["paper_comparison"] = paper_comparison(discovered["heads"])
@@ -281,8 +288,8 @@ def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = F
     ioi_figures(read_json(out_dir / "results.json"), out_dir)  # exactly what `interp plot` regenerates
     circuit_heads = [h for members in discovered["heads"].values() for h in members]
     if circuit_heads:  # explorable attention of the circuit's heads on an example prompt
-        save_view(attention_view(model, clean.prompts[0], circuit_heads), out_dir / "ioi_attention.html",
-                  title=f"IOI circuit heads in {info['model']}")
+        save_view(attention_view(model, clean.prompts[0], circuit_heads, prepend_bos=prepend_bos),
+                  out_dir / "ioi_attention.html", title=f"IOI circuit heads in {info['model']}")
     write_json(out_dir / "timing.json", {"total_seconds": time.perf_counter() - start,
                                          "steps": discovered["cost"]})
     return results
@@ -294,6 +301,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="output directory (default results/ioi/<model>/)")
     parser.add_argument("--device")
+    add_prepend_bos(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -301,7 +309,8 @@ def run_from_args(args) -> None:
     from interp.models import load_model
 
     model = load_model(args.model, device=args.device)
-    results = run(model, args.out or default_out_dir("ioi", args.model), args.n, args.seed, args.quiet)
+    results = run(model, args.out or default_out_dir("ioi", args.model), args.n, args.seed, args.quiet,
+                  args.prepend_bos)
     print(f"mean logit diff {results['mean_logit_diff']:.3f}, IO over S {results['io_over_s']:.3f}, "
           f"faithfulness {results['faithfulness']:.3f}")
     for name, members in results["heads"].items():

@@ -20,6 +20,12 @@ def add_model(parser, default: str = "organism") -> None:
     parser.add_argument("--dtype", default=None, help="float32 (default), bfloat16 or float16")
 
 
+def add_prepend_bos(parser) -> None:
+    parser.add_argument("--prepend-bos", action=argparse.BooleanOptionalAction, default=True,
+                        help="put GPT-2's BOS token (<|endoftext|>) before every prompt (default: yes; recorded in "
+                             "the results)")
+
+
 def load(args):
     from interp.models import load_model
 
@@ -30,7 +36,7 @@ def cmd_lens(args) -> None:
     from interp.lens import lens_json, logit_lens
 
     model = load(args)
-    result = logit_lens(model, args.prompt, targets=args.target, top_k=args.top_k)
+    result = logit_lens(model, args.prompt, targets=args.target, top_k=args.top_k, prepend_bos=args.prepend_bos)
     data = lens_json(model, result, args.model)
     if args.out:
         from interp.plotting import plot_lens, save_figure
@@ -97,7 +103,8 @@ def cmd_patch(args) -> None:
     model = load(args)
     max_memory = None if args.max_memory is None else int(args.max_memory * 2**20)
     data = {"model": args.model, **patch_grid_for_cli(model, args.clean, args.corrupt, args.answer, args.wrong,
-                                                      args.site, args.direction, max_memory)}
+                                                      args.site, args.direction, max_memory,
+                                                      args.prepend_bos)}
     if args.out:
         from interp.results import write_json
 
@@ -141,6 +148,7 @@ def build_parser() -> Parser:
     add_model(lens)
     lens.add_argument("--target", action="append", default=[], help="a token to follow (one token, e.g. ' Warsaw')")
     lens.add_argument("--top-k", type=int, default=5)
+    add_prepend_bos(lens)
     lens.add_argument("--json", action="store_true", help="print one JSON object")
     lens.add_argument("--out", help="directory for lens.json and the figure")
     lens.set_defaults(run=cmd_lens)
@@ -167,6 +175,7 @@ def build_parser() -> Parser:
     patch.add_argument("--direction", default="denoise", choices=DIRECTIONS,
                        help="denoise: clean activations into the corrupted run (default); noise: the reverse")
     add_model(patch)
+    add_prepend_bos(patch)
     patch.add_argument("--json", action="store_true", help="print one JSON object")
     patch.add_argument("--out", help="directory for patch.json")
     patch.add_argument("--max-memory", type=float, metavar="MIB",

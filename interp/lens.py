@@ -12,7 +12,7 @@ import torch
 from interp.cache import run_with_selective_cache
 from interp.errors import InterpError
 from interp.metrics import token_ranks
-from interp.tokens import single_token_id
+from interp.tokens import bos_id, prompt_tokens, single_token_id, str_tokens
 
 
 def boundary_hooks(n_layers: int) -> list[str]:
@@ -34,6 +34,7 @@ class LensResult:
     """The lens over one prompt. Boundary i is the embeddings (i = 0) or the output of block i - 1."""
 
     str_tokens: list[str]
+    prepend_bos: bool  # whether the first token is a BOS put there by the tokenization
     top_ids: torch.Tensor  # [n_boundaries, pos, k]
     top_probs: torch.Tensor  # [n_boundaries, pos, k]
     targets: list[str] = field(default_factory=list)
@@ -45,19 +46,11 @@ class LensResult:
         return [(model.tokenizer.decode([i]), p) for i, p in zip(ids.tolist(), probs.tolist())]
 
 
-def check_prompt(model, prompt: str) -> torch.Tensor:
-    """Tokens of a prompt (BOS prepended), or a clear error when it is empty or longer than the context."""
-    if not prompt or not prompt.strip():
-        raise InterpError("the prompt is empty")
-    tokens = model.to_tokens(prompt, truncate=False)
-    if tokens.shape[1] > model.cfg.n_ctx:
-        raise InterpError(f"the prompt is {tokens.shape[1]} tokens; the model's context is {model.cfg.n_ctx}")
-    return tokens
-
-
-def logit_lens(model, prompt: str | torch.Tensor, targets: list[str] = (), top_k: int = 5) -> LensResult:
-    """Top-k tokens and the probability and rank of each target token at every boundary and position."""
-    tokens = check_prompt(model, prompt) if isinstance(prompt, str) else prompt
+def logit_lens(model, prompt: str | torch.Tensor, targets: list[str] = (), top_k: int = 5, *,
+               prepend_bos: bool = True) -> LensResult:
+    """Top-k tokens and the probability and rank of each target token at every boundary and position. A prompt
+    given as text is tokenized with BOS first when `prepend_bos`; tokens are used as they are."""
+    tokens = prompt_tokens(model, prompt, prepend_bos=prepend_bos) if isinstance(prompt, str) else prompt
     if tokens.ndim == 1:
         tokens = tokens[None]
     if tokens.shape[0] != 1:
@@ -78,12 +71,14 @@ def logit_lens(model, prompt: str | torch.Tensor, targets: list[str] = (), top_k
                 target_probs.append(probs.gather(-1, targets_by_position))
                 target_ranks.append(token_ranks(probs, targets_by_position))
     stack = lambda xs: torch.stack(xs).cpu() if xs else None  # noqa: E731
-    return LensResult(model.to_str_tokens(tokens[0]), stack(top_ids), stack(top_probs), list(targets),
-                      stack(target_probs), stack(target_ranks))
+    starts_with_bos = prepend_bos if isinstance(prompt, str) else bool(tokens[0, 0] == bos_id(model.tokenizer))
+    return LensResult(str_tokens(tokens[0], model.tokenizer), starts_with_bos, stack(top_ids), stack(top_probs),
+                      list(targets), stack(target_probs), stack(target_ranks))
 
 
 def lens_json(model, result: LensResult, model_spec: str, position: int = -1) -> dict:
-    """The CLI's JSON: one entry per boundary, top tokens and target prob/rank at `position`."""
+    """The CLI's JSON: one entry per boundary, top tokens and target prob/rank at `position`; `prepend_bos` says
+    whether the first token is a BOS the tokenizer added."""
     layers = []
     for boundary in range(result.top_ids.shape[0]):
         entry = {"layer": boundary, "name": boundary_name(boundary),
@@ -96,5 +91,6 @@ def lens_json(model, result: LensResult, model_spec: str, position: int = -1) ->
         layers.append(entry)
     decode = lambda ids: [[model.tokenizer.decode([i]) for i in row] for row in ids]  # noqa: E731
     top1 = {"tokens": decode(result.top_ids[:, :, 0].tolist()), "probs": result.top_probs[:, :, 0].tolist()}
-    return {"model": model_spec, "tokens": result.str_tokens, "position": position, "layers": layers,
+    return {"model": model_spec, "tokens": result.str_tokens, "prepend_bos": result.prepend_bos,
+            "position": position, "layers": layers,
             "top1_grid": top1}

@@ -12,7 +12,7 @@ import torch
 
 from interp.ablation import check_components, mlps
 from interp.errors import InterpError
-from interp.tokens import single_token_id
+from interp.tokens import prompt_ids, single_token_id, str_tokens
 from interp.vectors import batched_activations, last_position
 
 
@@ -33,38 +33,40 @@ def value_tokens(model, layer: int, neuron: int, k: int = 10) -> list[tuple[str,
 
 
 @torch.inference_mode()
-def answer_neurons(model, prompt: str, layer: int, token: str, k: int = 3) -> list[tuple[int, float]]:
+def answer_neurons(model, prompt: str, layer: int, token: str, k: int = 3, *, prepend_bos: bool = True
+                   ) -> list[tuple[int, float]]:
     """The k neurons of block `layer` that write the most for `token` at the prompt's last position: their
     activation times their value's logit for it (the direct effect, before the final LayerNorm's scale)."""
     check_neurons(model, layer, [])
     token_id = single_token_id(token, model.tokenizer, "token")
     name = f"blocks.{layer}.mlp.hook_post"
-    activations = last_position(model, [prompt], [name])[name][0].to(model.cfg.device)
+    activations = last_position(model, [prompt], [name], prepend_bos=prepend_bos)[name][0].to(model.cfg.device)
     contributions = activations * (model.W_out[layer] @ model.W_U[:, token_id])
     values, ids = contributions.float().topk(k)
     return list(zip(ids.tolist(), values.tolist()))
 
 
-def top_contexts(model, layer: int, neurons: Sequence[int], texts: Sequence[str], k: int = 5, window: int = 8
-                 ) -> dict[int, list[dict]]:
+def top_contexts(model, layer: int, neurons: Sequence[int], texts: Sequence[str], k: int = 5, window: int = 8, *,
+                 prepend_bos: bool = True) -> dict[int, list[dict]]:
     """For each neuron, the k (text, position) pairs of a text sample where it fires most: the activation, the
-    token there and the `window` tokens before it."""
+    token there and the `window` tokens before it (a BOS is never one of them: it is the same in every text)."""
     check_neurons(model, layer, neurons)
     name = f"blocks.{layer}.mlp.hook_post"
+    start = int(prepend_bos)
     found: dict[int, list[tuple[float, int, int]]] = {n: [] for n in neurons}  # (activation, text, position)
-    for indices, kept in batched_activations(model, texts, [name]):
+    for indices, kept in batched_activations(model, texts, [name], prepend_bos=prepend_bos):
         for neuron in neurons:
-            activations = kept[name][:, 1:, neuron].float().cpu()  # BOS excluded: it is the same in every text
+            activations = kept[name][:, start:, neuron].float().cpu()
             values, flat = activations.flatten().topk(min(k, activations.numel()))
-            found[neuron] += [(v, indices[f // activations.shape[1]], f % activations.shape[1] + 1)
+            found[neuron] += [(v, indices[f // activations.shape[1]], f % activations.shape[1] + start)
                               for v, f in zip(values.tolist(), flat.tolist())]
     contexts = {}
     for neuron, hits in found.items():
         contexts[neuron] = []
         for activation, text, position in sorted(hits, key=lambda h: (-h[0], h[1], h[2]))[:k]:
-            str_tokens = model.to_str_tokens(texts[text])  # BOS first, so positions line up with the cache
-            contexts[neuron].append({"activation": activation, "token": str_tokens[position],
-                                     "context": "".join(str_tokens[max(1, position - window):position])})
+            tokens = str_tokens(prompt_ids(texts[text], model.tokenizer, prepend_bos=prepend_bos), model.tokenizer)
+            contexts[neuron].append({"activation": activation, "token": tokens[position],
+                                     "context": "".join(tokens[max(start, position - window):position])})
     return contexts
 
 

@@ -768,33 +768,35 @@ CLI_SITES = RESIDUAL_SITES + ("head_out",)
 
 
 def patch_grid_for_cli(model, clean: str, corrupt: str, answer: str, wrong: str, site: str,
-                       direction: str = "denoise", max_memory: int | None = None) -> dict:
+                       direction: str = "denoise", max_memory: int | None = None, prepend_bos: bool = True
+                       ) -> dict:
     """`interp patch`: the grid of logit(answer) - logit(wrong) at the last position, patched at every layer x
     position (residual sites) or layer x head (head_out, all positions), with labels and the unpatched metrics."""
-    from interp.lens import check_prompt
-    from interp.tokens import single_token_id
+    from interp.tokens import prompt_tokens, single_token_id, str_tokens
 
     if site not in CLI_SITES:
         raise InterpError(f"unknown site {site!r}; use one of {', '.join(CLI_SITES)}")
-    clean_tokens, corrupt_tokens = check_prompt(model, clean), check_prompt(model, corrupt)
+    clean_tokens, corrupt_tokens = (prompt_tokens(model, text, prepend_bos=prepend_bos) for text in (clean, corrupt))
     if clean_tokens.shape[1] != corrupt_tokens.shape[1]:
+        bos = " (BOS included)" if prepend_bos else ""
         raise InterpError(f"the clean prompt is {clean_tokens.shape[1]} tokens and the corrupt prompt "
-                          f"{corrupt_tokens.shape[1]} (BOS included): patching needs the same length")
+                          f"{corrupt_tokens.shape[1]}{bos}: patching needs the same length")
     answer_id = single_token_id(answer, model.tokenizer, "answer")
     wrong_id = single_token_id(wrong, model.tokenizer, "wrong answer")
     grid, base_value, source_value = sweep(model, clean_tokens, corrupt_tokens,
                                            logit_diff_metric(answer_id, wrong_id), site, direction,
                                            max_memory=max_memory)
     clean_value, corrupt_value = (source_value, base_value) if direction == "denoise" else (base_value, source_value)
-    str_tokens = model.to_str_tokens(clean_tokens[0])
-    columns = ([f"{position}:{token}" for position, token in enumerate(str_tokens)] if site in RESIDUAL_SITES
+    clean_str = str_tokens(clean_tokens[0], model.tokenizer)
+    columns = ([f"{position}:{token}" for position, token in enumerate(clean_str)] if site in RESIDUAL_SITES
                else [f"H{head}" for head in range(model.cfg.n_heads)])
     return {
-        "site": site, "direction": direction,
+        "site": site, "direction": direction, "prepend_bos": prepend_bos,
         "metric": f"logit({answer!r}) - logit({wrong!r}) at the last position",
         "clean_metric": float(clean_value), "corrupt_metric": float(corrupt_value),
         "row_axis": "layer", "column_axis": "position" if site in RESIDUAL_SITES else "head",
         "row_labels": [f"L{layer}" for layer in range(model.cfg.n_layers)], "column_labels": columns,
-        "clean_tokens": str_tokens, "corrupt_tokens": model.to_str_tokens(corrupt_tokens[0]),
+        "clean_tokens": clean_str, "corrupt_tokens": str_tokens(corrupt_tokens[0], model.tokenizer),
+        "clean_token_ids": clean_tokens[0].tolist(), "corrupt_token_ids": corrupt_tokens[0].tolist(),
         "grid": grid.tolist(),
     }

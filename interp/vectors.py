@@ -7,46 +7,49 @@ last token. Most measurements keep only that position: it is where the next toke
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Literal, Sequence
 
 import torch
 
 from interp.ablation import check_components, mlps
 from interp.cache import run_with_selective_cache
 from interp.errors import InterpError
-from interp.lens import check_prompt, lens_logits
+from interp.lens import lens_logits
 from interp.metrics import token_ranks
-from interp.tokens import batches_by_length
+from interp.tokens import batches_by_length, prompt_tokens
 
 
 def mlp_out(layer: int) -> str:
     return f"blocks.{layer}.hook_mlp_out"
 
 
-def prompt_batches(model, prompts: Sequence[str], batch_size: int = 32) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """(indices into `prompts`, tokens [batch, pos]) for groups of prompts of the same length, BOS prepended."""
+def prompt_batches(model, prompts: Sequence[str], batch_size: int = 32, *, prepend_bos: bool = True
+                   ) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """(indices into `prompts`, tokens [batch, pos]) for groups of prompts of the same length, BOS first when
+    `prepend_bos`."""
     if not prompts:
         raise InterpError("the prompt list is empty")
-    return batches_by_length([check_prompt(model, prompt)[0] for prompt in prompts], batch_size)
+    return batches_by_length([prompt_tokens(model, prompt, prepend_bos=prepend_bos)[0] for prompt in prompts],
+                             batch_size)
 
 
-def batched_activations(model, prompts: Sequence[str], hook_names: Sequence[str], batch_size: int = 32
-                        ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+def batched_activations(model, prompts: Sequence[str], hook_names: Sequence[str], batch_size: int = 32, *,
+                        prepend_bos: bool = True) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
     """For each group of same-length prompts: (their indices, hook name -> activation [batch, pos, ...]).
 
     Hooks already on the model (an `ablated` or `mlp_outputs_replaced` block around the call) stay active. The
     run stops before the unembedding: unembedding every position costs more than the whole of a small model.
     """
-    for indices, tokens in prompt_batches(model, prompts, batch_size):
+    for indices, tokens in prompt_batches(model, prompts, batch_size, prepend_bos=prepend_bos):
         _, cache = run_with_selective_cache(model, tokens, hook_names, unembed=False)
         yield indices, cache.cache_dict
 
 
-def last_position(model, prompts: Sequence[str], hook_names: Sequence[str], batch_size: int = 32
-                  ) -> dict[str, torch.Tensor]:
+def last_position(model, prompts: Sequence[str], hook_names: Sequence[str], batch_size: int = 32, *,
+                  prepend_bos: bool = True) -> dict[str, torch.Tensor]:
     """Each hook's activation at each prompt's last token: name -> [n_prompts, ...], in the order of `prompts`."""
     rows: dict[str, list] = {name: [None] * len(prompts) for name in hook_names}
-    for indices, kept in batched_activations(model, prompts, hook_names, batch_size):
+    for indices, kept in batched_activations(model, prompts, hook_names, batch_size, prepend_bos=prepend_bos):
         for name in hook_names:
             for i, row in zip(indices, kept[name][:, -1].cpu()):
                 rows[name][i] = row
@@ -62,55 +65,64 @@ def lens_ranks(model, residuals: torch.Tensor, ids: torch.Tensor) -> torch.Tenso
     return torch.stack([lens_ranks(model, residuals[:, b], ids) for b in range(residuals.shape[1])], dim=1)
 
 
-def final_logits(model, prompts: Sequence[str]) -> torch.Tensor:
+def final_logits(model, prompts: Sequence[str], *, prepend_bos: bool = True) -> torch.Tensor:
     """Next-token logits [n_prompts, d_vocab] at each prompt's last token (hooks on the model apply)."""
     name = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    hidden = last_position(model, prompts, [name], prepend_bos=prepend_bos)[name]
     with torch.inference_mode():  # the model's own logits are the lens on the last block's output
-        return lens_logits(model, last_position(model, prompts, [name])[name].to(model.cfg.device)).float().cpu()
+        return lens_logits(model, hidden.to(model.cfg.device)).float().cpu()
 
 
 @contextmanager
-def mlp_outputs_replaced(model, vector: torch.Tensor, layers: Iterable[int]):
-    """Within the block, the MLPs of `layers` output `vector` at the last position of every prompt."""
+def mlp_outputs_replaced(model, vector: torch.Tensor, layers: Iterable[int],
+                         positions: Literal["all"] | Sequence[int] = (-1,)):
+    """Within the block, the MLPs of `layers` output `vector` at `positions` of every prompt: "all" (the MLP
+    replaced by a constant function, as Merullo et al.'s code does) or a list of indices (-1: the last token)."""
     layers = list(layers)
     check_components(model, mlps(layers))
     if vector.shape != (model.cfg.d_model,):
         raise InterpError(f"the vector has shape {tuple(vector.shape)}; the model's residual stream is "
                           f"{model.cfg.d_model}-dimensional")
+    if positions != "all" and (isinstance(positions, str) or not positions):
+        raise InterpError(f"positions must be 'all' or a list of token indices, not {positions!r}")
+    where = slice(None) if positions == "all" else list(positions)
 
     def replace(activation: torch.Tensor, hook) -> torch.Tensor:
         activation = activation.clone()
-        activation[:, -1] = vector.to(activation.device, activation.dtype)
+        activation[:, where] = vector.to(activation.device, activation.dtype)
         return activation
 
     with model.hooks(fwd_hooks=[(mlp_out(layer), replace) for layer in layers]):
         yield model
 
 
-def mean_mlp_outputs(model, prompts: Sequence[str], layers: Iterable[int]) -> dict[str, torch.Tensor]:
+def mean_mlp_outputs(model, prompts: Sequence[str], layers: Iterable[int], *, prepend_bos: bool = True
+                     ) -> dict[str, torch.Tensor]:
     """Means for `interp.ablation.ablated(..., "mean")` over prompts of different lengths: [1, n_ctx, d_model].
 
-    Position 0 (BOS) sees only itself, so its output is the same in every prompt and keeps that value; later
-    positions hold different words in prompts of different lengths, so they share one mean over all of them.
+    A BOS at position 0 sees only itself, so its output is the same in every prompt and keeps that value; the
+    other positions hold different words in prompts of different lengths, so they share one mean over all of them.
     """
     layers = list(layers)
     check_components(model, mlps(layers))
     if not layers:
         raise InterpError("no layers to take the mean MLP output of")
     names = [mlp_out(layer) for layer in layers]
+    start = int(prepend_bos)  # positions from here on share the mean
     first: dict[str, torch.Tensor] = {}
     total = {name: 0.0 for name in names}
     count = 0
-    for _, kept in batched_activations(model, prompts, names):
-        count += kept[names[0]].shape[0] * (kept[names[0]].shape[1] - 1)
+    for _, kept in batched_activations(model, prompts, names, prepend_bos=prepend_bos):
+        count += kept[names[0]].shape[0] * (kept[names[0]].shape[1] - start)
         for name in names:
             first[name] = kept[name][0, 0]
-            total[name] = total[name] + kept[name][:, 1:].sum((0, 1))
+            total[name] = total[name] + kept[name][:, start:].sum((0, 1))
     if count == 0:
         raise InterpError("the reference prompts for the mean are empty (only a BOS token)")
     means = {}
     for name in names:
         mean = (total[name] / count).expand(1, model.cfg.n_ctx, -1).clone()
-        mean[0, 0] = first[name]
+        if prepend_bos:
+            mean[0, 0] = first[name]
         means[name] = mean
     return means

@@ -13,23 +13,23 @@ import torch
 
 from interp.ablation import Component, check_components
 from interp.cache import run_with_selective_cache
-from interp.lens import check_prompt
 from interp.results import atomic_path
+from interp.tokens import prompt_tokens, str_tokens
 
 PAGE = '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title></head><body>\n{body}\n</body></html>\n'
 
 
-def attention_view(model, prompt: str, heads: list[tuple[int, int]]):
+def attention_view(model, prompt: str, heads: list[tuple[int, int]], *, prepend_bos: bool = True):
     """circuitsvis `attention_heads` view of the given (layer, head)s' attention patterns on one prompt."""
     import circuitsvis
 
     check_components(model, [Component("head", layer, head) for layer, head in heads])
-    tokens = check_prompt(model, prompt)
+    tokens = prompt_tokens(model, prompt, prepend_bos=prepend_bos)
     layers = sorted({layer for layer, _ in heads})
     _, cache = run_with_selective_cache(model, tokens, [f"blocks.{l}.attn.hook_pattern" for l in layers])
     patterns = torch.stack([cache[f"blocks.{l}.attn.hook_pattern"][0, h] for l, h in heads]).float().cpu()
     return circuitsvis.attention.attention_heads(
-        attention=patterns, tokens=model.to_str_tokens(tokens[0]),
+        attention=patterns, tokens=str_tokens(tokens[0], model.tokenizer),
         attention_head_names=[f"L{l}H{h}" for l, h in heads])
 
 

@@ -67,8 +67,8 @@ def test_positions_and_corruption_properties(seed, n, order):
 @pytest.mark.parametrize("kwargs, problem", [
     ({"n": 0}, "at least one prompt"),
     ({"n": 3, "names": ["Mary", "John", "Anna"]}, "at least 5 distinct names"),
-    ({"n": 3, "names": NAMES[:10] + ["Bartholomew"]}, "name ' Bartholomew' is 3 GPT-2 tokens"),
-    ({"n": 3, "places": ["store", "laundromat"]}, "place ' laundromat' is"),
+    ({"n": 3, "names": NAMES[:10] + ["Bartholomew"]}, "1 of 11 names are not single GPT-2 tokens: ' Bartholomew' is 3 tokens"),
+    ({"n": 3, "places": ["store", "laundromat"]}, "1 of 2 places are not single GPT-2 tokens: ' laundromat' is"),
     ({"n": 3, "order": "AABB"}, "unknown template order 'AABB'"),
 ])
 def test_bad_datasets(kwargs, problem):

@@ -3,7 +3,8 @@
 A prompt is a template filled with names up to END (" to", before the indirect object): "When Mary and John
 went to the store, John gave a drink to" -> " Mary". IO is the name said once, S the subject said twice (S1, S2).
 Templates differ in length, so every prompt carries its own positions of IO, S1, S1+1, S2 and END; token
-tensors are right-padded, which a causal model never sees from the positions that matter.
+tensors are right-padded with GPT-2's <|endoftext|>, which a causal model never sees from the positions that
+matter. Whether a BOS token comes first is the caller's choice (`prepend_bos`), never the tokenizer's.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 
 from interp.data.ioi_words import BABA_TEMPLATES, NAMES, OBJECTS, PLACES
 from interp.errors import InterpError
-from interp.tokens import gpt2_tokenizer, single_token_id
+from interp.tokens import GPT2_BOS, check_single_tokens, gpt2_tokenizer, prompt_ids, single_token_id
 
 POSITIONS = ("IO", "S1", "S1+1", "S2", "END")
 TemplateOrder = Literal["mixed", "BABA", "ABBA"]
@@ -41,10 +42,13 @@ class IOIDataset:
     io_names: list[str]
     s_names: list[str]
     template_ids: torch.Tensor  # [batch]: the group of each prompt for per-template means
-    tokens: torch.Tensor  # [batch, pos], BOS first, right-padded
+    tokens: torch.Tensor  # [batch, pos], BOS first when prepend_bos, right-padded with PAD
     io_ids: torch.Tensor  # [batch]
     s_ids: torch.Tensor  # [batch]
     positions: dict[str, torch.Tensor]  # name -> [batch]
+    prepend_bos: bool
+    names: list[tuple[str, str, str]]  # per prompt, the names in the IO, S1 and S2 slots
+    templates: list[str]  # what template_ids index
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -70,24 +74,17 @@ def templates_for(order: TemplateOrder, base=BABA_TEMPLATES) -> list[str]:
     raise InterpError(f"unknown template order {order!r}; use mixed, BABA or ABBA")
 
 
-def check_single_tokens(words: list[str], what: str, tokenizer) -> None:
-    bad = []
-    for word in words:
-        try:
-            single_token_id(" " + word, tokenizer, what)
-        except InterpError as error:
-            bad.append(str(error))
-    if bad:
-        raise InterpError(f"{len(bad)} {what}s are not single GPT-2 tokens: " + "; ".join(bad))
+PAD = GPT2_BOS  # right padding: never seen from a position up to END
 
 
-def _encode(samples: list[_Sample], names_of, tokenizer) -> IOIDataset:
-    prompts, io_names, s_names = [], [], []
+def _encode(samples: list[_Sample], names_of, tokenizer, prepend_bos: bool, templates: list[str]
+            ) -> IOIDataset:
+    prompts, io_names, s_names, slot_names = [], [], [], []
     rows, positions = [], {k: [] for k in POSITIONS}
     for sample in samples:
         io, s1, s2 = names_of(sample)
         prompt = fill(sample.template, io, s1, sample.place, sample.obj, s2=s2)
-        ids = [tokenizer.eos_token_id] + tokenizer(prompt)["input_ids"]
+        ids = prompt_ids(prompt, tokenizer, prepend_bos=prepend_bos)
         io_id, s1_id, s2_id = (single_token_id(" " + n, tokenizer) for n in (io, s1, s2))
         where = {token: [i for i, t in enumerate(ids) if t == token] for token in {io_id, s1_id, s2_id}}
         s1_at = where[s1_id][0]
@@ -102,9 +99,10 @@ def _encode(samples: list[_Sample], names_of, tokenizer) -> IOIDataset:
         prompts.append(prompt)
         io_names.append(io)
         s_names.append(s1)
+        slot_names.append((io, s1, s2))
         rows.append(ids)
     width = max(len(r) for r in rows)
-    tokens = torch.full((len(rows), width), tokenizer.eos_token_id, dtype=torch.long)
+    tokens = torch.full((len(rows), width), PAD, dtype=torch.long)
     for i, row in enumerate(rows):
         tokens[i, : len(row)] = torch.tensor(row)
     return IOIDataset(
@@ -112,22 +110,24 @@ def _encode(samples: list[_Sample], names_of, tokenizer) -> IOIDataset:
         template_ids=torch.tensor([s.template_id for s in samples]), tokens=tokens,
         io_ids=torch.tensor([single_token_id(" " + n, tokenizer) for n in io_names]),
         s_ids=torch.tensor([single_token_id(" " + n, tokenizer) for n in s_names]),
-        positions={k: torch.tensor(v) for k, v in positions.items()},
+        positions={k: torch.tensor(v) for k, v in positions.items()}, prepend_bos=prepend_bos, names=slot_names,
+        templates=templates,
     )
 
 
 def ioi_datasets(n: int, seed: int = 0, order: TemplateOrder = "mixed", names: list[str] = NAMES,
                  places: list[str] = PLACES, objects: list[str] = OBJECTS, base_templates=BABA_TEMPLATES,
-                 tokenizer=None) -> tuple[IOIDataset, IOIDataset]:
+                 tokenizer=None, prepend_bos: bool = True) -> tuple[IOIDataset, IOIDataset]:
     """(p_IOI, p_ABC): n seeded IOI prompts and their ABC corruption (same template, place and object; the
-    three name slots filled with three other names, none of them the original IO or S)."""
+    three name slots filled with three other names, none of them the original IO or S). BOS first when
+    `prepend_bos`."""
     tokenizer = tokenizer or gpt2_tokenizer()
     if n < 1:
         raise InterpError(f"the IOI dataset needs at least one prompt, not {n}")
     if len(set(names)) < 5:
         raise InterpError("the IOI dataset needs at least 5 distinct names (2 for a prompt, 3 for its corruption)")
     for words, what in ((names, "name"), (places, "place"), (objects, "object")):
-        check_single_tokens(list(words), what, tokenizer)
+        check_single_tokens([" " + word for word in words], what, tokenizer)
     templates = templates_for(order, base_templates)
     rng = random.Random(seed)
     samples, corruptions = [], []
@@ -136,7 +136,21 @@ def ioi_datasets(n: int, seed: int = 0, order: TemplateOrder = "mixed", names: l
         io, s = rng.sample(names, 2)
         samples.append(_Sample(template_id, templates[template_id], io, s, rng.choice(places), rng.choice(objects)))
         corruptions.append(tuple(rng.sample([m for m in names if m not in (io, s)], 3)))
-    clean = _encode(samples, lambda x: (x.io, x.s, x.s), tokenizer)
+    clean = _encode(samples, lambda x: (x.io, x.s, x.s), tokenizer, prepend_bos, templates)
     abc = iter(corruptions)
-    corrupt = _encode(samples, lambda x: next(abc), tokenizer)
+    corrupt = _encode(samples, lambda x: next(abc), tokenizer, prepend_bos, templates)
     return clean, corrupt
+
+
+def dataset_json(clean: IOIDataset, corrupt: IOIDataset, names: list[str]) -> dict:
+    """Everything needed to recompute a result from the file alone: the prompts and the exact tokens run
+    (right-padded with PAD), answers, positions, template groups and the vocabulary they were drawn from."""
+    return {
+        "prepend_bos": clean.prepend_bos, "pad_token_id": PAD,
+        "prompts": clean.prompts, "corrupt_prompts": corrupt.prompts,
+        "clean_tokens": clean.tokens.tolist(), "corrupt_tokens": corrupt.tokens.tolist(),
+        "io_ids": clean.io_ids.tolist(), "s_ids": clean.s_ids.tolist(),
+        "positions": {key: value.tolist() for key, value in clean.positions.items()},
+        "template_ids": clean.template_ids.tolist(), "templates": clean.templates,
+        "slot_names": {"clean": clean.names, "corrupt": corrupt.names}, "names": names,
+    }
