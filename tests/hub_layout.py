@@ -21,7 +21,8 @@ import torch
 
 TOKENIZER_DIR = Path(__file__).resolve().parent.parent / "interp" / "assets" / "gpt2-tokenizer"
 SHAPES = {"gpt2": (12, 12, 768), "gpt2-medium": (24, 16, 1024)}  # n_layer, n_head, n_embd
-COMMITS = {"gpt2": "607a30d783dfa663caf39e06633721c8d4cfcd7e", "gpt2-medium": "6dcaa7a952f72f9298047fd5137cd6e4f05f41da"}
+COMMITS = {"gpt2": "607a30d783dfa663caf39e06633721c8d4cfcd7e",  # snapshot folder names; any 40 hex digits work
+           "gpt2-medium": "6dcaa7a952f72f9298047fd5137cd6e4f05f41da"}
 
 
 def hub_config(n_layer: int, n_head: int, n_embd: int, n_positions: int = 1024) -> dict:
