@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: demo test bench figures
+.PHONY: demo test bench notebooks
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,6 +23,12 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# JupyterLab in the project's environment, opened on notebooks/ (offline like the rest: models come from the
+# bundled organism or the HF cache; `make notebooks HF_HUB_OFFLINE=0` lets GPT-2 download from the hub).
+notebooks: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[notebooks]"
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(JUPYTER_ARGS)
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/interp bench patching --model random:gpt2
