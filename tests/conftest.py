@@ -14,13 +14,11 @@ def make_checkpoint(path, n_layer=2, n_head=4, n_embd=64, n_positions=64, seed=0
     (LayerNorm folding, centring) is really exercised: HF's init has LN gains 1 and all biases 0."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    from hub_layout import perturb_norms_and_biases
+
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_positions=n_positions))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith(".bias") or "ln" in name:
-                param.add_(0.1 * torch.randn_like(param))
-    model.save_pretrained(path)
+    perturb_norms_and_biases(model).save_pretrained(path)
     return path
 
 

@@ -61,6 +61,16 @@ def hub_tokenizer_json() -> dict:
     }
 
 
+def perturb_norms_and_biases(model):
+    """HF's init leaves LayerNorm gains at 1 and every bias at 0, which makes weight folding trivially exact:
+    perturb them so that weight processing is really tested."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(".bias") or "ln" in name:
+                param.add_(0.1 * torch.randn_like(param))
+    return model
+
+
 def random_hub_tensors(n_layer: int, n_head: int, n_embd: int, n_positions: int = 1024, seed: int = 0
                        ) -> dict[str, torch.Tensor]:
     """The tensors of the hub's model.safetensors (base-model names, mask buffers), random, LNs and biases
@@ -69,11 +79,8 @@ def random_hub_tensors(n_layer: int, n_head: int, n_embd: int, n_positions: int 
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = GPT2Model(GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_positions=n_positions))
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                if name.endswith(".bias") or "ln" in name:
-                    param.add_(0.1 * torch.randn_like(param))
+        model = perturb_norms_and_biases(
+            GPT2Model(GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_positions=n_positions)))
     tensors = {name: param.detach().contiguous() for name, param in model.state_dict().items()}
     mask = torch.tril(torch.ones(n_positions, n_positions)).view(1, 1, n_positions, n_positions)
     tensors.update({f"h.{layer}.attn.bias": mask.clone() for layer in range(n_layer)})

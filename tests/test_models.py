@@ -8,6 +8,7 @@ import torch
 from transformers import GPT2LMHeadModel
 
 from conftest import make_checkpoint
+from hub_layout import perturb_norms_and_biases
 from interp.errors import InterpError
 from interp.models import load_hf_model, load_model
 
@@ -26,11 +27,7 @@ def log_probs_match(bridge, directory, prompt=PROMPT):
 def test_random_gpt2_saved_and_reloaded_matches_transformers(tmp_path):
     model, _, _ = load_hf_model("random:gpt2", torch.float32, seed=0)
     assert (model.config.n_layer, model.config.n_head, model.config.n_embd) == (12, 12, 768)
-    with torch.no_grad():  # HF init leaves LNs at 1 and biases at 0: perturb them so folding is tested
-        for name, param in model.named_parameters():
-            if name.endswith(".bias") or "ln" in name:
-                param.add_(0.1 * torch.randn_like(param))
-    model.save_pretrained(tmp_path)
+    perturb_norms_and_biases(model).save_pretrained(tmp_path)
     bridge = load_model(str(tmp_path), device="cpu")
     assert bridge.cfg.n_layers == 12 and bridge.cfg.d_model == 768
     assert "blocks.11.attn.hook_z" in bridge.hook_dict
