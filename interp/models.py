@@ -30,6 +30,8 @@ HUB_REPOS = {name: (f"openai-community/{name}", name) for name in GPT2_SIZES}  #
 ORGANISM_DIR = Path(__file__).parent / "organism" / "checkpoint"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 TOKENIZER_FILES = ("vocab.json", "merges.txt")
+HUB_FILES = ("config.json", "generation_config.json", "merges.txt", "model.safetensors", "tokenizer.json",
+             "tokenizer_config.json", "vocab.json")  # what interp reads of a hub GPT-2 repository
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 
@@ -75,6 +77,12 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
+def download_command(name: str) -> str:
+    """The shell command that puts a hub GPT-2 into the HF cache: only the files interp reads (the repository
+    also holds TensorFlow, Flax, ONNX and TFLite copies, several GB for the larger sizes)."""
+    return f"hf download {HUB_REPOS[name][0]} {' '.join(HUB_FILES)}"
+
+
 def hub_checkpoint_dir(name: str) -> Path:
     """The local snapshot of a hub GPT-2: downloaded when online, found in the HF cache when offline."""
     from huggingface_hub import snapshot_download
@@ -92,7 +100,7 @@ def hub_checkpoint_dir(name: str) -> Path:
     where = "the Hugging Face cache (the hub is offline: HF_HUB_OFFLINE=1)" if hub_offline() else "the hub or cache"
     raise InterpError(
         f"weights for {name!r} were not found in {where} ({'; '.join(errors)}); download them where there is "
-        f"network with `huggingface-cli download {HUB_REPOS[name][0]}` (they land in the HF cache), "
+        f"network with `{download_command(name)}` (they land in the HF cache), "
         f"or pass the path of a local checkpoint directory as the model spec")
 
 

@@ -60,15 +60,16 @@ def git_commit(root: Path = Path(__file__).resolve().parent.parent) -> str | Non
 
 @lru_cache(maxsize=None)
 def checkpoint_hash(directory: str | None) -> str | None:
-    """sha256 over the weight files of a checkpoint directory (None for random weights)."""
+    """sha256 over the weight files a checkpoint directory is loaded from: its safetensors files, or its .bin
+    files when it has none (transformers' own preference; None for random weights)."""
     if directory is None:
         return None
     digest = hashlib.sha256()
-    for path in sorted(Path(directory).iterdir()):
-        if path.suffix in (".safetensors", ".bin"):
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
+    files = sorted(Path(directory).glob("*.safetensors")) or sorted(Path(directory).glob("*.bin"))
+    for path in files:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 

@@ -8,6 +8,7 @@ from safetensors import safe_open
 from transformers import GPT2LMHeadModel
 
 from hub_layout import SHAPES
+from interp import models
 from interp.circuits import capitals
 from interp.data.ioi import ioi_datasets
 from interp.lens import logit_lens
@@ -29,7 +30,7 @@ def test_snapshot_is_laid_out_as_the_hub_serves_it(hub_cache, name):
     from tokenizers import Tokenizer
 
     snapshot = snapshot_of(hub_cache, name)
-    assert sorted(p.name for p in snapshot.iterdir()) == HUB_FILES
+    assert sorted(p.name for p in snapshot.iterdir()) == HUB_FILES == sorted(models.HUB_FILES)  # what we download
     assert all(p.is_symlink() and p.resolve().parent.name == "blobs" for p in snapshot.iterdir())
     n_layer, n_head, n_embd = SHAPES[name]
     config = json.loads((snapshot / "config.json").read_text())

@@ -1,5 +1,6 @@
 """Loading: every spec ends in a hooked model whose log-probs match transformers' GPT2LMHeadModel."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ from transformers import GPT2LMHeadModel
 from conftest import make_checkpoint
 from hub_layout import perturb_norms_and_biases
 from interp.errors import InterpError
-from interp.models import load_hf_model, load_model
+from interp.models import download_command, load_hf_model, load_model
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 
@@ -81,7 +82,12 @@ def test_gpt2_missing_offline_says_what_to_do(tmp_path):
     result = run_python("from interp.models import load_model; load_model('gpt2-medium', device='cpu')",
                         HF_HUB_CACHE=str(tmp_path))
     assert result.returncode != 0
-    assert "huggingface-cli download openai-community/gpt2-medium" in result.stderr
+    command = download_command("gpt2-medium")
+    assert command.startswith("hf download openai-community/gpt2-medium config.json") and command in result.stderr
+    # the command exists where interp is installed, and takes those arguments
+    hf = shutil.which("hf", path=os.path.dirname(sys.executable)) or shutil.which("hf")
+    usage = subprocess.run([hf, "download", "--help"], capture_output=True, text=True, timeout=120)
+    assert usage.returncode == 0 and "REPO_ID [FILENAMES]" in usage.stdout
     assert "local checkpoint directory" in result.stderr
 
 
@@ -124,3 +130,17 @@ def test_cuda_matches_cpu(tiny_checkpoint):
     with torch.no_grad():
         diff = (cpu(tokens).log_softmax(-1) - gpu(tokens.cuda()).log_softmax(-1).cpu()).abs().max()
     assert diff <= 1e-3
+
+
+def test_checkpoint_hash_covers_the_weights_that_are_loaded(tmp_path):
+    """A full hub download holds pytorch_model.bin beside model.safetensors; transformers loads the latter."""
+    import hashlib
+
+    from interp.results import checkpoint_hash
+
+    (tmp_path / "model.safetensors").write_bytes(b"safetensors bytes")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"pickle bytes")
+    assert checkpoint_hash(str(tmp_path)) == hashlib.sha256(b"safetensors bytes").hexdigest()
+    (tmp_path / "model.safetensors").unlink()
+    checkpoint_hash.cache_clear()
+    assert checkpoint_hash(str(tmp_path)) == hashlib.sha256(b"pickle bytes").hexdigest()
