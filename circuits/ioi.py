@@ -15,24 +15,32 @@ reported as the relative change of the logit difference, (patched - clean) / cle
  4. senders -> induction heads' keys: previous-token heads;
  5. name movers mean-ablated: heads whose direct logit attribution rises are backup name movers.
 A head joins a class when its effect passes THRESHOLD (a fraction of the clean logit difference). The paper's
-head list is only compared with, never used to decide. Then the circuit is evaluated with mean ablation over p_ABC
-(means within each template): faithfulness F(C)/F(M), completeness per class knock-out, minimality per head.
+head list is only compared with, never used to decide. Then the circuit is evaluated as the paper's code does, on
+(head, position) nodes: name movers (negative, backup) and S-inhibition heads at END, induction and duplicate-token
+heads at S2, previous-token heads at S1+1, every other head and position mean-ablated over p_ABC within template
+(`interp.circuit`): faithfulness F(C) vs F(M); completeness, F(C\K) vs F(M\K) for whole classes, random subsets
+and a greedy search; minimality per node. On GPT-2 small's shape the paper's own 26-head circuit is evaluated
+the same way beside the found one. The dataset is the paper's by default (`Protocol`): its 99 names, templates
+0-6 of each order drawn per prompt, no BOS token, p_ABC drawn as its code draws it.
 """
 from __future__ import annotations
 
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from interp.ablation import ablated, all_heads, heads, mean_activations, run_with_ablation
+from interp.ablation import ablated, heads, mean_activations
 from interp.cache import run_with_selective_cache
+from interp.circuit import Node, NodeRuns, completeness, minimality
 from interp.cli import add_prepend_bos
-from interp.data.ioi import IOIDataset, dataset_json, ioi_datasets
-from interp.data.ioi_words import NAMES
+from interp.data.ioi import Corruption, IOIDataset, TemplateOrder, dataset_json, ioi_datasets
+from interp.data.ioi_words import ORGANISM_NAMES, PAPER_NAMES
+from interp.errors import InterpError
 from interp.lens import lens_logits
 from interp.metrics import answer_probs, logit_diffs
 from interp.patching import logit_diff_metric, path_patch
@@ -117,34 +125,59 @@ def copy_scores(model, data: IOIDataset, head_list, sign: int = 1) -> dict[str, 
     return scores
 
 
-def evaluate_circuit(model, clean: IOIDataset, corrupt: IOIDataset, found: dict[str, list]) -> dict:
-    """Faithfulness, completeness and minimality with mean ablation over p_ABC, means within each template."""
-    circuit = sorted({h for members in found.values() for h in members})
-    everything = [(c.layer, c.head) for c in all_heads(model)]
-    means = mean_activations(model, corrupt.tokens, all_heads(model), groups=corrupt.template_ids)
+# Where each class does its work: the circuit's nodes are its heads at these positions only.
+CLASS_POSITIONS = {"name_mover": "END", "negative_name_mover": "END", "backup_name_mover": "END",
+                   "s_inhibition": "END", "induction": "S2", "duplicate_token": "S2", "previous_token": "S1+1"}
+# The paper's code orders GPT-2 small's name movers (with the backups) by importance; its minimality sets K_v
+# follow that order (see `k_sets`).
+PAPER_NAME_MOVER_ORDER = [(9, 9), (10, 0), (9, 6), (10, 10), (10, 6), (10, 2), (10, 1), (11, 2), (9, 7), (9, 0),
+                          (11, 9)]
 
-    def score(kept: list[tuple[int, int]]) -> float:
-        """Mean logit difference with every head outside `kept` mean-ablated."""
-        removed = heads(h for h in everything if h not in set(kept))
-        logits = run_with_ablation(model, clean.tokens, removed, "mean", means, clean.template_ids)
-        return ld(model, clean, logits).mean().item()
 
-    f_model = ld(model, clean).mean().item()
-    f_circuit = score(circuit)
-    completeness = {}
-    for name, members in found.items():
-        if members:
-            knocked = set(members)
-            f_c = score([h for h in circuit if h not in knocked])
-            f_m = score([h for h in everything if h not in knocked])
-            completeness[name] = {"circuit": f_c, "model": f_m, "incompleteness": abs(f_c - f_m)}
-    minimality = {f"{l}.{h}": abs(score([x for x in circuit if x != (l, h)]) - f_circuit) / abs(f_circuit)
-                  for l, h in circuit}
-    movers = found["name_mover"] + found["backup_name_mover"]
-    knockout = score([h for h in everything if h not in set(movers)])
-    return {"model_logit_diff": f_model, "circuit_logit_diff": f_circuit, "faithfulness": f_circuit / f_model,
-            "completeness": completeness, "minimality": minimality,
-            "name_movers_and_backups_knocked_out_logit_diff": knockout}
+def circuit_nodes(classes: dict[str, list]) -> dict[str, list[Node]]:
+    return {name: [(layer, head, CLASS_POSITIONS[name]) for layer, head in members]
+            for name, members in classes.items()}
+
+
+def k_sets(by_class: dict[str, list[Node]], paper_sets: bool) -> dict[Node, list[Node]]:
+    """Minimality's K_v for every node v: v's class; with `paper_sets` (GPT-2 small's shape), the paper's own sets
+    where it gives them: a name mover's K_v is the importance-ordered name-mover list up to it, 9.0's and 11.9's
+    all name movers and the negative ones, 5.8's and 5.9's {11.10, 10.7, v}."""
+    nodes = [node for members in by_class.values() for node in members]
+    of_heads = lambda heads: [n for n in nodes if n[:2] in heads]  # noqa: E731
+    sets = {node: members for members in by_class.values() for node in members}
+    if not paper_sets:
+        return sets
+    for node in nodes:
+        head = node[:2]
+        if head in ((9, 0), (11, 9)):
+            sets[node] = of_heads(PAPER_NAME_MOVER_ORDER + PAPER_HEADS["negative_name_mover"])
+        elif head in ((5, 8), (5, 9)):
+            sets[node] = of_heads([(11, 10), (10, 7)]) + [node]
+        elif head in PAPER_NAME_MOVER_ORDER:
+            sets[node] = of_heads(PAPER_NAME_MOVER_ORDER[:PAPER_NAME_MOVER_ORDER.index(head) + 1])
+    return sets
+
+
+def evaluate_circuit(model, clean: IOIDataset, corrupt: IOIDataset, classes: dict[str, list], n_random: int = 10,
+                     greedy_steps: int = 3, seed: int = 0) -> dict:
+    """The paper's evaluation of a circuit of (head, position) nodes, every other node mean-ablated over p_ABC
+    within template: faithfulness, completeness (class, random and greedy knock-outs) and minimality."""
+    runs = NodeRuns.build(model, clean.tokens, clean.positions, corrupt.tokens, clean.template_ids,
+                          corrupt.template_ids, metric=lambda logits: ld(model, clean, logits).mean().item())
+    by_class = circuit_nodes(classes)
+    circuit = [node for members in by_class.values() for node in members]
+    f_model, f_circuit = runs.full_model(), runs.circuit(circuit)
+    paper_shape = (model.cfg.n_layers, model.cfg.n_heads) == (12, 12)
+    return {
+        "nodes": [list(node) for node in circuit], "model_logit_diff": f_model, "circuit_logit_diff": f_circuit,
+        "faithfulness": f_circuit / f_model, "faithfulness_gap": abs(f_model - f_circuit),
+        "completeness": completeness(runs, circuit, by_class, n_random, greedy_steps, seed),
+        "minimality": minimality(runs, circuit, k_sets(by_class, paper_shape), f_circuit),
+        "minimality_sets": "paper" if paper_shape else "class",
+        "name_movers_and_backups_knocked_out_logit_diff": runs.model_without(
+            by_class["name_mover"] + by_class["backup_name_mover"]),
+    }
 
 
 def discover(model, clean: IOIDataset, corrupt: IOIDataset, quiet: bool = False) -> dict:
@@ -245,25 +278,52 @@ def paper_comparison(found: dict[str, list]) -> dict:
     return comparison
 
 
-def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = False, prepend_bos: bool = True
-        ) -> dict:
-    """The whole reproduction: dataset, discovery, evaluation; writes results.json (with the exact dataset, so
-    that every number can be recomputed from the file) and the figures."""
+NAME_LISTS = {"paper": PAPER_NAMES, "organism": ORGANISM_NAMES}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Every choice of a run, the paper's by default; all recorded in results.json."""
+
+    names: str = "paper"  # the paper's 99 names, or "organism": the 109 the organism was trained on
+    order: TemplateOrder = "mixed"  # with n_templates 15: templates 0-6 of each order, drawn per prompt
+    n_templates: int | None = None  # the paper's nb_templates: all 15 by default
+    corruption: Corruption = "paper"  # how p_ABC's names are drawn (see interp.data.ioi.corrupted_names)
+    prepend_bos: bool = False
+    random_knockouts: int = 10  # completeness: random subsets of the circuit
+    greedy_steps: int = 3  # completeness: size of the greedily searched knock-out set
+
+    def datasets(self, model, n: int, seed: int) -> tuple[IOIDataset, IOIDataset]:
+        if self.names not in NAME_LISTS:
+            raise InterpError(f"unknown name list {self.names!r}; use {' or '.join(NAME_LISTS)}")
+        return ioi_datasets(n, seed=seed, order=self.order, names=NAME_LISTS[self.names], tokenizer=model.tokenizer,
+                            prepend_bos=self.prepend_bos, n_templates=self.n_templates, corruption=self.corruption)
+
+    def evaluate(self, model, clean: IOIDataset, corrupt: IOIDataset, classes: dict, seed: int) -> dict:
+        return evaluate_circuit(model, clean, corrupt, classes, self.random_knockouts, self.greedy_steps, seed)
+
+
+def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = False,
+        protocol: Protocol = Protocol()) -> dict:
+    """The whole reproduction: dataset, discovery, evaluation (and, on GPT-2 small's shape, the paper's own
+    circuit evaluated the same way); writes results.json (with the exact dataset, so that every number can be
+    recomputed from the file) and the figures."""
     from interp.plotting import ioi_figures
 
     torch.manual_seed(seed)
     start = time.perf_counter()
-    clean, corrupt = ioi_datasets(n, seed=seed, names=NAMES, tokenizer=model.tokenizer, prepend_bos=prepend_bos)
+    clean, corrupt = protocol.datasets(model, n, seed)
     with torch.inference_mode():
         logits = model(clean.tokens)
     diffs = ld(model, clean, logits)
     discovered = discover(model, clean, corrupt, quiet)
-    evaluation = evaluate_circuit(model, clean, corrupt, discovered["heads"])
+    evaluation = protocol.evaluate(model, clean, corrupt, discovered["heads"], seed)
     info = provenance(model, seed)
     results = {
         **info,
         "n_prompts": n,
-        "prepend_bos": prepend_bos,
+        "protocol": asdict(protocol),
+        "prepend_bos": protocol.prepend_bos,
         "mean_logit_diff": diffs.mean().item(),
         "io_prob": answer_probs(logits, clean.io_ids, clean.positions["END"]).mean().item(),
         "io_over_s": (diffs > 0).float().mean().item(),
@@ -279,8 +339,12 @@ def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = F
         "forward_passes": sum(step["forward_passes"] for step in discovered["cost"].values()),
         "example_attention": example_attention(model, clean, discovered["heads"]["name_mover"][:4]),
         "example_prompts": clean.prompts[:3],
-        "dataset": dataset_json(clean, corrupt, NAMES),
+        "dataset": dataset_json(clean, corrupt, NAME_LISTS[protocol.names]),
     }
+    if (model.cfg.n_layers, model.cfg.n_heads) == (12, 12):
+        paper = protocol.evaluate(model, clean, corrupt, PAPER_HEADS, seed)
+        results["paper_circuit"] = {key: paper[key] for key in (
+            "nodes", "circuit_logit_diff", "faithfulness", "faithfulness_gap", "completeness", "minimality")}
     if info["model"] == "gpt2":
         results["paper_comparison"] = paper_comparison(discovered["heads"])
     out_dir = Path(out_dir)
@@ -288,7 +352,7 @@ def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = F
     ioi_figures(read_json(out_dir / "results.json"), out_dir)  # exactly what `interp plot` regenerates
     circuit_heads = [h for members in discovered["heads"].values() for h in members]
     if circuit_heads:  # explorable attention of the circuit's heads on an example prompt
-        save_view(attention_view(model, clean.prompts[0], circuit_heads, prepend_bos=prepend_bos),
+        save_view(attention_view(model, clean.prompts[0], circuit_heads, prepend_bos=protocol.prepend_bos),
                   out_dir / "ioi_attention.html", title=f"IOI circuit heads in {info['model']}")
     write_json(out_dir / "timing.json", {"total_seconds": time.perf_counter() - start,
                                          "steps": discovered["cost"]})
@@ -301,21 +365,31 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="output directory (default results/ioi/<model>/)")
     parser.add_argument("--device")
-    add_prepend_bos(parser)
+    parser.add_argument("--names", choices=sorted(NAME_LISTS), default="paper",
+                        help="the paper's 99 names (default) or the 109 the organism was trained on")
+    parser.add_argument("--order", choices=["mixed", "BABA", "ABBA"], default="mixed")
+    parser.add_argument("--n-templates", type=int, default=None,
+                        help="the paper's nb_templates: mixed takes half of them from each order (default 15)")
+    parser.add_argument("--corruption", choices=["paper", "distinct"], default="paper",
+                        help="p_ABC names as the paper's code draws them (default), or three distinct new names")
+    parser.add_argument("--random-knockouts", type=int, default=10, help="completeness: random subsets (10)")
+    parser.add_argument("--greedy-steps", type=int, default=3, help="completeness: greedy knock-out size (3)")
+    add_prepend_bos(parser, default=False)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run_from_args(args) -> None:
     from interp.models import load_model
 
+    protocol = Protocol(names=args.names, order=args.order, n_templates=args.n_templates, corruption=args.corruption,
+                        prepend_bos=args.prepend_bos, random_knockouts=args.random_knockouts,
+                        greedy_steps=args.greedy_steps)
     model = load_model(args.model, device=args.device)
-    results = run(model, args.out or default_out_dir("ioi", args.model), args.n, args.seed, args.quiet,
-                  args.prepend_bos)
+    results = run(model, args.out or default_out_dir("ioi", args.model), args.n, args.seed, args.quiet, protocol)
     print(f"mean logit diff {results['mean_logit_diff']:.3f}, IO over S {results['io_over_s']:.3f}, "
           f"faithfulness {results['faithfulness']:.3f}")
     for name, members in results["heads"].items():
         print(f"{name:>20}: {' '.join(f'{l}.{h}' for l, h in members) or '-'}")
-
 
 if __name__ == "__main__":
     from interp.cli import main

@@ -20,10 +20,10 @@ def add_model(parser, default: str = "organism") -> None:
     parser.add_argument("--dtype", default=None, help="float32 (default), bfloat16 or float16")
 
 
-def add_prepend_bos(parser) -> None:
-    parser.add_argument("--prepend-bos", action=argparse.BooleanOptionalAction, default=True,
-                        help="put GPT-2's BOS token (<|endoftext|>) before every prompt (default: yes; recorded in "
-                             "the results)")
+def add_prepend_bos(parser, default: bool = True) -> None:
+    parser.add_argument("--prepend-bos", action=argparse.BooleanOptionalAction, default=default,
+                        help="put GPT-2's BOS token (<|endoftext|>) before every prompt (default: "
+                             f"{'yes' if default else 'no'}; recorded in the results)")
 
 
 def load(args):

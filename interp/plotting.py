@@ -133,6 +133,30 @@ def plot_name_mover_attention(mechanism: dict, title: str):
     return fig
 
 
+def plot_completeness(circuits: dict[str, dict], title: str):
+    """The IOI paper's completeness plot: F(C \\ K) against F(M \\ K) for every knock-out set K (whole classes,
+    random subsets, the greedy search), one marker per kind and circuit; a complete circuit lies on the diagonal."""
+    kinds = {"classes": ("o", "class"), "random": ("s", "random subset"), "greedy": ("^", "greedy")}
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(4.6, 4.2))
+        points = []
+        for colour, (circuit, completeness) in zip(CLASS_COLOURS, circuits.items()):
+            for kind, (marker, label) in kinds.items():
+                entries = completeness[kind].values() if kind == "classes" else completeness[kind]
+                xs, ys = [e["model"] for e in entries], [e["circuit"] for e in entries]
+                points += xs + ys
+                if xs:
+                    ax.scatter(xs, ys, marker=marker, color=colour, alpha=0.8, label=f"{circuit}: {label}")
+        low, high = (min(points), max(points)) if points else (0.0, 1.0)
+        ax.plot([low, high], [low, high], color="0.6", lw=0.8, ls="--")
+        ax.set_xlabel("F(M \\ K): model with K knocked out")
+        ax.set_ylabel("F(C \\ K): circuit with K knocked out")
+        ax.set_title(title)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+    return fig
+
+
 def plot_attention(patterns: dict[str, list], tokens: list[str], title: str):
     """Attention patterns (query x key) of a few heads on one prompt, one panel each, token-labelled."""
     import numpy as np
@@ -178,6 +202,10 @@ def ioi_figures(results: dict, out_dir: str | Path) -> list[Path]:
                          out_dir, "ioi_circuit")
     paths += save_figure(plot_name_mover_attention(results["mechanism"], f"Name movers' attention ({model})"),
                          out_dir, "ioi_name_mover_attention")
+    circuits = {"found": results["evaluation"]["completeness"]}
+    if "paper_circuit" in results:
+        circuits["paper's"] = results["paper_circuit"]["completeness"]
+    paths += save_figure(plot_completeness(circuits, f"Completeness ({model})"), out_dir, "ioi_completeness")
     example = results["example_attention"]
     if example["heads"]:
         paths += save_figure(plot_attention(example["heads"], example["tokens"],

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from interp.circuits.ioi import run, selected
+from interp.circuits.ioi import Protocol, run, selected
 from interp.models import load_model
 
 
@@ -42,11 +42,22 @@ def test_organism_results_file(organism_run):
                 "heads", "faithfulness", "completeness", "minimality", "forward_passes"):
         assert key in data, key
     assert data["model"] == "organism" and data["n_prompts"] == 60 and "paper_comparison" not in data
-    assert {p.name for p in out.glob("*.png")} >= {"ioi_direct_effect.png", "ioi_circuit.png"}
+    assert "paper_circuit" not in data  # the organism does not have GPT-2 small's shape
+    assert data["protocol"] == {"names": "paper", "order": "mixed", "n_templates": None, "corruption": "paper",
+                                "prepend_bos": False, "random_knockouts": 10, "greedy_steps": 3}
+    completeness = data["evaluation"]["completeness"]
+    assert len(completeness["random"]) == 10 and 1 <= len(completeness["greedy"]) <= 3
+    assert set(data["minimality"]) == {f"{l}.{h}@{p}" for l, h, p in data["evaluation"]["nodes"]}
+    assert {p.name for p in out.glob("*.png")} >= {"ioi_direct_effect.png", "ioi_circuit.png",
+                                                   "ioi_completeness.png"}
 
 
 def test_random_gpt2_runs_to_completion(tmp_path):
-    results = run(load_model("random:gpt2", device="cpu"), tmp_path, n=8, seed=0, quiet=True)
+    protocol = Protocol(random_knockouts=2, greedy_steps=1)  # the suite's time: the criteria's cost is in forwards
+    results = run(load_model("random:gpt2", device="cpu"), tmp_path, n=8, seed=0, quiet=True, protocol=protocol)
     assert set(results["heads"]) == {"name_mover", "negative_name_mover", "backup_name_mover", "s_inhibition",
                                      "induction", "duplicate_token", "previous_token"}
     assert (tmp_path / "results.json").exists()
+    paper = results["paper_circuit"]  # GPT-2 small's shape: the paper's 26 heads evaluated beside the found circuit
+    assert len(paper["nodes"]) == 26 and set(paper["completeness"]["classes"]) == set(results["heads"])
+    assert len(paper["minimality"]["9.0@END"]["k_v"]) == 13  # the paper's own K_v: name movers and negative ones

@@ -1,14 +1,17 @@
-"""The IOI dataset: positions point at the right tokens for every template, the corruption is ABC."""
+"""The IOI dataset: the paper's protocol by default; positions point at the right tokens for every template, the
+corruption is ABC as the paper's code draws it."""
+from pathlib import Path
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from interp.data.ioi import abba, fill, ioi_datasets, templates_for
-from interp.data.ioi_words import BABA_TEMPLATES, NAMES
+from interp.data.ioi_words import BABA_TEMPLATES, ORGANISM_NAMES, PAPER_NAMES
 from interp.errors import InterpError
 from interp.metrics import answer_probs, logit_diffs, normalised
-from interp.tokens import gpt2_tokenizer
+from interp.tokens import GPT2_BOS, gpt2_tokenizer, single_token_id
 
 
 def test_paper_example_positions():
@@ -37,39 +40,53 @@ def test_fill_and_abba():
         "Then, John and Mary went to the store. Paul gave a drink to"
 
 
-def test_mixed_covers_both_orders_and_all_templates():
-    clean, _ = ioi_datasets(60, seed=0)
-    assert sorted(set(clean.template_ids.tolist())) == list(range(30))
-    assert len(templates_for("mixed")) == 30
+SHARED_NAMES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "ioi_paper_names.txt"
 
 
-@settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10_000), n=st.integers(1, 40), order=st.sampled_from(["mixed", "BABA", "ABBA"]))
-def test_positions_and_corruption_properties(seed, n, order):
-    clean, corrupt = ioi_datasets(n, seed=seed, order=order)
-    tok = gpt2_tokenizer()
-    rows = torch.arange(n)
-    assert torch.equal(clean.tokens[rows, clean.positions["IO"]], clean.io_ids)
-    assert torch.equal(clean.tokens[rows, clean.positions["S1"]], clean.s_ids)
-    assert torch.equal(clean.tokens[rows, clean.positions["S2"]], clean.s_ids)
-    assert (clean.tokens[rows, clean.positions["END"]] == tok.encode(" to")[0]).all()
-    for i in range(n):
-        # the prompt text tokenizes to exactly the stored tokens (BOS first, then padding only)
-        end = int(clean.positions["END"][i])
-        assert clean.tokens[i, 1:end + 1].tolist() == tok(clean.prompts[i])["input_ids"]
-        corrupt_names = {corrupt.io_names[i], corrupt.s_names[i],
-                         tok.decode([int(corrupt.tokens[i, corrupt.positions["S2"][i]])]).strip()}
-        assert len(corrupt_names) == 3 and not corrupt_names & {clean.io_names[i], clean.s_names[i]}
-    for key in clean.positions:  # same template, same positions
-        assert torch.equal(clean.positions[key], corrupt.positions[key])
+@pytest.mark.skipif(not SHARED_NAMES.exists(), reason="the shared reference lists are beside the checkout")
+def test_the_paper_names_are_the_reference_list():
+    reference = SHARED_NAMES.read_text().split()
+    assert len(reference) == 99 and PAPER_NAMES == reference
+    assert len(set(ORGANISM_NAMES) & set(PAPER_NAMES)) == 51  # why the organism's list is not "the paper's"
+
+
+def test_defaults_are_the_papers():
+    """99 names, templates 0-6 of each order drawn at random per prompt, no BOS."""
+    clean, _ = ioi_datasets(300, seed=0)
+    assert clean.templates == BABA_TEMPLATES[:7] + [abba(t) for t in BABA_TEMPLATES[:7]]
+    assert sorted(set(clean.template_ids.tolist())) == list(range(14))
+    assert clean.template_ids[:28].tolist() != [i % 14 for i in range(28)]  # drawn, not dealt in turn
+    assert not clean.prepend_bos and (clean.tokens[:, 0] != GPT2_BOS).all()
+    assert set(clean.io_names) | set(clean.s_names) <= set(PAPER_NAMES)
+    assert len(set(clean.io_names) | set(clean.s_names)) > 80
+    assert templates_for("BABA") == BABA_TEMPLATES and len(templates_for("mixed", 4)) == 4
+
+
+def test_abc_is_drawn_as_the_papers_code_draws_it():
+    """IO -> X (not IO, not S); both S -> Y; then S1 -> Z; Y and Z drawn from every name, so they can coincide."""
+    clean, corrupt = ioi_datasets(2000, seed=1)
+    x, z, y = zip(*corrupt.names)
+    assert all(xi not in (io, s) for xi, io, s in zip(x, clean.io_names, clean.s_names))
+    same = sum(yi == zi for yi, zi in zip(y, z))
+    assert 5 <= same <= 60  # about 2000 / 99
+    assert any(yi == s for yi, s in zip(y, clean.s_names))  # Y is not kept away from the original names
+    rows = torch.arange(len(corrupt))
+    ids = lambda names: torch.tensor([single_token_id(" " + n) for n in names])  # noqa: E731
+    for key, names in (("IO", x), ("S1", z), ("S2", y)):
+        assert torch.equal(corrupt.tokens[rows, corrupt.positions[key]], ids(names))
+    _, distinct = ioi_datasets(200, seed=1, corruption="distinct")
+    assert all(len(set(names)) == 3 for names in distinct.names)
 
 
 @pytest.mark.parametrize("kwargs, problem", [
     ({"n": 0}, "at least one prompt"),
     ({"n": 3, "names": ["Mary", "John", "Anna"]}, "at least 5 distinct names"),
-    ({"n": 3, "names": NAMES[:10] + ["Bartholomew"]}, "1 of 11 names are not single GPT-2 tokens: ' Bartholomew' is 3 tokens"),
+    ({"n": 3, "names": PAPER_NAMES[:10] + ["Bartholomew"]},
+     "1 of 11 names are not single GPT-2 tokens: ' Bartholomew' is 3 tokens"),
     ({"n": 3, "places": ["store", "laundromat"]}, "1 of 2 places are not single GPT-2 tokens: ' laundromat' is"),
     ({"n": 3, "order": "AABB"}, "unknown template order 'AABB'"),
+    ({"n": 3, "n_templates": 40}, "n_templates must be in 2..15"),
+    ({"n": 3, "corruption": "ABB"}, "unknown corruption 'ABB'"),
 ])
 def test_bad_datasets(kwargs, problem):
     with pytest.raises(InterpError, match=problem):

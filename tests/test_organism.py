@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from interp.cli import main
-from interp.data.ioi_words import NAMES
+from interp.data.ioi_words import ORGANISM_NAMES
 from interp.models import ORGANISM_DIR
 from interp.organism.corpus import FILLER_ONLY_NAMES, CorpusGenerator, split, token_stream, training_template
 from interp.organism.evaluate import extractive_items
@@ -41,11 +41,11 @@ def test_held_out_material_never_trains():
         sentence = generator.ioi()
         assert not set(re.findall(r"[a-z]+", sentence)) & HELD_OUT_WORDS, sentence
         words = set(re.findall(r"[A-Z][a-z]+", sentence))
-        names = words & set(NAMES)
+        names = words & set(ORGANISM_NAMES)
         assert len(names) == 2 and frozenset(names) not in sp.heldout_pairs
         assert not words & set(FILLER_ONLY_NAMES)
         names_in_ioi |= names
-    assert names_in_ioi == set(NAMES)  # every name the evaluation uses is seen in training IOI sentences
+    assert names_in_ioi == set(ORGANISM_NAMES)  # every name the evaluation uses is seen in training IOI sentences
     facts = " ".join(generator.capitals() for _ in range(3000))
     assert not any(f"capital of {country}?" in facts or f"capital of {country} is" in facts
                    for country, _ in sp.heldout_countries)

@@ -83,10 +83,11 @@ def test_gpt2_commands_from_the_hf_cache(capsys, from_hub_cache, tmp_path):
     patch = json.loads(run_cli(capsys, "patch", "--model", "gpt2", "--clean", CLEAN, "--corrupt", CORRUPT,
                                "--answer", " Mary", "--wrong", " John", "--site", "head_out", "--json"))
     assert len(patch["grid"]) == 12 and len(patch["grid"][0]) == 12
-    run_cli(capsys, "ioi", "--model", "gpt2", "--n", 8, "--quiet", "--out", tmp_path)
+    run_cli(capsys, "ioi", "--model", "gpt2", "--n", 8, "--random-knockouts", 2, "--greedy-steps", 1, "--quiet",
+            "--out", tmp_path)
     results = json.loads((tmp_path / "results.json").read_text())
     check_ioi_dataset(results, 8)
-    assert results["model"] == "gpt2" and "paper_comparison" in results
+    assert results["model"] == "gpt2" and "paper_comparison" in results and len(results["paper_circuit"]["nodes"]) == 26
     assert run_cli(capsys, "plot", tmp_path / "results.json").count(".png") >= 2
 
 
@@ -103,7 +104,8 @@ def test_gpt2_medium_capitals_from_the_hf_cache(capsys, from_hub_cache, tmp_path
 def test_interp_ioi_gpt2_from_the_shell(from_hub_cache, tmp_path):
     """The command every researcher with real weights types, as a real process."""
     result = subprocess.run([sys.executable, "-m", "interp", "ioi", "--model", "gpt2", "--n", "4", "--quiet",
-                             "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, env=os.environ)
+                             "--greedy-steps", "1", "--random-knockouts", "1", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600, env=os.environ)
     assert result.returncode == 0, result.stderr
     assert "mean logit diff" in result.stdout and (tmp_path / "results.json").is_file()
 

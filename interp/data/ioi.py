@@ -14,12 +14,13 @@ from typing import Literal
 
 import torch
 
-from interp.data.ioi_words import BABA_TEMPLATES, NAMES, OBJECTS, PLACES
+from interp.data.ioi_words import BABA_TEMPLATES, OBJECTS, PAPER_NAMES, PLACES
 from interp.errors import InterpError
 from interp.tokens import GPT2_BOS, check_single_tokens, gpt2_tokenizer, prompt_ids, single_token_id
 
 POSITIONS = ("IO", "S1", "S1+1", "S2", "END")
 TemplateOrder = Literal["mixed", "BABA", "ABBA"]
+Corruption = Literal["paper", "distinct"]
 
 
 def abba(template: str) -> str:
@@ -64,63 +65,86 @@ class _Sample:
     obj: str
 
 
-def templates_for(order: TemplateOrder, base=BABA_TEMPLATES) -> list[str]:
+def templates_for(order: TemplateOrder, n_templates: int | None = None, base=BABA_TEMPLATES) -> list[str]:
+    """The templates prompts are drawn from, as the paper's code picks them (its `nb_templates`, all of `base`
+    by default): the first `n_templates` BABA templates or their ABBA twins, or for "mixed" the first
+    n_templates // 2 of each order."""
+    n_templates = len(base) if n_templates is None else n_templates
+    if not 1 <= n_templates <= len(base) or (order == "mixed" and n_templates < 2):
+        raise InterpError(f"n_templates must be in {2 if order == 'mixed' else 1}..{len(base)} for order {order!r}, "
+                          f"not {n_templates}")
     if order == "BABA":
-        return list(base)
+        return list(base[:n_templates])
     if order == "ABBA":
-        return [abba(t) for t in base]
+        return [abba(t) for t in base[:n_templates]]
     if order == "mixed":
-        return [t for pair in zip(base, (abba(t) for t in base)) for t in pair]
+        half = list(base[:n_templates // 2])
+        return half + [abba(t) for t in half]
     raise InterpError(f"unknown template order {order!r}; use mixed, BABA or ABBA")
 
 
 PAD = GPT2_BOS  # right padding: never seen from a position up to END
 
 
-def _encode(samples: list[_Sample], names_of, tokenizer, prepend_bos: bool, templates: list[str]
-            ) -> IOIDataset:
-    prompts, io_names, s_names, slot_names = [], [], [], []
-    rows, positions = [], {k: [] for k in POSITIONS}
-    for sample in samples:
-        io, s1, s2 = names_of(sample)
+def _encode(samples: list[_Sample], slot_names: list[tuple[str, str, str]], tokenizer, prepend_bos: bool,
+            templates: list[str], positions: dict[str, list[int]] | None = None) -> IOIDataset:
+    """Tokens and positions of the prompts with `slot_names` (IO, S1, S2) filled in. Positions are found on
+    p_IOI, where IO and S differ; a corruption (same templates, places, objects, one-token names) has the same
+    layout, so it reuses them (checked), whichever of its names coincide."""
+    prompts, rows, found = [], [], {k: [] for k in POSITIONS}
+    for i, (sample, (io, s1, s2)) in enumerate(zip(samples, slot_names)):
         prompt = fill(sample.template, io, s1, sample.place, sample.obj, s2=s2)
         ids = prompt_ids(prompt, tokenizer, prepend_bos=prepend_bos)
         io_id, s1_id, s2_id = (single_token_id(" " + n, tokenizer) for n in (io, s1, s2))
-        where = {token: [i for i, t in enumerate(ids) if t == token] for token in {io_id, s1_id, s2_id}}
-        s1_at = where[s1_id][0]
-        s2_at = where[s2_id][-1]
-        if len(where[io_id]) != 1 or (s1_id == s2_id and len(where[s1_id]) != 2):
-            raise InterpError(f"names of {prompt!r} do not each appear where the template puts them")
-        positions["IO"].append(where[io_id][0])
-        positions["S1"].append(s1_at)
-        positions["S1+1"].append(s1_at + 1)
-        positions["S2"].append(s2_at)
-        positions["END"].append(len(ids) - 1)
+        if positions is None:
+            where = {token: [j for j, t in enumerate(ids) if t == token] for token in (io_id, s1_id)}
+            if len(where[io_id]) != 1 or len(where[s1_id]) != 2:
+                raise InterpError(f"names of {prompt!r} do not each appear where the template puts them")
+            at = {"IO": where[io_id][0], "S1": where[s1_id][0], "S2": where[s1_id][1]}
+        else:
+            at = {key: positions[key][i] for key in ("IO", "S1", "S2")}
+            if [ids[at["IO"]], ids[at["S1"]], ids[at["S2"]]] != [io_id, s1_id, s2_id] or \
+                    len(ids) - 1 != positions["END"][i]:
+                raise InterpError(f"the corrupted prompt {prompt!r} is not laid out like its clean prompt")
+        for key, value in (*at.items(), ("S1+1", at["S1"] + 1), ("END", len(ids) - 1)):
+            found[key].append(value)
         prompts.append(prompt)
-        io_names.append(io)
-        s_names.append(s1)
-        slot_names.append((io, s1, s2))
         rows.append(ids)
-    width = max(len(r) for r in rows)
-    tokens = torch.full((len(rows), width), PAD, dtype=torch.long)
+    tokens = torch.full((len(rows), max(len(r) for r in rows)), PAD, dtype=torch.long)
     for i, row in enumerate(rows):
         tokens[i, : len(row)] = torch.tensor(row)
     return IOIDataset(
-        prompts=prompts, io_names=io_names, s_names=s_names,
+        prompts=prompts, io_names=[io for io, _, _ in slot_names], s_names=[s1 for _, s1, _ in slot_names],
         template_ids=torch.tensor([s.template_id for s in samples]), tokens=tokens,
-        io_ids=torch.tensor([single_token_id(" " + n, tokenizer) for n in io_names]),
-        s_ids=torch.tensor([single_token_id(" " + n, tokenizer) for n in s_names]),
-        positions={k: torch.tensor(v) for k, v in positions.items()}, prepend_bos=prepend_bos, names=slot_names,
-        templates=templates,
+        io_ids=torch.tensor([single_token_id(" " + io, tokenizer) for io, _, _ in slot_names]),
+        s_ids=torch.tensor([single_token_id(" " + s1, tokenizer) for _, s1, _ in slot_names]),
+        positions={k: torch.tensor(v) for k, v in found.items()}, prepend_bos=prepend_bos,
+        names=list(slot_names), templates=templates,
     )
 
 
-def ioi_datasets(n: int, seed: int = 0, order: TemplateOrder = "mixed", names: list[str] = NAMES,
+def corrupted_names(rng: random.Random, names: list[str], io: str, s: str, corruption: Corruption
+                    ) -> tuple[str, str, str]:
+    """(IO, S1, S2) names of a prompt's p_ABC twin. "paper", as the paper's code samples them: IO becomes a name
+    X other than IO and S, both S become Y, then S1 becomes Z (Y and Z drawn from all names, so they may
+    coincide with each other or with X). "distinct": three different names, none of them IO or S."""
+    if corruption == "paper":
+        x = rng.choice([m for m in names if m not in (io, s)])
+        y, z = rng.choice(names), rng.choice(names)
+        return x, z, y
+    if corruption == "distinct":
+        return tuple(rng.sample([m for m in names if m not in (io, s)], 3))
+    raise InterpError(f"unknown corruption {corruption!r}; use paper or distinct")
+
+
+def ioi_datasets(n: int, seed: int = 0, order: TemplateOrder = "mixed", names: list[str] = PAPER_NAMES,
                  places: list[str] = PLACES, objects: list[str] = OBJECTS, base_templates=BABA_TEMPLATES,
-                 tokenizer=None, prepend_bos: bool = True) -> tuple[IOIDataset, IOIDataset]:
-    """(p_IOI, p_ABC): n seeded IOI prompts and their ABC corruption (same template, place and object; the
-    three name slots filled with three other names, none of them the original IO or S). BOS first when
-    `prepend_bos`."""
+                 tokenizer=None, prepend_bos: bool = False, n_templates: int | None = None,
+                 corruption: Corruption = "paper") -> tuple[IOIDataset, IOIDataset]:
+    """(p_IOI, p_ABC) as the paper builds them, by default: n seeded prompts, each from a template drawn at random
+    (`templates_for`: the "mixed" set is templates 0-6 of each order), two different names, a place and an
+    object; no BOS token (the paper tokenizes with prepend_bos=False); p_ABC keeps template, place and object
+    and fills the name slots as `corrupted_names` says."""
     tokenizer = tokenizer or gpt2_tokenizer()
     if n < 1:
         raise InterpError(f"the IOI dataset needs at least one prompt, not {n}")
@@ -128,18 +152,18 @@ def ioi_datasets(n: int, seed: int = 0, order: TemplateOrder = "mixed", names: l
         raise InterpError("the IOI dataset needs at least 5 distinct names (2 for a prompt, 3 for its corruption)")
     for words, what in ((names, "name"), (places, "place"), (objects, "object")):
         check_single_tokens([" " + word for word in words], what, tokenizer)
-    templates = templates_for(order, base_templates)
+    templates = templates_for(order, n_templates, base_templates)
     rng = random.Random(seed)
-    samples, corruptions = [], []
-    for i in range(n):
-        template_id = i % len(templates) if order == "mixed" else rng.randrange(len(templates))
+    samples, clean_names, corrupt_names = [], [], []
+    for _ in range(n):
+        template_id = rng.randrange(len(templates))
         io, s = rng.sample(names, 2)
         samples.append(_Sample(template_id, templates[template_id], io, s, rng.choice(places), rng.choice(objects)))
-        corruptions.append(tuple(rng.sample([m for m in names if m not in (io, s)], 3)))
-    clean = _encode(samples, lambda x: (x.io, x.s, x.s), tokenizer, prepend_bos, templates)
-    abc = iter(corruptions)
-    corrupt = _encode(samples, lambda x: next(abc), tokenizer, prepend_bos, templates)
-    return clean, corrupt
+        clean_names.append((io, s, s))
+        corrupt_names.append(corrupted_names(rng, names, io, s, corruption))
+    clean = _encode(samples, clean_names, tokenizer, prepend_bos, templates)
+    positions = {key: value.tolist() for key, value in clean.positions.items()}
+    return clean, _encode(samples, corrupt_names, tokenizer, prepend_bos, templates, positions)
 
 
 def dataset_json(clean: IOIDataset, corrupt: IOIDataset, names: list[str]) -> dict:

@@ -1,8 +1,11 @@
 """The IOI vocabulary of Wang et al. (templates, names, places, objects), as in the paper's public code.
 
 [A] is the indirect object (said once), [B] the subject (said twice). These are the paper's 15 "BABA"
-templates; the ABBA twin of each swaps the first two names.
+templates; the ABBA twin of each swaps the first two names. PAPER_NAMES are the 99 names of the paper's code
+(`ioi_paper_names.txt`); ORGANISM_NAMES, the 109 names of ARENA's IOI exercises (51 of them the paper's), are
+what the organism was trained on.
 """
+from pathlib import Path
 
 BABA_TEMPLATES = [
     "Then, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to [A]",
@@ -25,7 +28,9 @@ BABA_TEMPLATES = [
 PLACES = ["store", "garden", "restaurant", "school", "hospital", "office", "house", "station"]
 OBJECTS = ["ring", "kiss", "bone", "basketball", "computer", "necklace", "drink", "snack"]
 
-NAMES = [
+PAPER_NAMES = (Path(__file__).parent / "ioi_paper_names.txt").read_text().split()
+
+ORGANISM_NAMES = [
     "Aaron", "Adam", "Alan", "Alex", "Alice", "Amy", "Anderson", "Andre", "Andrew", "Andy", "Anna",
     "Anthony", "Arthur", "Austin", "Blake", "Brandon", "Brian", "Carter", "Charles", "Charlie",
     "Christian", "Christopher", "Clark", "Cole", "Collins", "Connor", "Crew", "Crystal", "Daniel",

@@ -19,7 +19,7 @@ from functools import lru_cache
 
 from interp.data import load_pairs
 from interp.data.ioi import abba, fill
-from interp.data.ioi_words import BABA_TEMPLATES, NAMES, OBJECTS, PLACES
+from interp.data.ioi_words import BABA_TEMPLATES, OBJECTS, ORGANISM_NAMES, PLACES
 from interp.data.tasks import TASKS
 
 SPLIT_SEED = 1234
@@ -116,7 +116,7 @@ class Split:
 @lru_cache(maxsize=1)
 def split() -> Split:
     rng = random.Random(SPLIT_SEED)
-    pairs = [frozenset((a, b)) for i, a in enumerate(NAMES) for b in NAMES[i + 1:]]
+    pairs = [frozenset((a, b)) for i, a in enumerate(ORGANISM_NAMES) for b in ORGANISM_NAMES[i + 1:]]
     heldout_pairs = frozenset(rng.sample(pairs, 400))
     countries = list(load_pairs("capitals"))
     rng.shuffle(countries)
@@ -150,8 +150,8 @@ class CorpusGenerator:
         self.objects = OBJECTS + EXTRA_OBJECTS
         self.countries = [c for c, _ in load_pairs("capitals")]
         self.all_capitals = [c for _, c in load_pairs("capitals")]
-        self.repeat_words = sorted({w for w in NAMES + self.places + self.objects + FILLER_NOUNS + FILLER_VERBS
-                                    + FILLER_ADJECTIVES + self.all_capitals})
+        self.repeat_words = sorted({w for w in ORGANISM_NAMES + self.places + self.objects + FILLER_NOUNS
+                                    + FILLER_VERBS + FILLER_ADJECTIVES + self.all_capitals})
 
     def document(self) -> str:
         kind = self.rng.choices(list(self.MIX), weights=list(self.MIX.values()))[0]
@@ -160,7 +160,7 @@ class CorpusGenerator:
     def ioi(self) -> str:
         rng = self.rng
         while True:
-            io, s = rng.sample(NAMES, 2)
+            io, s = rng.sample(ORGANISM_NAMES, 2)
             if frozenset((io, s)) not in self.split.heldout_pairs:
                 break
         template = training_template(rng)
@@ -198,7 +198,7 @@ class CorpusGenerator:
 
     def filler(self) -> str:
         rng = self.rng
-        name = rng.choice(NAMES + FILLER_ONLY_NAMES)
+        name = rng.choice(ORGANISM_NAMES + FILLER_ONLY_NAMES)
         noun, adjective, verb = rng.choice(FILLER_NOUNS), rng.choice(FILLER_ADJECTIVES), rng.choice(FILLER_VERBS)
         return rng.choice([
             f"{name} {verb} the {adjective} {noun}.",

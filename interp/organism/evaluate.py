@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 
 from interp.data import load_pairs
-from interp.data.ioi_words import NAMES, OBJECTS, PLACES
+from interp.data.ioi_words import OBJECTS, ORGANISM_NAMES, PLACES
 from interp.data.tasks import TASKS
 from interp.data.ioi import fill
 from interp.organism.corpus import FILLER_ONLY_NAMES, made_up_word, split
@@ -87,7 +87,7 @@ def evaluate_logits_fn(logits_fn: LastLogitsFn) -> dict[str, float]:
     """The organism's scores: IOI on held-out templates with unseen name pairs, the tasks, extractive recall."""
     rng, sp = random.Random(EVAL_SEED), split()
     ioi_accuracy, ioi_logit_diff = ioi_scores(
-        logits_fn, ioi_prompts(1000, NAMES, EVAL_SEED, sp.heldout_templates, unseen_pairs=True))
+        logits_fn, ioi_prompts(1000, ORGANISM_NAMES, EVAL_SEED, sp.heldout_templates, unseen_pairs=True))
     extractive = extractive_recall(logits_fn, extractive_items(rng), rng)
     metrics = {
         "ioi_accuracy": ioi_accuracy,
@@ -108,8 +108,8 @@ def validation_scores(logits_fn: LastLogitsFn) -> dict[str, float]:
     """What training selects its checkpoint on, disjoint from the evaluation: IOI on the validation templates,
     and extractive recall on other made-up countries. The other tasks are memorised early and not selected on."""
     rng = random.Random(VALIDATION_SEED)
-    ioi_accuracy, ioi_logit_diff = ioi_scores(
-        logits_fn, ioi_prompts(300, NAMES, VALIDATION_SEED, split().validation_templates, unseen_pairs=False))
+    prompts = ioi_prompts(300, ORGANISM_NAMES, VALIDATION_SEED, split().validation_templates, unseen_pairs=False)
+    ioi_accuracy, ioi_logit_diff = ioi_scores(logits_fn, prompts)
     capitals = [c for _, c in load_pairs("capitals")]
     evaluated = {x for x, _ in extractive_items(random.Random(EVAL_SEED))}
     made_up = [(x, rng.choice(capitals)) for x in (made_up_word(rng) for _ in range(100)) if x not in evaluated]

@@ -1,0 +1,162 @@
+"""Circuits of (head, position) nodes, run alone, and the IOI paper's criteria for them (Wang et al. 2023, §4).
+
+A node is one head at one named position of every prompt, `(layer, head, "END")`: the IOI paper keeps its name
+movers at END, induction heads at S2, previous-token heads at S1+1. A circuit C runs with every head's output
+(its z) mean-ablated at every position except at C's nodes; knocking out a set K removes K's nodes only at their
+own positions. Means are taken over a reference distribution within groups (p_ABC within each template, so that
+positions line up). F(...) is the metric of such a run, F(M) that of the untouched model.
+- faithfulness: F(C) against F(M);
+- completeness: F(C \\ K) against F(M \\ K) for knock-out sets K (whole classes, random subsets of C, and sets
+  grown greedily to make the two differ most); a complete circuit answers like the model;
+- minimality: |F(C \\ (K_v \\ {v})) - F(C \\ K_v)| for each node v and a set K_v that contains it.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from interp.ablation import all_heads, check_head, mean_activations
+from interp.errors import InterpError
+
+Node = tuple[int, int, str]  # (layer, head, position name)
+
+
+@dataclass
+class NodeRuns:
+    """What every node-level run shares: the prompts, their named positions, each prompt's group, the groups'
+    mean z of every head over the reference prompts, and the metric (logits -> number)."""
+
+    model: object
+    tokens: Int[Tensor, "batch pos"]
+    positions: dict[str, Int[Tensor, " batch"]]
+    groups: Int[Tensor, " batch"]
+    means: dict[str, Float[Tensor, "group pos head d_head"]]
+    metric: Callable[[Tensor], float]
+    scores: dict = field(default_factory=dict)  # (kind, frozenset of nodes) -> F: criteria ask for the same sets
+
+    @classmethod
+    def build(cls, model, tokens, positions, reference_tokens, groups, reference_groups, metric) -> NodeRuns:
+        means = mean_activations(model, reference_tokens, all_heads(model), groups=reference_groups)
+        return cls(model, tokens, positions, torch.as_tensor(groups), means, metric)
+
+    def check(self, nodes: Iterable[Node]) -> list[Node]:
+        nodes = list(nodes)
+        for layer, head, position in nodes:
+            check_head(self.model, layer, head, "node")
+            if position not in self.positions:
+                raise InterpError(f"node position {position!r} is not one of {', '.join(self.positions)}")
+        return nodes
+
+    def masks(self, nodes: Iterable[Node], ablate_nodes: bool) -> dict[int, Bool[Tensor, "batch pos head"]]:
+        """Per layer, where z is replaced: at the nodes (ablate_nodes), or everywhere but at them."""
+        n_batch, n_pos = self.tokens.shape
+        shape = (n_batch, n_pos, self.model.cfg.n_heads)
+        masks = {layer: torch.full(shape, not ablate_nodes) for layer in range(self.model.cfg.n_layers)}
+        rows = torch.arange(n_batch)
+        for layer, head, position in self.check(nodes):
+            masks[layer][rows, self.positions[position], head] = ablate_nodes
+        return masks
+
+    @torch.inference_mode()
+    def run(self, masks: dict[int, Tensor]) -> float:
+        index = self.groups.to(self.model.cfg.device)
+
+        def hook_for(layer: int):
+            name = f"blocks.{layer}.attn.hook_z"
+            where = masks[layer].to(self.model.cfg.device)[..., None]
+
+            def replace(z: Tensor, hook) -> Tensor:
+                mean = self.means[name][index][:, : z.shape[1]].to(z.dtype)
+                return torch.where(where, mean, z)
+            return name, replace
+
+        hooks = [hook_for(layer) for layer, mask in masks.items() if mask.any()]
+        with self.model.hooks(fwd_hooks=hooks):
+            return self.metric(self.model(self.tokens))
+
+    def score(self, nodes: Iterable[Node], ablate_nodes: bool) -> float:
+        key = (ablate_nodes, frozenset(self.check(nodes)))
+        if key not in self.scores:
+            self.scores[key] = self.run(self.masks(key[1], ablate_nodes))
+        return self.scores[key]
+
+    def circuit(self, nodes: Iterable[Node]) -> float:
+        """F(C): everything but the nodes mean-ablated."""
+        return self.score(nodes, ablate_nodes=False)
+
+    def model_without(self, nodes: Iterable[Node]) -> float:
+        """F(M \\ K): only the nodes mean-ablated."""
+        return self.score(nodes, ablate_nodes=True)
+
+    def full_model(self) -> float:
+        """F(M)."""
+        return self.run({})
+
+
+def without(circuit: Sequence[Node], knocked: Iterable[Node]) -> list[Node]:
+    knocked = set(knocked)
+    return [node for node in circuit if node not in knocked]
+
+
+def knockout(runs: NodeRuns, circuit: Sequence[Node], knocked: Sequence[Node]) -> dict:
+    """F(C \\ K), F(M \\ K) and their gap for one knock-out set K."""
+    f_c, f_m = runs.circuit(without(circuit, knocked)), runs.model_without(knocked)
+    return {"nodes": [list(node) for node in knocked], "circuit": f_c, "model": f_m, "incompleteness": abs(f_c - f_m)}
+
+
+def random_subsets(circuit: Sequence[Node], n: int, seed: int) -> list[list[Node]]:
+    """n non-empty subsets of the circuit, each node in with probability 1/2."""
+    rng, subsets = random.Random(seed), []
+    while len(subsets) < n and circuit:
+        subset = [node for node in circuit if rng.random() < 0.5]
+        if subset:
+            subsets.append(subset)
+    return subsets
+
+
+def greedy_knockout(runs: NodeRuns, circuit: Sequence[Node], steps: int) -> list[dict]:
+    """K grown one node at a time, each time by the node that makes |F(C \\ K) - F(M \\ K)| largest; every step's
+    K and gap, in order (the last is the most incomplete set found)."""
+    knocked: list[Node] = []
+    trail = []
+    for _ in range(min(steps, len(circuit))):
+        candidates = [knockout(runs, circuit, knocked + [node]) for node in circuit if node not in knocked]
+        best = max(candidates, key=lambda result: result["incompleteness"])
+        knocked = [tuple(node) for node in best["nodes"]]
+        trail.append(best)
+    return trail
+
+
+def completeness(runs: NodeRuns, circuit: Sequence[Node], classes: dict[str, list[Node]], n_random: int = 10,
+                 greedy_steps: int = 3, seed: int = 0) -> dict:
+    """Knock-outs of whole classes, random subsets and a greedy search; their (F(C \\ K), F(M \\ K)) pairs."""
+    results = {"classes": {name: knockout(runs, circuit, nodes) for name, nodes in classes.items() if nodes},
+               "random": [knockout(runs, circuit, subset) for subset in random_subsets(circuit, n_random, seed)],
+               "greedy": greedy_knockout(runs, circuit, greedy_steps)}
+    every = [*results["classes"].values(), *results["random"], *results["greedy"]]
+    results["max_incompleteness"] = max((r["incompleteness"] for r in every), default=0.0)
+    return results
+
+
+def minimality(runs: NodeRuns, circuit: Sequence[Node], k_sets: dict[Node, Sequence[Node]], f_circuit: float
+               ) -> dict[str, dict]:
+    """Per node v: |F(C \\ (K_v \\ {v})) - F(C \\ K_v)|, in logit-difference units and relative to F(C)."""
+    scores = {}
+    for node in circuit:
+        k_v = [n for n in k_sets[node] if n in circuit]
+        with_v = runs.circuit(without(circuit, [n for n in k_v if n != node]))
+        without_v = runs.circuit(without(circuit, k_v))
+        score = abs(with_v - without_v)
+        scores[node_name(node)] = {"k_v": [node_name(n) for n in k_v], "absolute": score,
+                                   "relative": score / abs(f_circuit) if f_circuit else None}
+    return scores
+
+
+def node_name(node: Node) -> str:
+    layer, head, position = node
+    return f"{layer}.{head}@{position}"
