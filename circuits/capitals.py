@@ -5,25 +5,31 @@ is read with the logit lens at its last position, blocks counted from 0: first t
 then the answer (" Warsaw"). The block where the answer first leads, most often over the prompts the model
 answers, is the task's emergence layer. There the MLP does the work:
 1. switch test: subtracting that MLP's output from the block's output brings the argument back on top;
-2. o-vector: that MLP's output on one prompt, written over the MLP outputs of that block and every later one on
-   prompts with no task cue ("table mug free China table mug free China ..."), promotes each prompt's own answer
-   (" Beijing"): mean reciprocal rank of the answer before and after, and how often it does not help at all;
+2. o-vector: that MLP's output at the last position of one prompt (or the authors' released vector, loaded from
+   a .npy file) replaces the MLP outputs, at every position, of the block before it and every later one, on
+   prompts with no task cue that end where the argument comes next ("table mug free China table mug free China
+   table mug free"), and should promote each prompt's own answer (" Beijing"): mean reciprocal rank of the
+   answer before and after, and how often it does not help at all;
 3. ablation: with the MLPs of the last k blocks removed ("the top FFN layers"), recall from memory (abstractive
    prompts) collapses while copying from context (extractive prompts, the fact stated first) survives.
-The same for uppercasing and past tense, each with its own emergence layer. Around it: the MLP neurons that
-write the answer read as key-value memories, and word-vector analogies on the embedding matrix.
+The same for the paper's "uppercasing" (BIG-bench's Reasoning about Colored Objects, generated in its format)
+and past tense, each with its own emergence layer. Around it: the MLP neurons that write the answer read as
+key-value memories, and word-vector analogies on the embedding matrix.
 
-Arguments and answers are tracked by their first token (how the tables are scored). Everything is measured at
+The defaults follow the authors' released code: their 248-row world-capitals table, France -> Paris as every
+capital prompt's demonstration, filler words drawn per prompt, the o-vector written at every position of blocks
+(its block - 1)..last, no BOS token. Each is an option, recorded in results.json under "protocol".
+
+Arguments and answers are tracked by their first token (how the authors score them). Everything is measured at
 the last position. Run: `python circuits/capitals.py --model organism` (or `interp capitals`).
 """
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -32,72 +38,39 @@ import torch
 from interp.ablation import ablated, check_components, mlps
 from interp.cli import add_prepend_bos
 from interp.data import load_pairs
-from interp.data.tasks import TASKS
+from interp.data.capitals import (CUE_FREE_REPEATS, FILLER_WORDS, FIXED_FILLER, KNOWN_TASKS, N_COLORED_OBJECTS,
+                                  TASK_NAMES, Item, argument_answer_ids, demonstration_json, example_json, first_ids,
+                                  first_token_collisions, task_items, task_table)
 from interp.errors import InterpError
 from interp.lens import boundary_hooks
 from interp.memories import analogy, answer_neurons, top_contexts, value_tokens
 from interp.organism.corpus import CorpusGenerator
 from interp.results import default_out_dir, jsonable, provenance, write_json
-from interp.tokens import encode, first_token_id
+from interp.tokens import encode, first_token_id, prompt_ids
 from interp.metrics import token_ranks
-from interp.vectors import final_logits, last_position, lens_ranks, mean_mlp_outputs, mlp_out, mlp_outputs_replaced
+from interp.vectors import (LoadedVector, final_logits, last_position, lens_ranks, load_vector, mean_mlp_outputs,
+                            mlp_out, mlp_outputs_replaced)
 
-TASK_NAMES = ("capitals", "uppercase", "past_tense")
-FILLER = ("table", "mug", "free")  # the paper's cue-free context: filler words, then the argument, repeated
 ANALOGIES = [(" man", " king", " woman", " queen"), (" France", " Paris", " Germany", " Berlin"),
              (" big", " biggest", " small", " smallest")]
 # What the paper reports for GPT-2 medium: compared with our measurement, never used to make it.
 PAPER_GPT2_MEDIUM = {
     "emergence_layer": 19,
-    "o_vector_layer": {"capitals": 19, "uppercase": 19, "past_tense": 18},
+    "o_vector_layer": {"capitals": 19, "colored_objects": 19, "past_tense": 18},
     "rank_before": {"capitals": 10, "past_tense": 7},  # 1 / mean reciprocal rank, roughly
     "rank_after": {"capitals": 4, "past_tense": 3},
-    "no_effect_rate": {"capitals": 0.37, "uppercase": 0.04, "past_tense": 0.19},
+    "no_effect_rate": {"capitals": 0.37, "colored_objects": 0.04, "past_tense": 0.19},
 }
 
 
-# --- Data --------------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Item:
-    argument: str  # x, e.g. "Poland"
-    answer: str  # y, e.g. "Warsaw"
-    prompt: str  # one-shot question: the answer must come from memory (abstractive)
-    extractive: str  # the same prompt with the fact stated first: the answer can be copied from the context
-    cue_free: str  # filler words and the argument, no task cue
-
-
-def cue_free_prompt(argument: str, repeats: int = 3) -> str:
-    return " ".join([*FILLER, argument] * repeats)
-
-
-def task_items(task_name: str, n: int | None = None, seed: int = 0) -> list[Item]:
-    """n (default: all) pairs of the task's table, in a seeded order, each with a demonstration drawn from the
-    other pairs."""
-    if task_name not in TASKS:
-        raise InterpError(f"unknown task {task_name!r}; known: {', '.join(TASKS)}")
-    if n is not None and n < 2:
-        raise InterpError(f"a task needs at least 2 prompts (one lends its o-vector to the others), not {n}")
-    task, pairs, rng = TASKS[task_name], list(load_pairs(TASKS[task_name].table)), random.Random(seed)
-    items = []
-    for x, y in rng.sample(pairs, min(n or len(pairs), len(pairs))):
-        demo = rng.choice([pair for pair in pairs if pair != (x, y)])
-        items.append(Item(x, y, task.prompt(x, (demo,)), task.extractive_prompt(x, y, (demo,)), cue_free_prompt(x)))
-    return items
-
-
-def example_json(item: Item) -> dict:
-    return {"argument": item.argument, "answer": item.answer, "abstractive": item.prompt,
-            "extractive": item.extractive, "cue_free": item.cue_free}
-
-
-def first_ids(words: Sequence[str]) -> torch.Tensor:
-    return torch.tensor([first_token_id(" " + word) for word in words])
-
-
-def argument_answer_ids(items: Sequence[Item]) -> torch.Tensor:
-    """[n, 2]: the first tokens of each item's argument and answer, the two tokens the lens follows."""
-    return torch.stack([first_ids([item.argument for item in items]), first_ids([item.answer for item in items])], 1)
+def too_long(model, items: Sequence[Item], prepend_bos: bool) -> str | None:
+    """Why a task's prompts cannot run on the model (some are longer than its context), or None. The organism's
+    context (64 tokens) is shorter than a one-shot colored-objects prompt (about 90 to 110)."""
+    longest = max(len(prompt_ids(text, model.tokenizer, prepend_bos=prepend_bos))
+                  for item in items for text in (item.prompt, item.extractive, item.cue_free))
+    if longest > model.cfg.n_ctx:
+        return f"its prompts are up to {longest} tokens; the model's context is {model.cfg.n_ctx}"
+    return None
 
 
 # --- The logit lens at the last position ---------------------------------------------------------------------
@@ -192,27 +165,43 @@ def switch_test(model, reading: Reading, layer: int) -> dict:
             "answer_lost_rate": (ranks[:, 1] > 1).float().mean()}
 
 
+def transplant_blocks(layer: int, n_layers: int, start: Literal["layer-1", "layer"] = "layer-1") -> list[int]:
+    """The blocks whose MLP outputs the o-vector of block `layer` replaces, up to the last: from the block before
+    it ("layer-1", the authors' code: the vector of block 19 of GPT-2 medium written over blocks 18..23; a vector
+    of block 0 from block 0 on), or from its own block ("layer")."""
+    if start not in ("layer-1", "layer"):
+        raise InterpError(f"the transplant starts at 'layer-1' or 'layer', not {start!r}")
+    return list(range(max(layer - (start == "layer-1"), 0), n_layers))
+
+
 def transplant(model, reading: Reading, layer: int, source: int = 0,
-               positions: Literal["all"] | Sequence[int] = (-1,)) -> dict:
-    """The o-vector: block `layer`'s MLP output at the last position of prompt `source`. Written over the MLP
-    outputs of that block and every later one at `positions` ("all", or token indices: -1 is the last) of the
-    other items' cue-free prompts, does it promote each one's own answer? Ranks of the answer in the model's
-    output, before and after."""
+               positions: Literal["all"] | Sequence[int] = "all", start: Literal["layer-1", "layer"] = "layer-1",
+               vector: LoadedVector | None = None) -> dict:
+    """The o-vector: block `layer`'s MLP output at the last position of prompt `source`, or `vector` (loaded
+    from a file, said to come from block `layer`; every prompt is then a target). Written over the MLP outputs of
+    the `transplant_blocks` at `positions` of the other items' cue-free prompts ("all": each MLP becomes a
+    constant function, as in the authors' code; or token indices, -1 the last), does it promote each one's own
+    answer? Ranks of the answer in the model's output, before and after."""
     check_components(model, mlps([layer]))
-    if not 0 <= source < len(reading.items):
-        raise InterpError(f"source prompt {source} is out of range: there are {len(reading.items)} prompts")
-    others = [item for i, item in enumerate(reading.items) if i != source]
-    if not others:
-        raise InterpError("the transplant needs at least two prompts: one lends its o-vector to the others")
-    vector = reading.mlp_outputs[source, layer]
-    prompts, answers = [item.cue_free for item in others], first_ids([item.answer for item in others])
-    layers = list(range(layer, model.cfg.n_layers))
+    if vector is None:
+        if not 0 <= source < len(reading.items):
+            raise InterpError(f"source prompt {source} is out of range: there are {len(reading.items)} prompts")
+        targets = [item for i, item in enumerate(reading.items) if i != source]
+        o_vector, origin, file = reading.mlp_outputs[source, layer], reading.items[source].argument, None
+        if not targets:
+            raise InterpError("the transplant needs at least two prompts: one lends its o-vector to the others")
+    else:
+        targets, o_vector, origin = list(reading.items), vector.vector, vector.path
+        file = {"path": vector.path, "sha256": vector.sha256}
+    prompts, answers = [item.cue_free for item in targets], first_ids([item.answer for item in targets])
+    layers = transplant_blocks(layer, model.cfg.n_layers, start)
     before = token_ranks(final_logits(model, prompts, prepend_bos=reading.prepend_bos), answers)
-    with mlp_outputs_replaced(model, vector, layers, positions):
+    with mlp_outputs_replaced(model, o_vector, layers, positions):
         after = token_ranks(final_logits(model, prompts, prepend_bos=reading.prepend_bos), answers)
     mrr_before, mrr_after = (1 / before).mean(), (1 / after).mean()
-    return {"layer": layer, "layers": layers, "positions": positions if positions == "all" else list(positions),
-            "source": reading.items[source].argument, "n": len(others),
+    return {"layer": layer, "start": start, "layers": layers,
+            "positions": positions if positions == "all" else list(positions),
+            "source": origin, "o_vector_file": file, "n": len(targets),
             "mrr_before": mrr_before, "mrr_after": mrr_after,
             "rank_before": 1 / mrr_before, "rank_after": 1 / mrr_after,  # the "rank" the paper quotes
             "no_effect_rate": (after >= before).float().mean()}
@@ -298,39 +287,92 @@ def paper_comparison(results: dict) -> dict:
     }
 
 
+def lens_reading(model, items: Sequence[Item], prepend_bos: bool) -> tuple[Reading, dict]:
+    """A task's prompts read with the logit lens: the reading the mechanism is measured on, and what results.json
+    says of it (accuracy, emergence layer, trajectories, switch test, first-token collisions)."""
+    reading = read(model, items, prepend_bos)
+    subset, basis = measured(reading)
+    layer = emergence_layer(subset.answer_ranks)
+    return subset, {
+        "first_token_collisions": first_token_collisions([(item.argument, item.answer) for item in items]),
+        "n_prompts": len(reading.items), "n_answered": int(reading.answered.sum()),
+        "accuracy": reading.answered.float().mean(), "measured_on": basis, "n_measured": len(subset.items),
+        "examples": [example_json(item) for item in reading.items[:5]],
+        "measured_arguments": [item.argument for item in subset.items], "emergence_layer": layer,
+        "argument_first_leads": lead_counts(first_lead_blocks(subset.argument_ranks)),
+        "answer_first_leads": lead_counts(first_lead_blocks(subset.answer_ranks)),
+        "trajectory": trajectory(subset), "switch_test": switch_test(model, subset, layer)}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The experiment's choices; the defaults follow the authors' released code. Recorded in results.json."""
+
+    tasks: Sequence[str] = TASK_NAMES  # must include capitals; "uppercase" is interp's word-uppercasing table
+    capitals_table: str = "world_capitals"  # the authors' 248 rows; "capitals": interp's 107 (the organism's)
+    demonstration: Literal["paper", "random"] = "paper"  # see `table_questions`, `colored_object_questions`
+    filler: Literal["random", "fixed"] = "random"  # see `fillers`
+    cue_free_repeats: int = CUE_FREE_REPEATS
+    transplant_positions: Literal["all"] | Sequence[int] = "all"
+    transplant_start: Literal["layer-1", "layer"] = "layer-1"  # see `transplant_blocks`
+    o_vector: str | None = None  # a .npy file: the capitals task's o-vector, instead of measuring it
+    o_vector_layer: int | None = None  # the block of the capitals o-vector (default: the capitals emergence layer)
+
+    def check(self, model) -> LoadedVector | None:
+        """Every choice checked before any work (one-line errors); the loaded o-vector, if any."""
+        unknown = [task for task in self.tasks if task not in KNOWN_TASKS]
+        if unknown:
+            raise InterpError(f"unknown tasks {unknown}; known: {', '.join(KNOWN_TASKS)}")
+        if "capitals" not in self.tasks:
+            raise InterpError("the tasks must include 'capitals': the emergence layer and the ablation are measured "
+                              "on it")
+        load_pairs(self.capitals_table)
+        transplant_blocks(0, model.cfg.n_layers, self.transplant_start)
+        if self.o_vector_layer is not None:
+            check_components(model, mlps([self.o_vector_layer]))
+        return None if self.o_vector is None else load_vector(self.o_vector, model.cfg.d_model)
+
+    def json(self, loaded: LoadedVector | None) -> dict:
+        return {**asdict(self), "filler_words": FILLER_WORDS if self.filler == "random" else FIXED_FILLER,
+                "o_vector_sha256": loaded.sha256 if loaded else None}
+
+
 def run(model, out_dir: str | Path, seed: int = 0, quiet: bool = False, n_prompts: int | None = None,
-        tasks: Sequence[str] = TASK_NAMES, ablation_ks: Sequence[int] | None = None, n_texts: int = 200,
-        prepend_bos: bool = True, transplant_positions: Literal["all"] | Sequence[int] = (-1,)) -> dict:
+        ablation_ks: Sequence[int] | None = None, n_texts: int = 200, prepend_bos: bool = False, **choices) -> dict:
     """The whole experiment; writes results.json, timing.json and the figures into out_dir, returns the results.
 
-    n_prompts (per task; default all pairs of each table), tasks (capitals must be one), ablation_ks (default:
-    a spread from 0 to all layers) and n_texts (the sample for the memories) trade detail for time. Every prompt
-    starts with BOS when `prepend_bos`; the o-vector is written at `transplant_positions` of the cue-free
-    prompts."""
-    if "capitals" not in tasks:
-        raise InterpError("the tasks must include 'capitals': the emergence layer and the ablation are measured on it")
+    n_prompts (per task; default all pairs of each table, `N_COLORED_OBJECTS` scenes), ablation_ks (default: a
+    spread from 0 to all layers) and n_texts (the sample for the memories) trade detail for time. Every prompt
+    starts with BOS when `prepend_bos` (not in the authors' code). `choices` are the fields of `Protocol`."""
+    protocol = Protocol(**choices)
+    loaded = protocol.check(model)
     if n_texts < 1:
         raise InterpError(f"the key-value memories need a text sample of at least 1 text, not {n_texts}")
     say = (lambda message: None) if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     seconds_since_start, start = {}, time.time()
-    results = {**provenance(model, seed), "n_layers": model.cfg.n_layers, "prepend_bos": prepend_bos, "tasks": {},
-               "transplant": {}}
+    results = {**provenance(model, seed), "n_layers": model.cfg.n_layers, "prepend_bos": prepend_bos,
+               "protocol": protocol.json(loaded), "tasks": {}, "transplant": {}, "skipped_tasks": {}}
     readings = {}
-    for task in tasks:
+    for task in protocol.tasks:
+        table = task_table(task, protocol.capitals_table)
+        items = task_items(task, n_prompts, seed, capitals_table=protocol.capitals_table,
+                           demonstration=protocol.demonstration, filler=protocol.filler,
+                           cue_free_repeats=protocol.cue_free_repeats)
+        reason = too_long(model, items, prepend_bos)
+        if reason and task != "capitals":  # capitals cannot be skipped: `read` says why it cannot run
+            say(f"[capitals] {task} skipped: {reason}")
+            results["skipped_tasks"][task] = reason
+            continue
         say(f"[capitals] {task}: logit lens, switch test, o-vector transplant")
-        reading = read(model, task_items(task, n_prompts, seed), prepend_bos)
-        subset, basis = measured(reading)
-        layer = emergence_layer(subset.answer_ranks)
-        readings[task] = subset
-        results["tasks"][task] = {
-            "n_prompts": len(reading.items), "n_answered": int(reading.answered.sum()),
-            "accuracy": reading.answered.float().mean(), "measured_on": basis, "n_measured": len(subset.items),
-            "examples": [example_json(item) for item in reading.items[:5]],
-            "measured_arguments": [item.argument for item in subset.items], "emergence_layer": layer,
-            "argument_first_leads": lead_counts(first_lead_blocks(subset.argument_ranks)),
-            "answer_first_leads": lead_counts(first_lead_blocks(subset.answer_ranks)),
-            "trajectory": trajectory(subset), "switch_test": switch_test(model, subset, layer)}
-        results["transplant"][task] = transplant(model, subset, layer, positions=transplant_positions)
+        readings[task], measurement = lens_reading(model, items, prepend_bos)
+        results["tasks"][task] = {"table": table or "generated",
+                                  "demonstration": demonstration_json(task, protocol.demonstration), **measurement}
+        layer = results["tasks"][task]["emergence_layer"]
+        chosen = task == "capitals" and protocol.o_vector_layer is not None
+        results["transplant"][task] = transplant(
+            model, readings[task], protocol.o_vector_layer if chosen else layer,
+            positions=protocol.transplant_positions, start=protocol.transplant_start,
+            vector=loaded if task == "capitals" else None)
         seconds_since_start[task] = time.time() - start
     capitals = results["tasks"]["capitals"]
     results["emergence_layer"], results["switch_test"] = capitals["emergence_layer"], capitals["switch_test"]
@@ -371,6 +413,7 @@ def summary(results: dict) -> str:
     switched = (f"the argument is back on top in {switch['rate']:.0%} of {switch['n']} prompts" if switch["n"]
                 else "no prompt where the answer leads after that block")
     lines = [f"{results['model']}: the answer emerges at block {results['emergence_layer']}; switch test: {switched}"]
+    lines += [f"  {task} skipped: {reason}" for task, reason in results["skipped_tasks"].items()]
     for task, t in results["transplant"].items():
         lines.append(f"  o-vector {task} (block {t['layer']}): MRR {t['mrr_before']:.3f} -> {t['mrr_after']:.3f} "
                      f"(rank {t['rank_before']:.1f} -> {t['rank_after']:.1f}), no effect {t['no_effect_rate']:.0%}")
@@ -384,16 +427,40 @@ def summary(results: dict) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="organism", help="model spec (default: organism)")
     parser.add_argument("--out", default=None, help="output directory (default: results/capitals/<model>/)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the prompt sample and demonstrations")
-    parser.add_argument("--n-prompts", type=int, default=None, help="prompts per task (default: the whole table)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the prompt sample, demonstrations and filler")
+    parser.add_argument("--n-prompts", type=int, default=None,
+                        help=f"prompts per task (default: the whole table; {N_COLORED_OBJECTS} colored-object scenes)")
+    parser.add_argument("--tasks", type=name_list, default=list(TASK_NAMES), metavar="TASK,TASK,...",
+                        help=f"tasks (default: {','.join(TASK_NAMES)}; known: {', '.join(KNOWN_TASKS)})")
+    parser.add_argument("--capitals-table", choices=("world_capitals", "capitals"), default="world_capitals",
+                        help="the authors' 248 rows (default) or interp's 107 (the organism's)")
+    parser.add_argument("--demonstration", choices=("paper", "random"), default="paper",
+                        help="paper (default): France -> Paris for every capital prompt, the paper's example for "
+                             "colored objects; random: drawn per prompt")
+    parser.add_argument("--filler", choices=("random", "fixed"), default="random",
+                        help="cue-free filler words: three drawn per prompt (default) or 'table mug free'")
+    parser.add_argument("--cue-free-repeats", type=int, default=CUE_FREE_REPEATS,
+                        help=f"filler + argument repeated so many times, then the filler ({CUE_FREE_REPEATS})")
     parser.add_argument("--ablation-ks", type=int_list, default=None, metavar="K,K,...",
                         help="numbers of last MLPs to ablate (default: a spread from 0 to every block)")
     parser.add_argument("--n-texts", type=int, default=200, help="text sample for the key-value memories (200)")
-    parser.add_argument("--transplant-positions", choices=("last", "all"), default="last",
-                        help="where the o-vector replaces the MLP outputs of the cue-free prompts (default: last)")
-    add_prepend_bos(parser)
+    parser.add_argument("--transplant-positions", choices=("all", "last"), default="all",
+                        help="where the o-vector replaces the MLP outputs of the cue-free prompts (default: all)")
+    parser.add_argument("--transplant-start", choices=("layer-1", "layer"), default="layer-1",
+                        help="first block it replaces, up to the last: the one before the o-vector's (default) or "
+                             "the o-vector's own")
+    parser.add_argument("--o-vector", default=None, metavar="FILE.npy",
+                        help="the capitals o-vector from a .npy file (e.g. the authors' "
+                             "city_capital_o19_gpt2-medium.npy) instead of measuring it")
+    parser.add_argument("--o-vector-layer", type=int, default=None, metavar="L",
+                        help="the block of the capitals o-vector (default: the capitals emergence layer)")
+    add_prepend_bos(parser, default=False)
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--quiet", action="store_true")
+
+
+def name_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",")]
 
 
 def int_list(text: str) -> list[int]:
@@ -409,8 +476,11 @@ def run_args(args: argparse.Namespace) -> dict:
     model = load_model(args.model, device=args.device)
     out_dir = Path(args.out) if args.out else default_out_dir("capitals", args.model)
     results = run(model, out_dir, seed=args.seed, quiet=args.quiet, n_prompts=args.n_prompts,
-                  ablation_ks=args.ablation_ks, n_texts=args.n_texts, prepend_bos=args.prepend_bos,
-                  transplant_positions="all" if args.transplant_positions == "all" else (-1,))
+                  ablation_ks=args.ablation_ks, n_texts=args.n_texts, prepend_bos=args.prepend_bos, tasks=args.tasks,
+                  capitals_table=args.capitals_table, demonstration=args.demonstration, filler=args.filler,
+                  cue_free_repeats=args.cue_free_repeats,
+                  transplant_positions="all" if args.transplant_positions == "all" else (-1,),
+                  transplant_start=args.transplant_start, o_vector=args.o_vector, o_vector_layer=args.o_vector_layer)
     if not args.quiet:
         print(summary(results))
         print(f"wrote {out_dir}/results.json and figures")

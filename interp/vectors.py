@@ -1,14 +1,18 @@
 """FFN output vectors at the last position (Merullo et al.): cache them, read them through the logit lens,
-transplant them into other prompts.
+transplant them into other prompts, load the authors' released ones from .npy files.
 
 Prompts are run in batches of equal token length, so no padding is needed and position -1 is every prompt's
 last token. Most measurements keep only that position: it is where the next token is predicted.
 """
 from __future__ import annotations
 
+import hashlib
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Iterator, Literal, Sequence
 
+import numpy as np
 import torch
 
 from interp.ablation import check_components, mlps
@@ -75,7 +79,7 @@ def final_logits(model, prompts: Sequence[str], *, prepend_bos: bool = True) -> 
 
 @contextmanager
 def mlp_outputs_replaced(model, vector: torch.Tensor, layers: Iterable[int],
-                         positions: Literal["all"] | Sequence[int] = (-1,)):
+                         positions: Literal["all"] | Sequence[int] = "all"):
     """Within the block, the MLPs of `layers` output `vector` at `positions` of every prompt: "all" (the MLP
     replaced by a constant function, as Merullo et al.'s code does) or a list of indices (-1: the last token)."""
     layers = list(layers)
@@ -94,6 +98,38 @@ def mlp_outputs_replaced(model, vector: torch.Tensor, layers: Iterable[int],
 
     with model.hooks(fwd_hooks=[(mlp_out(layer), replace) for layer in layers]):
         yield model
+
+
+@dataclass(frozen=True)
+class LoadedVector:
+    vector: torch.Tensor  # [d_model], float32
+    path: str
+    sha256: str  # of the file's bytes: which release of the vector was used
+
+
+def load_vector(path: str | Path, d_model: int) -> LoadedVector:
+    """A d_model vector from a .npy file, such as the authors' released o-vectors (1024-d float32 arrays for GPT-2
+    medium; singleton axes are dropped). They are transformers' raw MLP outputs, not centred as the bridge's are:
+    that changes nothing downstream, since every reader of the residual stream is a LayerNorm, which subtracts
+    the mean."""
+    path = Path(path)
+    if path.suffix != ".npy":
+        raise InterpError(f"o-vector file {path} is not a .npy file")
+    if not path.is_file():
+        raise InterpError(f"o-vector file {path} does not exist")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        array = None
+    if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
+        raise InterpError(f"o-vector file {path} does not hold a numeric NumPy array (.npy format)")
+    if array.squeeze().shape != (d_model,):
+        raise InterpError(f"o-vector file {path} holds an array of shape {array.shape}; the model's residual stream "
+                          f"is {d_model}-dimensional")
+    if not np.isfinite(array).all():
+        raise InterpError(f"o-vector file {path} holds NaN or infinite values")
+    return LoadedVector(torch.from_numpy(array.squeeze().astype(np.float32)), str(path),
+                        hashlib.sha256(path.read_bytes()).hexdigest())
 
 
 def mean_mlp_outputs(model, prompts: Sequence[str], layers: Iterable[int], *, prepend_bos: bool = True
