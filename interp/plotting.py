@@ -152,7 +152,10 @@ def plot_completeness(circuits: dict[str, dict], title: str):
         ax.set_xlabel("F(M \\ K): model with K knocked out")
         ax.set_ylabel("F(C \\ K): circuit with K knocked out")
         ax.set_title(title)
-        ax.legend(fontsize=7)
+        if points:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no circuit: nothing to knock out", ha="center", transform=ax.transAxes)
         fig.tight_layout()
     return fig
 
