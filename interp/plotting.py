@@ -205,10 +205,11 @@ def ioi_figures(results: dict, out_dir: str | Path) -> list[Path]:
                          out_dir, "ioi_circuit")
     paths += save_figure(plot_name_mover_attention(results["mechanism"], f"Name movers' attention ({model})"),
                          out_dir, "ioi_name_mover_attention")
-    circuits = {"found": results["evaluation"]["completeness"]}
-    if "paper_circuit" in results:
-        circuits["paper's"] = results["paper_circuit"]["completeness"]
-    paths += save_figure(plot_completeness(circuits, f"Completeness ({model})"), out_dir, "ioi_completeness")
+    if "nodes" in results["evaluation"]:  # node-level evaluation (results files from before it have no such plot)
+        circuits = {"found": results["evaluation"]["completeness"]}
+        if "paper_circuit" in results:
+            circuits["paper's"] = results["paper_circuit"]["completeness"]
+        paths += save_figure(plot_completeness(circuits, f"Completeness ({model})"), out_dir, "ioi_completeness")
     example = results["example_attention"]
     if example["heads"]:
         paths += save_figure(plot_attention(example["heads"], example["tokens"],
