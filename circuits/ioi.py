@@ -160,7 +160,7 @@ def k_sets(by_class: dict[str, list[Node]], paper_sets: bool) -> dict[Node, list
 
 
 def evaluate_circuit(model, clean: IOIDataset, corrupt: IOIDataset, classes: dict[str, list], n_random: int = 10,
-                     greedy_steps: int = 3, seed: int = 0) -> dict:
+                     greedy_steps: int = 5, greedy_candidates: int = 5, seed: int = 0) -> dict:
     """The paper's evaluation of a circuit of (head, position) nodes, every other node mean-ablated over p_ABC
     within template: faithfulness, completeness (class, random and greedy knock-outs) and minimality."""
     runs = NodeRuns.build(model, clean.tokens, clean.positions, corrupt.tokens, clean.template_ids,
@@ -172,7 +172,7 @@ def evaluate_circuit(model, clean: IOIDataset, corrupt: IOIDataset, classes: dic
     return {
         "nodes": [list(node) for node in circuit], "model_logit_diff": f_model, "circuit_logit_diff": f_circuit,
         "faithfulness": f_circuit / f_model, "faithfulness_gap": abs(f_model - f_circuit),
-        "completeness": completeness(runs, circuit, by_class, n_random, greedy_steps, seed),
+        "completeness": completeness(runs, circuit, by_class, n_random, greedy_steps, greedy_candidates, seed),
         "minimality": minimality(runs, circuit, k_sets(by_class, paper_shape), f_circuit),
         "minimality_sets": "paper" if paper_shape else "class",
         "name_movers_and_backups_knocked_out_logit_diff": runs.model_without(
@@ -291,7 +291,8 @@ class Protocol:
     corruption: Corruption = "paper"  # how p_ABC's names are drawn (see interp.data.ioi.corrupted_names)
     prepend_bos: bool = False
     random_knockouts: int = 10  # completeness: random subsets of the circuit
-    greedy_steps: int = 3  # completeness: size of the greedily searched knock-out set
+    greedy_steps: int = 5  # completeness: the greedy search's largest knock-out set
+    greedy_candidates: int = 5  # completeness: nodes tried at each greedy step
 
     def datasets(self, model, n: int, seed: int) -> tuple[IOIDataset, IOIDataset]:
         if self.names not in NAME_LISTS:
@@ -300,7 +301,8 @@ class Protocol:
                             prepend_bos=self.prepend_bos, n_templates=self.n_templates, corruption=self.corruption)
 
     def evaluate(self, model, clean: IOIDataset, corrupt: IOIDataset, classes: dict, seed: int) -> dict:
-        return evaluate_circuit(model, clean, corrupt, classes, self.random_knockouts, self.greedy_steps, seed)
+        return evaluate_circuit(model, clean, corrupt, classes, self.random_knockouts, self.greedy_steps,
+                                self.greedy_candidates, seed)
 
 
 def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = False,
@@ -373,7 +375,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--corruption", choices=["paper", "distinct"], default="paper",
                         help="p_ABC names as the paper's code draws them (default), or three distinct new names")
     parser.add_argument("--random-knockouts", type=int, default=10, help="completeness: random subsets (10)")
-    parser.add_argument("--greedy-steps", type=int, default=3, help="completeness: greedy knock-out size (3)")
+    parser.add_argument("--greedy-steps", type=int, default=5, help="completeness: greedy knock-out size (5)")
+    parser.add_argument("--greedy-candidates", type=int, default=5,
+                        help="completeness: nodes drawn and tried at each greedy step (5)")
     add_prepend_bos(parser, default=False)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -383,7 +387,7 @@ def run_from_args(args) -> None:
 
     protocol = Protocol(names=args.names, order=args.order, n_templates=args.n_templates, corruption=args.corruption,
                         prepend_bos=args.prepend_bos, random_knockouts=args.random_knockouts,
-                        greedy_steps=args.greedy_steps)
+                        greedy_steps=args.greedy_steps, greedy_candidates=args.greedy_candidates)
     model = load_model(args.model, device=args.device)
     results = run(model, args.out or default_out_dir("ioi", args.model), args.n, args.seed, args.quiet, protocol)
     print(f"mean logit diff {results['mean_logit_diff']:.3f}, IO over S {results['io_over_s']:.3f}, "

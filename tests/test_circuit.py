@@ -87,10 +87,18 @@ def test_minimality_by_hand(setting):
 
 def test_greedy_takes_the_largest_gap_first(setting):
     _, _, _, runs = setting
-    trail = greedy_knockout(runs, CIRCUIT, steps=2)
+    trail = greedy_knockout(runs, CIRCUIT, steps=4, candidates=len(CIRCUIT))  # every node tried: exact greedy
     singles = {node: knockout(runs, CIRCUIT, [node])["incompleteness"] for node in CIRCUIT}
     assert [tuple(n) for n in trail[0]["nodes"]] == [max(singles, key=singles.get)]
-    assert len(trail[1]["nodes"]) == 2
+    gaps = [step["incompleteness"] for step in trail]
+    assert gaps == sorted(gaps) and len(set(gaps)) == len(gaps)  # each accepted step widens the gap
+    assert [len(step["nodes"]) for step in trail] == list(range(1, len(trail) + 1))
+    if len(trail) < 4:  # it stopped: no node left widens the gap
+        knocked = [tuple(n) for n in trail[-1]["nodes"]]
+        assert all(knockout(runs, CIRCUIT, knocked + [node])["incompleteness"] <= gaps[-1]
+                   for node in CIRCUIT if node not in knocked)
+    drawn = greedy_knockout(runs, CIRCUIT, steps=1, candidates=1, seed=5)  # one random node tried
+    assert len(drawn) <= 1
     result = completeness(runs, CIRCUIT, {"a": CIRCUIT[:2], "b": CIRCUIT[2:], "empty": []}, n_random=3,
                           greedy_steps=1, seed=0)
     assert set(result["classes"]) == {"a", "b"} and len(result["random"]) == 3

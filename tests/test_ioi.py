@@ -44,16 +44,17 @@ def test_organism_results_file(organism_run):
     assert data["model"] == "organism" and data["n_prompts"] == 60 and "paper_comparison" not in data
     assert "paper_circuit" not in data  # the organism does not have GPT-2 small's shape
     assert data["protocol"] == {"names": "paper", "order": "mixed", "n_templates": None, "corruption": "paper",
-                                "prepend_bos": False, "random_knockouts": 10, "greedy_steps": 3}
+                                "prepend_bos": False, "random_knockouts": 10, "greedy_steps": 5,
+                                "greedy_candidates": 5}
     completeness = data["evaluation"]["completeness"]
-    assert len(completeness["random"]) == 10 and 1 <= len(completeness["greedy"]) <= 3
+    assert len(completeness["random"]) == 10 and 1 <= len(completeness["greedy"]) <= 5
     assert set(data["minimality"]) == {f"{l}.{h}@{p}" for l, h, p in data["evaluation"]["nodes"]}
     assert {p.name for p in out.glob("*.png")} >= {"ioi_direct_effect.png", "ioi_circuit.png",
                                                    "ioi_completeness.png"}
 
 
 def test_random_gpt2_runs_to_completion(tmp_path):
-    protocol = Protocol(random_knockouts=2, greedy_steps=1)  # the suite's time: the criteria's cost is in forwards
+    protocol = Protocol(random_knockouts=2, greedy_steps=1, greedy_candidates=2)  # the suite's time: the criteria's cost is in forwards
     results = run(load_model("random:gpt2", device="cpu"), tmp_path, n=8, seed=0, quiet=True, protocol=protocol)
     assert set(results["heads"]) == {"name_mover", "negative_name_mover", "backup_name_mover", "s_inhibition",
                                      "induction", "duplicate_token", "previous_token"}
