@@ -159,12 +159,19 @@ def k_sets(by_class: dict[str, list[Node]], paper_sets: bool) -> dict[Node, list
     return sets
 
 
-def evaluate_circuit(model, clean: IOIDataset, corrupt: IOIDataset, classes: dict[str, list], n_random: int = 10,
-                     greedy_steps: int = 5, greedy_candidates: int = 5, seed: int = 0) -> dict:
-    """The paper's evaluation of a circuit of (head, position) nodes, every other node mean-ablated over p_ABC
-    within template: faithfulness, completeness (class, random and greedy knock-outs) and minimality."""
-    runs = NodeRuns.build(model, clean.tokens, clean.positions, corrupt.tokens, clean.template_ids,
+def node_runs(model, clean: IOIDataset, corrupt: IOIDataset) -> NodeRuns:
+    """Node-level runs of p_IOI measured by the logit difference, means over p_ABC within template: built once,
+    shared by every circuit evaluated on the same prompts (runs of the same node sets are not repeated)."""
+    return NodeRuns.build(model, clean.tokens, clean.positions, corrupt.tokens, clean.template_ids,
                           corrupt.template_ids, metric=lambda logits: ld(model, clean, logits).mean().item())
+
+
+def evaluate_circuit(runs: NodeRuns, classes: dict[str, list], n_random: int = 10, greedy_steps: int = 5,
+                     greedy_candidates: int = 5, seed: int = 0) -> dict:
+    """The paper's evaluation of a circuit of (head, position) nodes, every other node mean-ablated over p_ABC
+    within template (`node_runs`): faithfulness, completeness (class, random and greedy knock-outs) and
+    minimality."""
+    model = runs.model
     by_class = circuit_nodes(classes)
     circuit = [node for members in by_class.values() for node in members]
     f_model, f_circuit = runs.full_model(), runs.circuit(circuit)
@@ -300,9 +307,9 @@ class Protocol:
         return ioi_datasets(n, seed=seed, order=self.order, names=NAME_LISTS[self.names], tokenizer=model.tokenizer,
                             prepend_bos=self.prepend_bos, n_templates=self.n_templates, corruption=self.corruption)
 
-    def evaluate(self, model, clean: IOIDataset, corrupt: IOIDataset, classes: dict, seed: int) -> dict:
-        return evaluate_circuit(model, clean, corrupt, classes, self.random_knockouts, self.greedy_steps,
-                                self.greedy_candidates, seed)
+    def evaluate(self, runs: NodeRuns, classes: dict, seed: int) -> dict:
+        return evaluate_circuit(runs, classes, self.random_knockouts, self.greedy_steps, self.greedy_candidates,
+                                seed)
 
 
 def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = False,
@@ -319,7 +326,8 @@ def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = F
         logits = model(clean.tokens)
     diffs = ld(model, clean, logits)
     discovered = discover(model, clean, corrupt, quiet)
-    evaluation = protocol.evaluate(model, clean, corrupt, discovered["heads"], seed)
+    runs = node_runs(model, clean, corrupt)
+    evaluation = protocol.evaluate(runs, discovered["heads"], seed)
     info = provenance(model, seed)
     results = {
         **info,
@@ -344,7 +352,7 @@ def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = F
         "dataset": dataset_json(clean, corrupt, NAME_LISTS[protocol.names]),
     }
     if (model.cfg.n_layers, model.cfg.n_heads) == (12, 12):
-        paper = protocol.evaluate(model, clean, corrupt, PAPER_HEADS, seed)
+        paper = protocol.evaluate(runs, PAPER_HEADS, seed)
         results["paper_circuit"] = {key: paper[key] for key in (
             "nodes", "circuit_logit_diff", "faithfulness", "faithfulness_gap", "completeness", "minimality")}
     if info["model"] == "gpt2":

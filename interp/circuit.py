@@ -94,8 +94,8 @@ class NodeRuns:
         return self.score(nodes, ablate_nodes=True)
 
     def full_model(self) -> float:
-        """F(M)."""
-        return self.run({})
+        """F(M): nothing ablated."""
+        return self.model_without([])
 
 
 def without(circuit: Sequence[Node], knocked: Iterable[Node]) -> list[Node]:

@@ -91,7 +91,7 @@ def _encode(samples: list[_Sample], slot_names: list[tuple[str, str, str]], toke
     """Tokens and positions of the prompts with `slot_names` (IO, S1, S2) filled in. Positions are found on
     p_IOI, where IO and S differ; a corruption (same templates, places, objects, one-token names) has the same
     layout, so it reuses them (checked), whichever of its names coincide."""
-    prompts, rows, found = [], [], {k: [] for k in POSITIONS}
+    prompts, rows, io_ids, s_ids, found = [], [], [], [], {k: [] for k in POSITIONS}
     for i, (sample, (io, s1, s2)) in enumerate(zip(samples, slot_names)):
         prompt = fill(sample.template, io, s1, sample.place, sample.obj, s2=s2)
         ids = prompt_ids(prompt, tokenizer, prepend_bos=prepend_bos)
@@ -110,14 +110,15 @@ def _encode(samples: list[_Sample], slot_names: list[tuple[str, str, str]], toke
             found[key].append(value)
         prompts.append(prompt)
         rows.append(ids)
+        io_ids.append(io_id)
+        s_ids.append(s1_id)
     tokens = torch.full((len(rows), max(len(r) for r in rows)), PAD, dtype=torch.long)
     for i, row in enumerate(rows):
         tokens[i, : len(row)] = torch.tensor(row)
     return IOIDataset(
         prompts=prompts, io_names=[io for io, _, _ in slot_names], s_names=[s1 for _, s1, _ in slot_names],
         template_ids=torch.tensor([s.template_id for s in samples]), tokens=tokens,
-        io_ids=torch.tensor([single_token_id(" " + io, tokenizer) for io, _, _ in slot_names]),
-        s_ids=torch.tensor([single_token_id(" " + s1, tokenizer) for _, s1, _ in slot_names]),
+        io_ids=torch.tensor(io_ids), s_ids=torch.tensor(s_ids),
         positions={k: torch.tensor(v) for k, v in found.items()}, prepend_bos=prepend_bos,
         names=list(slot_names), templates=templates,
     )
