@@ -20,6 +20,9 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/interp organism eval
 	$(VENV)/bin/interp ioi --model organism
 	$(VENV)/bin/interp capitals --model organism
+	# the same experiments on the planted models (constructed ground truth; README "Planted models")
+	$(VENV)/bin/interp ioi --model planted:ioi
+	$(VENV)/bin/interp capitals --model planted:capitals --n-prompts 50
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -p no:cacheprovider

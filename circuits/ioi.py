@@ -20,7 +20,8 @@ head list is only compared with, never used to decide. Then the circuit is evalu
 heads at S2, previous-token heads at S1+1, every other head and position mean-ablated over p_ABC within template
 (`interp.circuit`): faithfulness F(C) vs F(M); completeness, F(C\K) vs F(M\K) for whole classes, random subsets
 and a greedy search; minimality per node. On GPT-2 small's shape the paper's own 26-head circuit is evaluated
-the same way beside the found one. The dataset is the paper's by default (`Protocol`): its 99 names, templates
+the same way beside the found one, and on a planted model (`interp.planted`) the circuit it was built with, each
+with precision and recall of the found heads against it. The dataset is the paper's by default (`Protocol`): its 99 names, templates
 0-6 of each order drawn per prompt, no BOS token, p_ABC drawn as its code draws it.
 """
 from __future__ import annotations
@@ -52,7 +53,7 @@ THRESHOLD = 0.05  # a path-patching effect counts when it moves the logit differ
 NAME_ATTENTION = 0.5  # a (negative) name mover puts more than half its attention from END on IO, S1 and S2
 CLASSES = ("name_mover", "negative_name_mover", "backup_name_mover", "s_inhibition", "induction",
            "duplicate_token", "previous_token")
-PAPER_HEADS = {  # GPT-2 small, Wang et al. Table/Figure 2; used only for `paper_comparison`
+PAPER_HEADS = {  # GPT-2 small, Wang et al. Table/Figure 2; only compared with and evaluated, never used to find
     "name_mover": [(9, 9), (9, 6), (10, 0)],
     "negative_name_mover": [(10, 7), (11, 10)],
     "backup_name_mover": [(9, 0), (9, 7), (10, 1), (10, 2), (10, 6), (10, 10), (11, 2), (11, 9)],
@@ -163,7 +164,8 @@ def node_runs(model, clean: IOIDataset, corrupt: IOIDataset) -> NodeRuns:
     """Node-level runs of p_IOI measured by the logit difference, means over p_ABC within template: built once,
     shared by every circuit evaluated on the same prompts (runs of the same node sets are not repeated)."""
     return NodeRuns.build(model, clean.tokens, clean.positions, corrupt.tokens, clean.template_ids,
-                          corrupt.template_ids, metric=lambda logits: ld(model, clean, logits).mean().item())
+                          corrupt.template_ids,
+                          metric=logit_diff_metric(clean.io_ids, clean.s_ids, clean.positions["END"]))
 
 
 def evaluate_circuit(runs: NodeRuns, classes: dict[str, list], n_random: int = 10, greedy_steps: int = 5,
@@ -173,7 +175,7 @@ def evaluate_circuit(runs: NodeRuns, classes: dict[str, list], n_random: int = 1
     minimality."""
     model = runs.model
     by_class = circuit_nodes(classes)
-    circuit = [node for members in by_class.values() for node in members]
+    circuit = sorted(node for members in by_class.values() for node in members)  # same set, same evaluation
     f_model, f_circuit = runs.full_model(), runs.circuit(circuit)
     paper_shape = (model.cfg.n_layers, model.cfg.n_heads) == (12, 12)
     return {
@@ -275,14 +277,26 @@ def example_attention(model, data: IOIDataset, head_list) -> dict:
             "heads": {f"{l}.{h}": cache[f"blocks.{l}.attn.hook_pattern"][0, h].tolist() for l, h in head_list}}
 
 
-def paper_comparison(found: dict[str, list]) -> dict:
-    """Per class, precision and recall of the found heads against the paper's (GPT-2 small only)."""
+def paper_comparison(found: dict[str, list], reference: dict[str, list] = PAPER_HEADS) -> dict:
+    """Per class, precision and recall of the found heads against a known circuit: the paper's (GPT-2 small), or
+    the one a planted model was built with."""
     comparison = {}
-    for name, paper in PAPER_HEADS.items():
-        hits = len(set(found[name]) & set(paper))
+    for name, known in reference.items():
+        known, hits = [tuple(head) for head in known], len({tuple(h) for h in found[name]} & set(map(tuple, known)))
         comparison[name] = {"precision": hits / len(found[name]) if found[name] else None,
-                            "recall": hits / len(paper), "paper": paper, "found": found[name]}
+                            "recall": hits / len(known) if known else None, "known": known, "found": found[name]}
     return comparison
+
+
+def known_circuits(model) -> dict[str, dict]:
+    """Circuits to evaluate beside the found one, never used to find it: the paper's 26 heads on GPT-2 small's
+    shape, and the circuit a planted model was built with (`interp.planted`)."""
+    known = {}
+    if (model.cfg.n_layers, model.cfg.n_heads) == (12, 12):
+        known["paper"] = PAPER_HEADS
+    if model.interp_source.circuit is not None:
+        known["planted"] = model.interp_source.circuit
+    return known
 
 
 NAME_LISTS = {"paper": PAPER_NAMES, "organism": ORGANISM_NAMES}
@@ -326,8 +340,13 @@ def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = F
         logits = model(clean.tokens)
     diffs = ld(model, clean, logits)
     discovered = discover(model, clean, corrupt, quiet)
+    evaluation_start = time.perf_counter()
     runs = node_runs(model, clean, corrupt)
     evaluation = protocol.evaluate(runs, discovered["heads"], seed)
+    known = {name: protocol.evaluate(runs, heads, seed) for name, heads in known_circuits(model).items()}
+    # forward passes of N prompts: the p_ABC means, then one run per distinct node set
+    cost = {**discovered["cost"], "evaluation": {"forward_passes": (1 + len(runs.scores)) * n,
+                                                 "seconds": time.perf_counter() - evaluation_start}}
     info = provenance(model, seed)
     results = {
         **info,
@@ -346,17 +365,20 @@ def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = F
         "evaluation": evaluation,
         "mechanism": discovered["mechanism"],
         "grids": {name: grid.tolist() for name, grid in discovered["grids"].items()},
-        "forward_passes": sum(step["forward_passes"] for step in discovered["cost"].values()),
+        "forward_passes": sum(step["forward_passes"] for step in cost.values()),
         "example_attention": example_attention(model, clean, discovered["heads"]["name_mover"][:4]),
         "example_prompts": clean.prompts[:3],
         "dataset": dataset_json(clean, corrupt, NAME_LISTS[protocol.names]),
     }
-    if (model.cfg.n_layers, model.cfg.n_heads) == (12, 12):
-        paper = protocol.evaluate(runs, PAPER_HEADS, seed)
-        results["paper_circuit"] = {key: paper[key] for key in (
-            "nodes", "circuit_logit_diff", "faithfulness", "faithfulness_gap", "completeness", "minimality")}
+    for name, heads in known_circuits(model).items():
+        results[f"{name}_circuit"] = {"heads": {c: [list(h) for h in members] for c, members in heads.items()},
+                                      **{key: known[name][key] for key in ("nodes", "circuit_logit_diff",
+                                                                           "faithfulness", "faithfulness_gap",
+                                                                           "completeness", "minimality")}}
     if info["model"] == "gpt2":
         results["paper_comparison"] = paper_comparison(discovered["heads"])
+    if model.interp_source.circuit is not None:
+        results["planted_comparison"] = paper_comparison(discovered["heads"], model.interp_source.circuit)
     out_dir = Path(out_dir)
     write_json(out_dir / "results.json", results)
     ioi_figures(read_json(out_dir / "results.json"), out_dir)  # exactly what `interp plot` regenerates
@@ -364,8 +386,7 @@ def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = F
     if circuit_heads:  # explorable attention of the circuit's heads on an example prompt
         save_view(attention_view(model, clean.prompts[0], circuit_heads, prepend_bos=protocol.prepend_bos),
                   out_dir / "ioi_attention.html", title=f"IOI circuit heads in {info['model']}")
-    write_json(out_dir / "timing.json", {"total_seconds": time.perf_counter() - start,
-                                         "steps": discovered["cost"]})
+    write_json(out_dir / "timing.json", {"total_seconds": time.perf_counter() - start, "steps": cost})
     return results
 
 

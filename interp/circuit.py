@@ -22,6 +22,7 @@ from torch import Tensor
 
 from interp.ablation import all_heads, check_head, mean_activations
 from interp.errors import InterpError
+from interp.patching import Metric, Reader, Transformer, make_reader
 
 Node = tuple[int, int, str]  # (layer, head, position name)
 
@@ -29,20 +30,28 @@ Node = tuple[int, int, str]  # (layer, head, position name)
 @dataclass
 class NodeRuns:
     """What every node-level run shares: the prompts, their named positions, each prompt's group, the groups'
-    mean z of every head over the reference prompts, and the metric (logits -> number)."""
+    mean z of every head over the reference prompts, and the metric resolved for the prompts. Runs go through the
+    patching engine's forward (`interp.patching.Transformer`), which computes only the positions and logit
+    columns the metric reads."""
 
     model: object
     tokens: Int[Tensor, "batch pos"]
     positions: dict[str, Int[Tensor, " batch"]]
     groups: Int[Tensor, " batch"]
     means: dict[str, Float[Tensor, "group pos head d_head"]]
-    metric: Callable[[Tensor], float]
+    engine: Transformer
+    reader: Reader
     scores: dict = field(default_factory=dict)  # (kind, frozenset of nodes) -> F: criteria ask for the same sets
 
     @classmethod
-    def build(cls, model, tokens, positions, reference_tokens, groups, reference_groups, metric) -> NodeRuns:
+    def build(cls, model, tokens, positions, reference_tokens, groups, reference_groups,
+              metric: Metric | Callable[[Tensor], float]) -> NodeRuns:
+        """`metric`: a `Metric`, or a function of the full logits [batch, pos, vocab]."""
         means = mean_activations(model, reference_tokens, all_heads(model), groups=reference_groups)
-        return cls(model, tokens, positions, torch.as_tensor(groups), means, metric)
+        reader = make_reader(metric, *tokens.shape, model.cfg.device)
+        tokens = tokens[:, : reader.n_pos_needed]  # later positions cannot change the metric
+        return cls(model, tokens, positions, torch.as_tensor(groups), means, Transformer(model, reader.token_ids),
+                   reader)
 
     def check(self, nodes: Iterable[Node]) -> list[Node]:
         nodes = list(nodes)
@@ -64,20 +73,16 @@ class NodeRuns:
 
     @torch.inference_mode()
     def run(self, masks: dict[int, Tensor]) -> float:
-        index = self.groups.to(self.model.cfg.device)
+        device = self.model.cfg.device
+        index = self.groups.to(device)
 
-        def hook_for(layer: int):
-            name = f"blocks.{layer}.attn.hook_z"
-            where = masks[layer].to(self.model.cfg.device)[..., None]
+        def replace(layer: int, z: Tensor) -> Tensor:
+            if not masks[layer].any():
+                return z
+            mean = self.means[f"blocks.{layer}.attn.hook_z"][index][:, : z.shape[1]].to(z.dtype)
+            return torch.where(masks[layer].to(device)[..., None], mean, z)
 
-            def replace(z: Tensor, hook) -> Tensor:
-                mean = self.means[name][index][:, : z.shape[1]].to(z.dtype)
-                return torch.where(where, mean, z)
-            return name, replace
-
-        hooks = [hook_for(layer) for layer, mask in masks.items() if mask.any()]
-        with self.model.hooks(fwd_hooks=hooks):
-            return self.metric(self.model(self.tokens))
+        return self.engine.run(self.tokens.to(device), self.reader, keep=(), edit_z=replace).value.item()
 
     def score(self, nodes: Iterable[Node], ablate_nodes: bool) -> float:
         key = (ablate_nodes, frozenset(self.check(nodes)))

@@ -134,7 +134,7 @@ def cmd_bench(args) -> None:
     spec = importlib.util.spec_from_file_location(f"interp_benchmark_{args.name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    report = module.run_benchmark(args.model, quiet=args.json)
+    report = module.run_benchmark(**({"model_spec": args.model} if args.model else {}), quiet=args.json)
     if args.json:
         print(json.dumps(report))
 
@@ -183,8 +183,10 @@ def build_parser() -> Parser:
     patch.set_defaults(run=cmd_patch)
 
     bench = commands.add_parser("bench", help="benchmarks against TransformerLens (source checkout)")
-    bench.add_argument("name", choices=["patching"])
-    bench.add_argument("--model", default="random:gpt2", help="model spec (default: random:gpt2)")
+    bench.add_argument("name", choices=["patching", "ioi"],
+                       help="patching: interp vs TransformerLens; ioi: the whole IOI pipeline's cost")
+    bench.add_argument("--model", default=None,
+                       help="model spec (default: random:gpt2 for patching, planted:ioi for ioi)")
     bench.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     bench.add_argument("--json", action="store_true", help="print the full report as one JSON object")
     bench.set_defaults(run=cmd_bench)

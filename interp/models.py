@@ -5,7 +5,9 @@ A spec is one of:
 - a local Hugging Face checkpoint directory (config.json + weights; tokenizer files optional: the bundled GPT-2
   tokenizer is used when there are none);
 - `random:<size>`: random-init weights of the real architecture, seeded (same compute as the real model);
-- `organism`: the small GPT-2 trained by this project and shipped in the package (a local directory).
+- `organism`: the small GPT-2 trained by this project and shipped in the package (a local directory);
+- `planted:ioi`, `planted:ioi:SEED`, `planted:capitals`: weights constructed so that a known circuit does the task
+  (`interp.planted`), built in seconds.
 
 Every path ends in the same place: an HF `GPT2LMHeadModel` handed to `TransformerBridge.boot_transformers`.
 """
@@ -43,6 +45,7 @@ class ModelSource:
     spec: str
     checkpoint_dir: str | None  # None for random weights
     seed: int | None  # the init seed of random weights
+    circuit: dict | None = None  # a planted model's circuit, {class: [(layer, head), ...]}: for comparison only
 
 
 def default_device() -> str:
@@ -60,7 +63,9 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
 
 
 def known_specs() -> list[str]:
-    return [*GPT2_SIZES, *(f"random:{name}" for name in GPT2_SIZES), "organism", "<checkpoint directory>"]
+    from interp.planted import SPECS
+
+    return [*GPT2_SIZES, *(f"random:{name}" for name in GPT2_SIZES), "organism", *SPECS, "<checkpoint directory>"]
 
 
 def check_checkpoint_dir(path: Path) -> Path:
@@ -118,6 +123,12 @@ def load_hf_model(spec: str, dtype: torch.dtype, seed: int):
             torch.manual_seed(seed)
             model = GPT2LMHeadModel(config)
         return model.to(dtype), gpt2_tokenizer(), ModelSource(spec, None, seed)
+
+    if spec.startswith("planted:"):
+        from interp.planted import build_planted
+
+        model, circuit = build_planted(spec)
+        return model.to(dtype), gpt2_tokenizer(), ModelSource(spec, None, None, circuit)
 
     if spec == "organism":
         if not (ORGANISM_DIR / "config.json").is_file():

@@ -279,9 +279,10 @@ class Transformer:
         return self.norm(x, self.ln_final) @ self.W_U + self.b_U
 
     def run(self, tokens: Int[Tensor, "batch pos"], reader: Reader, keep: Sequence[str] = RUN_FIELDS,
-            track_grad: bool = False) -> Run:
+            track_grad: bool = False, edit_z: Callable[[int, Tensor], Tensor] | None = None) -> Run:
         """A full forward recording the activations named in `keep` (all of them are nodes of the graph when
-        `track_grad`, so gradients of the metric can be taken with respect to them)."""
+        `track_grad`, so gradients of the metric can be taken with respect to them); `edit_z(layer, z)` may
+        replace heads' z (ablation)."""
         record = Run(*([] for _ in RUN_FIELDS), value=torch.tensor(0.0))
 
         def keep_as(name: str, value: Tensor) -> Tensor:
@@ -300,7 +301,8 @@ class Transformer:
             k = keep_as("k", self.project(normed, weights.W_K, weights.b_K))
             v = keep_as("v", self.project(normed, weights.W_V, weights.b_V))
             pattern = keep_as("pattern", attend(q, k, v, positions)[1])
-            z = keep_as("z", mix_values(pattern, v))
+            z = mix_values(pattern, v)
+            z = keep_as("z", z if edit_z is None else edit_z(layer, z))
             x = keep_as("resid", x + keep_as("attn_out", self.attn_out(layer, z)))
             x = x + keep_as("mlp_out", self.mlp(layer, x))
         keep_as("resid", x)

@@ -207,8 +207,9 @@ def ioi_figures(results: dict, out_dir: str | Path) -> list[Path]:
                          out_dir, "ioi_name_mover_attention")
     if "nodes" in results["evaluation"]:  # node-level evaluation (results files from before it have no such plot)
         circuits = {"found": results["evaluation"]["completeness"]}
-        if "paper_circuit" in results:
-            circuits["paper's"] = results["paper_circuit"]["completeness"]
+        for name in ("paper", "planted"):
+            if f"{name}_circuit" in results:
+                circuits[f"{name}'s" if name == "paper" else name] = results[f"{name}_circuit"]["completeness"]
         paths += save_figure(plot_completeness(circuits, f"Completeness ({model})"), out_dir, "ioi_completeness")
     example = results["example_attention"]
     if example["heads"]:

@@ -1,0 +1,33 @@
+"""Planted models: GPT-2-shaped weights constructed, not trained, so that a known circuit does a task: ground truth
+for checking that the pipelines find what is there. They load as any GPT-2 (`load_model("planted:ioi")`).
+
+- `planted:ioi`: GPT-2 small's shape; the IOI paper's mechanism at the paper's heads; `planted:ioi:SEED` moves
+  every role to heads drawn from SEED. `ioi_layout(seed)` and `ioi_edges(seed)` say where the circuit is.
+- `planted:capitals`: GPT-2 medium's shape; Merullo et al.'s mechanism at the paper's layers.
+
+Nothing outside this package knows a model was planted: the experiments measure it like any other.
+"""
+from __future__ import annotations
+
+from interp.errors import InterpError
+from interp.planted.ioi import ioi_edges, ioi_layout
+
+SPECS = ("planted:ioi", "planted:ioi:SEED", "planted:capitals")
+
+
+def build_planted(spec: str):
+    """(GPT2LMHeadModel, the circuit planted in it: {class: [(layer, head), ...]} or None) for a planted spec."""
+    from interp.planted import capitals, ioi
+
+    parts = spec.split(":")
+    if parts[:2] == ["planted", "ioi"] and len(parts) <= 3:
+        if len(parts) == 3 and not parts[2].isdigit():
+            raise InterpError(f"the seed in {spec!r} must be a whole number (planted:ioi:SEED)")
+        seed = int(parts[2]) if len(parts) == 3 else None
+        return ioi.build(seed), ioi_layout(seed)
+    if spec == "planted:capitals":
+        return capitals.build(), None
+    raise InterpError(f"unknown planted model {spec!r}; known: {', '.join(SPECS)}")
+
+
+__all__ = ["build_planted", "ioi_edges", "ioi_layout", "SPECS"]
