@@ -39,7 +39,7 @@ from interp.ablation import ablated, heads, mean_activations
 from interp.cache import run_with_selective_cache
 from interp.circuit import Node, NodeRuns, completeness, minimality
 from interp.cli import add_prepend_bos
-from interp.data.ioi import Corruption, IOIDataset, TemplateOrder, dataset_json, ioi_datasets
+from interp.data.ioi import PAPER_HEADS, Corruption, IOIDataset, TemplateOrder, dataset_json, ioi_datasets
 from interp.data.ioi_words import ORGANISM_NAMES, PAPER_NAMES
 from interp.errors import InterpError
 from interp.lens import lens_logits
@@ -53,15 +53,6 @@ THRESHOLD = 0.05  # a path-patching effect counts when it moves the logit differ
 NAME_ATTENTION = 0.5  # a (negative) name mover puts more than half its attention from END on IO, S1 and S2
 CLASSES = ("name_mover", "negative_name_mover", "backup_name_mover", "s_inhibition", "induction",
            "duplicate_token", "previous_token")
-PAPER_HEADS = {  # GPT-2 small, Wang et al. Table/Figure 2; only compared with and evaluated, never used to find
-    "name_mover": [(9, 9), (9, 6), (10, 0)],
-    "negative_name_mover": [(10, 7), (11, 10)],
-    "backup_name_mover": [(9, 0), (9, 7), (10, 1), (10, 2), (10, 6), (10, 10), (11, 2), (11, 9)],
-    "s_inhibition": [(7, 3), (7, 9), (8, 6), (8, 10)],
-    "induction": [(5, 5), (6, 9), (5, 8), (5, 9)],
-    "duplicate_token": [(0, 1), (3, 0), (0, 10)],
-    "previous_token": [(2, 2), (4, 11)],
-}
 
 
 def ld(model, data: IOIDataset, logits=None) -> torch.Tensor:

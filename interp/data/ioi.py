@@ -21,6 +21,17 @@ from interp.tokens import GPT2_BOS, check_single_tokens, gpt2_tokenizer, prompt_
 POSITIONS = ("IO", "S1", "S1+1", "S2", "END")
 TemplateOrder = Literal["mixed", "BABA", "ABBA"]
 Corruption = Literal["paper", "distinct"]
+# The paper's circuit in GPT-2 small (Wang et al., Figure 2), by class as interp names them: what a found circuit is
+# compared with and what planted:ioi is built on; never used to find a circuit.
+PAPER_HEADS = {
+    "name_mover": [(9, 9), (9, 6), (10, 0)],
+    "negative_name_mover": [(10, 7), (11, 10)],
+    "backup_name_mover": [(9, 0), (9, 7), (10, 1), (10, 2), (10, 6), (10, 10), (11, 2), (11, 9)],
+    "s_inhibition": [(7, 3), (7, 9), (8, 6), (8, 10)],
+    "induction": [(5, 5), (6, 9), (5, 8), (5, 9)],
+    "duplicate_token": [(0, 1), (3, 0), (0, 10)],
+    "previous_token": [(2, 2), (4, 11)],
+}
 
 
 def abba(template: str) -> str:

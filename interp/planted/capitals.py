@@ -42,8 +42,9 @@ LAYOUT = {"cue_gatherer": (10, 5), "colour_before": (12, 2), "object_finder": (1
 VECTOR_LAYERS = {"capitals": 19, "colored_objects": 19, "past_tense": 18}
 NOISE_SCALE = 0.01
 
-MOVE = 8.0  # what the argument mover writes (logit units); the colour mover writes twice that
-TASK_VECTOR = {"capitals": MOVE, "past_tense": MOVE, "colored_objects": MOVE}
+# Attention scores below are in nats; writes in logit units.
+MOVE = 8.0  # what the argument mover writes; the colour mover writes twice that
+TASK_VECTOR = MOVE  # the size of each task's vector (the MLP output where the cue was seen)
 COPY = 3 * MOVE  # the answer copier outweighs the moved argument
 PER_TOKEN = 1024.0  # ramp (t / 1024) -> one nat per token of recency
 NEURON_GAIN = 20.0  # the task neurons: gelu(20 (flag - 0.5)): 10 when the cue is there, ~0 when not
@@ -51,8 +52,8 @@ NEURON_GAIN = 20.0  # the task neurons: gelu(20 (flag - 0.5)): 10 when the cue i
 
 @lru_cache(maxsize=1)
 def vocabulary() -> dict:
-    """The first tokens of every word the tasks use, by role: {(word class, token id) -> code index}, the colour
-    and object one-hots, and the cue tokens."""
+    """The first tokens of every word the tasks use: "codes" (token -> code index), "classes" (token -> word
+    class), "colours" and "objects" (token -> one-hot index), "cues" (task -> token)."""
     from interp.data import load_pairs
     from interp.data.tasks import COLORS, OBJECTS
     from interp.tokens import first_token_id
@@ -162,6 +163,6 @@ def build():
                                             torch.zeros(d_mlp, D_MODEL, dtype=torch.float64)))
         v = class_out[answer_class] - class_out[argument_class] + flag[answer_class] - flag[argument_class]
         w_in[:, neuron], b_in[neuron] = NEURON_GAIN * task_flag[:, neuron], -NEURON_GAIN / 2
-        w_out[neuron] = TASK_VECTOR[task] / (NEURON_GAIN / 2) * v
+        w_out[neuron] = TASK_VECTOR / (NEURON_GAIN / 2) * v
         mlps[layer] = (w_in, b_in, w_out)
     return gpt2_model(N_LAYERS, N_HEADS, residual, embeddings, positions, heads, NOISE_SCALE, seed=5, mlps=mlps)

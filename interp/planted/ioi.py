@@ -31,22 +31,15 @@ from functools import lru_cache
 
 import torch
 
+from interp.data.ioi import PAPER_HEADS
 from interp.planted.weights import MAX_POSITIONS, Head, Residual, gpt2_model, low_coherence_codes
 
 N_LAYERS, N_HEADS, D_MODEL = 12, 12, 768
-CLASSES = ("name_mover", "negative_name_mover", "backup_name_mover", "s_inhibition", "induction",
-           "duplicate_token", "previous_token")
-# Wang et al.'s heads in GPT-2 small, except the backups 9.0 and 9.7: they sit in the layer of the name movers
-# 9.9 and 9.6, whose output they could not see, so they move to 11.0 and 11.7.
-PAPER_LAYOUT = {
-    "name_mover": [(9, 9), (9, 6), (10, 0)],
-    "negative_name_mover": [(10, 7), (11, 10)],
-    "backup_name_mover": [(11, 0), (11, 7), (10, 1), (10, 2), (10, 6), (10, 10), (11, 2), (11, 9)],
-    "s_inhibition": [(7, 3), (7, 9), (8, 6), (8, 10)],
-    "induction": [(5, 5), (6, 9), (5, 8), (5, 9)],
-    "duplicate_token": [(0, 1), (3, 0), (0, 10)],
-    "previous_token": [(2, 2), (4, 11)],
-}
+# The paper's heads, except the backups 9.0 and 9.7: they sit in the layer of the name movers 9.9 and 9.6, whose
+# output they could not see, so they move to 11.0 and 11.7.
+MOVED = {(9, 0): (11, 0), (9, 7): (11, 7)}
+PAPER_LAYOUT = {name: [MOVED.get(head, head) for head in heads] for name, heads in PAPER_HEADS.items()}
+CLASSES = tuple(PAPER_HEADS)
 # The stages a seeded layout spreads over 12 layers in this order (each in its own layers); duplicate-token heads
 # go anywhere before the S-inhibition stage, negative name movers anywhere after it.
 STAGES = ("previous_token", "induction", "s_inhibition", "name_mover", "backup_name_mover")
@@ -59,14 +52,14 @@ DUP_MATCH, DUP_SINK, RAMP = 20.0, 8.0, 64.0  # duplicate-token: same name; sink;
 INDUCTION_MATCH, INDUCTION_SINK = 14.0, 8.0  # half a previous-token signal falls below the sink
 INHIBIT_FLAG, INHIBIT_SINK = 12.0, 4.0  # S-inhibition: attention to r
 NAME, INHIBITED = 10.0, 2.0  # name movers: names; minus the inhibited name (graded, so each S-inhibition head counts)
-MOVE, NEGATIVE_MOVE = 8.0, 2.0  # what a name mover writes into N (logit units), and a negative one against it
+MOVE, NEGATIVE_MOVE = 8.0, 2.0  # what a name mover writes into O (logit units), and a negative one against it
 BACKUP_NAME, BACKUP_SINK, BACKUP_INHIBITED, BACKUP_WRITTEN, BACKUP_MOVE = 13.0, 6.0, 10.0, 1.0, 1.2
 
 
 def ioi_layout(seed: int | None = None) -> dict[str, list[tuple[int, int]]]:
     """Which head plays which role: the paper's heads (seed None) or a layout drawn from `seed` that keeps the
-    order the mechanism needs (previous-token < induction; duplicate-token, induction < S-inhibition < name movers,
-    negative name movers < backups)."""
+    order the mechanism needs (previous-token < induction; duplicate-token, induction < S-inhibition < name movers
+    and negative name movers; every name mover < every backup)."""
     if seed is None:
         return {name: list(heads) for name, heads in PAPER_LAYOUT.items()}
     rng = random.Random(seed)
