@@ -20,9 +20,9 @@ head list is only compared with, never used to decide. Then the circuit is evalu
 heads at S2, previous-token heads at S1+1, every other head and position mean-ablated over p_ABC within template
 (`interp.circuit`): faithfulness F(C) vs F(M); completeness, F(C\K) vs F(M\K) for whole classes, random subsets
 and a greedy search; minimality per node. On GPT-2 small's shape the paper's own 26-head circuit is evaluated
-the same way beside the found one, and on a planted model (`interp.planted`) the circuit it was built with, each
-with precision and recall of the found heads against it. The dataset is the paper's by default (`Protocol`): its 99 names, templates
-0-6 of each order drawn per prompt, no BOS token, p_ABC drawn as its code draws it.
+the same way beside the found one, and on a planted model (`interp.planted`) the circuit it was built with, with
+precision and recall of the found heads against it. The dataset is the paper's by default (`Protocol`): its 99
+names, templates 0-6 of each order drawn per prompt, no BOS token, p_ABC drawn as its code draws it.
 """
 from __future__ import annotations
 

@@ -59,7 +59,9 @@ def test_every_evaluated_capital_token_is_in_the_corpus():
 
 def test_training_is_deterministic(tmp_path):
     config = TrainConfig(n_layer=1, n_head=2, n_embd=32, steps=12, batch_size=8, warmup=4)
+    threads = torch.get_num_threads()
     first = train(tmp_path / "a", config, select_every=1000, quiet=True)
+    assert torch.get_num_threads() == threads  # training runs on its own thread count and gives the caller's back
     second = train(tmp_path / "b", config, select_every=1000, quiet=True)
     strip = lambda h: {k: v for k, v in h.items() if k != "minutes"}  # noqa: E731
     assert strip(first["history"][-1]) == strip(second["history"][-1])
