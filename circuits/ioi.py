@@ -272,8 +272,9 @@ def paper_comparison(found: dict[str, list], reference: dict[str, list] = PAPER_
     """Per class, precision and recall of the found heads against a known circuit: the paper's (GPT-2 small), or
     the one a planted model was built with."""
     comparison = {}
-    for name, known in reference.items():
-        known, hits = [tuple(head) for head in known], len({tuple(h) for h in found[name]} & set(map(tuple, known)))
+    for name, heads in reference.items():
+        known = [tuple(head) for head in heads]
+        hits = len(set(map(tuple, found[name])) & set(known))
         comparison[name] = {"precision": hits / len(found[name]) if found[name] else None,
                             "recall": hits / len(known) if known else None, "known": known, "found": found[name]}
     return comparison
@@ -319,9 +320,9 @@ class Protocol:
 
 def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = False,
         protocol: Protocol = Protocol()) -> dict:
-    """The whole reproduction: dataset, discovery, evaluation (and, on GPT-2 small's shape, the paper's own
-    circuit evaluated the same way); writes results.json (with the exact dataset, so that every number can be
-    recomputed from the file) and the figures."""
+    """The whole reproduction: dataset, discovery, evaluation (and the `known_circuits` evaluated the same way);
+    writes results.json (with the exact dataset, so that every number can be recomputed from the file) and the
+    figures."""
     from interp.plotting import ioi_figures
 
     torch.manual_seed(seed)
@@ -334,7 +335,7 @@ def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = F
     evaluation_start = time.perf_counter()
     runs = node_runs(model, clean, corrupt)
     evaluation = protocol.evaluate(runs, discovered["heads"], seed)
-    known = {name: protocol.evaluate(runs, heads, seed) for name, heads in known_circuits(model).items()}
+    known = {name: (heads, protocol.evaluate(runs, heads, seed)) for name, heads in known_circuits(model).items()}
     # forward passes of N prompts: the p_ABC means, then one run per distinct node set
     cost = {**discovered["cost"], "evaluation": {"forward_passes": (1 + len(runs.scores)) * n,
                                                  "seconds": time.perf_counter() - evaluation_start}}
@@ -361,11 +362,11 @@ def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = F
         "example_prompts": clean.prompts[:3],
         "dataset": dataset_json(clean, corrupt, NAME_LISTS[protocol.names]),
     }
-    for name, heads in known_circuits(model).items():
+    for name, (heads, evaluated) in known.items():
         results[f"{name}_circuit"] = {"heads": {c: [list(h) for h in members] for c, members in heads.items()},
-                                      **{key: known[name][key] for key in ("nodes", "circuit_logit_diff",
-                                                                           "faithfulness", "faithfulness_gap",
-                                                                           "completeness", "minimality")}}
+                                      **{key: evaluated[key] for key in ("nodes", "circuit_logit_diff", "faithfulness",
+                                                                         "faithfulness_gap", "completeness",
+                                                                         "minimality")}}
     if info["model"] == "gpt2":
         results["paper_comparison"] = paper_comparison(discovered["heads"])
     if model.interp_source.circuit is not None:
