@@ -195,3 +195,18 @@ def test_interp_capitals_recovers_the_planted_mechanism(tmp_path):
     top_five_removed = results["ablation"]["zero"]["5"]
     assert top_five_removed["layers"] == [19, 20, 21, 22, 23]
     assert top_five_removed["abstractive_accuracy"] <= 0.1 and top_five_removed["extractive_accuracy"] >= 0.9
+
+
+def test_a_head_is_packed_into_its_dimensions_or_refused():
+    from interp.planted.weights import Head
+
+    reads = torch.eye(8, dtype=torch.float64)
+    head = Head(qk=[(2 * reads[:, :2], reads[:, 2:4])], bias=[reads[:, 5]], ov=[(reads[:, :3], reads[:, 3:6])])
+    w = head.weights(8, 4)
+    x = torch.randn(8, dtype=torch.float64)
+    y = torch.randn(8, dtype=torch.float64)
+    score = (x @ w["W_Q"] + w["b_Q"]) @ (y @ w["W_K"]) / 2  # GPT-2 divides by sqrt(d_head)
+    assert score.item() == pytest.approx(2 * (x[0] * y[2] + x[1] * y[3]) + y[5])
+    assert torch.allclose(y @ w["W_V"] @ w["W_O"], torch.cat([torch.zeros(3), y[:3], torch.zeros(2)]).double())
+    with pytest.raises(ValueError, match="QK terms need 5"):
+        Head(qk=[(reads[:, :4], reads[:, :4])], bias=[reads[:, 5]]).weights(8, 4)

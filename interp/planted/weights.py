@@ -84,6 +84,11 @@ class Head:
     def weights(self, d_model: int, d_head: int) -> dict[str, Tensor]:
         """W_Q, b_Q, W_K, W_V [d_model, d_head] / [d_head] and W_O [d_head, d_model] (GPT-2 divides scores by
         sqrt(d_head): the query side carries that factor back)."""
+        needed = {"QK": sum(query_read.shape[1] for query_read, _ in self.qk) + bool(self.bias),
+                  "OV": sum(value_read.shape[1] for value_read, _ in self.ov)}
+        for circuit, dims in needed.items():
+            if dims > d_head:
+                raise ValueError(f"a head's {circuit} terms need {dims} dimensions; a GPT-2 head has {d_head}")
         w = {name: torch.zeros(d_model, d_head, dtype=torch.float64) for name in ("W_Q", "W_K", "W_V")}
         w["b_Q"], w["W_O"] = torch.zeros(d_head, dtype=torch.float64), torch.zeros(d_head, d_model,
                                                                                   dtype=torch.float64)
@@ -94,16 +99,11 @@ class Head:
             used += r
         if self.bias:
             w["b_Q"][used], w["W_K"][:, used] = scale, sum(self.bias)
-            used += 1
-        if used > d_head:
-            raise ValueError(f"a head's QK terms need {used} dimensions; a GPT-2 head has {d_head}")
         used = 0
         for value_read, write in self.ov:
             r = value_read.shape[1]
             w["W_V"][:, used:used + r], w["W_O"][used:used + r] = value_read, write.T
             used += r
-        if used > d_head:
-            raise ValueError(f"a head's OV terms need {used} dimensions; a GPT-2 head has {d_head}")
         return w
 
 
