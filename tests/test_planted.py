@@ -16,7 +16,8 @@ from interp.planted import build_planted, ioi_edges, ioi_layout
 from interp.planted.ioi import STAGES
 from interp.tokens import first_token_id, prompt_tokens
 
-MIB_CIRCUIT = Path(__file__).resolve().parents[2] / "shared" / "reference" / "mib_ioi_gpt2_eap-ig.json"
+# MIB's published IOI circuit for GPT-2 small (EAP-IG): every edge of the graph, named as MIB names them.
+MIB_CIRCUIT = Path(__file__).resolve().parent / "data" / "mib_ioi_gpt2_eap-ig.json"
 
 
 def test_paper_layout_is_the_papers_heads_where_causality_allows():
