@@ -49,7 +49,7 @@ class NodeRuns:
         """`metric`: a `Metric`, or a function of the full logits [batch, pos, vocab]."""
         means = mean_activations(model, reference_tokens, all_heads(model), groups=reference_groups)
         reader = make_reader(metric, *tokens.shape, model.cfg.device)
-        tokens = tokens[:, : reader.n_pos_needed]  # later positions cannot change the metric
+        tokens = tokens[:, : reader.n_pos_needed].to(model.cfg.device)  # later positions cannot change the metric
         return cls(model, tokens, positions, torch.as_tensor(groups), means, Transformer(model, reader.token_ids),
                    reader)
 
@@ -82,7 +82,7 @@ class NodeRuns:
             mean = self.means[f"blocks.{layer}.attn.hook_z"][index][:, : z.shape[1]].to(z.dtype)
             return torch.where(masks[layer].to(device)[..., None], mean, z)
 
-        return self.engine.run(self.tokens.to(device), self.reader, keep=(), edit_z=replace).value.item()
+        return self.engine.run(self.tokens, self.reader, keep=(), edit_z=replace).value.item()
 
     def score(self, nodes: Iterable[Node], ablate_nodes: bool) -> float:
         key = (ablate_nodes, frozenset(self.check(nodes)))

@@ -182,7 +182,7 @@ def build_parser() -> Parser:
                        help="memory budget of the sweep in MiB: chunked to fit, refused when even one chunk is over")
     patch.set_defaults(run=cmd_patch)
 
-    bench = commands.add_parser("bench", help="benchmarks against TransformerLens (source checkout)")
+    bench = commands.add_parser("bench", help="benchmarks (source checkout): patching vs TransformerLens, IOI's cost")
     bench.add_argument("name", choices=["patching", "ioi"],
                        help="patching: interp vs TransformerLens; ioi: the whole IOI pipeline's cost")
     bench.add_argument("--model", default=None,
