@@ -87,12 +87,14 @@ def cmd_plot(args) -> None:
         paths = plotting.save_figure(plotting.plot_lens(data), out, "lens")
     elif "heads" in data and "grids" in data:
         paths = plotting.ioi_figures(data, out)
+    elif "curve" in data and "edge_names" in data:
+        paths = plotting.discovery_figures(data, out)
     elif "emergence_layer" in data:
         from interp.circuits.capitals import figures_from_results
 
         paths = figures_from_results(data, out)
     else:
-        raise InterpError(f"{args.results} is not a results file of interp lens, ioi or capitals")
+        raise InterpError(f"{args.results} is not a results file of interp lens, ioi, capitals or discover")
     for path in paths:
         print(path)
 
@@ -153,7 +155,7 @@ def build_parser() -> Parser:
     lens.add_argument("--out", help="directory for lens.json and the figure")
     lens.set_defaults(run=cmd_lens)
 
-    from interp.circuits import capitals, ioi
+    from interp.circuits import capitals, discover, ioi
 
     ioi_parser = commands.add_parser("ioi", help="reproduce the IOI circuit (Wang et al.)")
     ioi.add_arguments(ioi_parser)
@@ -162,6 +164,11 @@ def build_parser() -> Parser:
     capitals_parser = commands.add_parser("capitals", help="reproduce the capital-city FFN vector (Merullo et al.)")
     capitals.add_arguments(capitals_parser)
     capitals_parser.set_defaults(run=capitals.run_args)
+
+    discover_parser = commands.add_parser("discover", help="edge-level circuit discovery (EAP, EAP-IG, exact) "
+                                          "with MIB's faithfulness curve")
+    discover.add_arguments(discover_parser)
+    discover_parser.set_defaults(run=discover.run_from_args)
 
     from interp.patching import CLI_SITES, DIRECTIONS
 
@@ -182,11 +189,13 @@ def build_parser() -> Parser:
                        help="memory budget of the sweep in MiB: chunked to fit, refused when even one chunk is over")
     patch.set_defaults(run=cmd_patch)
 
-    bench = commands.add_parser("bench", help="benchmarks (source checkout): patching vs TransformerLens, IOI's cost")
-    bench.add_argument("name", choices=["patching", "ioi"],
-                       help="patching: interp vs TransformerLens; ioi: the whole IOI pipeline's cost")
+    bench = commands.add_parser("bench", help="benchmarks (source checkout): patching and edge attribution vs "
+                                "TransformerLens, IOI's cost")
+    bench.add_argument("name", choices=["patching", "ioi", "discovery"],
+                       help="patching: interp vs TransformerLens; ioi: the whole IOI pipeline's cost; discovery: "
+                       "EAP vs TransformerLens's edge attribution, EAP-IG, exact edge patching")
     bench.add_argument("--model", default=None,
-                       help="model spec (default: random:gpt2 for patching, planted:ioi for ioi)")
+                       help="model spec (default: random:gpt2 for patching, planted:ioi for ioi and discovery)")
     bench.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     bench.add_argument("--json", action="store_true", help="print the full report as one JSON object")
     bench.set_defaults(run=cmd_bench)

@@ -46,6 +46,7 @@ class ModelSource:
     checkpoint_dir: str | None  # None for random weights
     seed: int | None  # the init seed of random weights
     circuit: dict | None = None  # a planted model's circuit, {class: [(layer, head), ...]}: for comparison only
+    circuit_edges: tuple[str, ...] | None = None  # ... and its edges (EAP-IG / MIB names), where known
 
 
 def default_device() -> str:
@@ -125,10 +126,12 @@ def load_hf_model(spec: str, dtype: torch.dtype, seed: int):
         return model.to(dtype), gpt2_tokenizer(), ModelSource(spec, None, seed)
 
     if spec.startswith("planted:"):
-        from interp.planted import build_planted
+        from interp.planted import build_planted, planted_edges
 
         model, circuit = build_planted(spec)
-        return model.to(dtype), gpt2_tokenizer(), ModelSource(spec, None, None, circuit)
+        edges = planted_edges(spec)
+        return model.to(dtype), gpt2_tokenizer(), ModelSource(spec, None, None, circuit,
+                                                              None if edges is None else tuple(edges))
 
     if spec == "organism":
         if not (ORGANISM_DIR / "config.json").is_file():

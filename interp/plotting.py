@@ -326,3 +326,76 @@ def plot_ablation_curves(ablation: dict, model: str):
         ax.set_title(f"Removing the top FFN layers ({model})")
         fig.tight_layout()
     return fig
+
+
+def plot_faithfulness_curve(curve: dict, title: str):
+    """Faithfulness of the top-edge circuits at MIB's budgets (log x), with CPR and CMD."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(5.2, 3.4))
+        percent = [100 * b for b in curve["budgets"]]
+        ax.axhline(1.0, color="0.6", lw=0.8, ls="--")
+        ax.axhline(0.0, color="0.8", lw=0.8)
+        ax.plot(percent, curve["faithfulness"], "o-", color=CLASS_COLOURS[0], ms=4)
+        ax.set_xscale("log")
+        ax.set_xlabel("edges kept (% of the graph, before pruning)")
+        ax.set_ylabel("faithfulness")
+        ax.set_title(title)
+        ax.text(0.98, 0.04, f"CPR {curve['cpr']:.3f}   CMD {curve['cmd']:.3f}", transform=ax.transAxes,
+                ha="right", fontsize=8, color="0.3")
+        fig.tight_layout()
+    return fig
+
+
+def node_position(name: str, n_heads: int, n_layers: int) -> tuple[float, float]:
+    """Where a graph node sits: layer up the page (input below layer 0, logits above the last), heads left to
+    right, the MLP to their right."""
+    if name == "input":
+        return (n_heads / 2, -1.0)
+    if name == "logits":
+        return (n_heads / 2, float(n_layers))
+    if name.startswith("m"):
+        return (n_heads + 0.5, int(name[1:]) + 0.45)
+    layer, head = name[1:].split(".h")
+    return (float(head), float(layer))
+
+
+def plot_circuit_graph(edges: list[str], scores: dict[str, float], n_layers: int, n_heads: int, title: str):
+    """A circuit's edges between its nodes, width by |score|, red where the score is positive, blue negative
+    (letters mark the q/k/v input an edge enters)."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(2 + 0.55 * (n_heads + 2), 1.5 + 0.55 * (n_layers + 2)))
+        largest = max((abs(scores[e]) for e in edges), default=1.0) or 1.0
+        nodes = set()
+        for edge in edges:
+            writer, reader = edge.split("->")
+            target = reader.split("<")[0]
+            nodes.update((writer, target))
+            (x1, y1), (x2, y2) = (node_position(n, n_heads, n_layers) for n in (writer, target))
+            ax.plot([x1, x2], [y1, y2], color="#b2182b" if scores[edge] > 0 else "#2166ac",
+                    lw=0.3 + 2.2 * abs(scores[edge]) / largest, alpha=0.55, zorder=1)
+        for name in sorted(nodes):
+            x, y = node_position(name, n_heads, n_layers)
+            ax.text(x, y, name, ha="center", va="center", fontsize=6, zorder=2,
+                    bbox={"boxstyle": "round", "fc": "#fee8c8" if name.startswith("m") else "#e0ecf4", "lw": 0.4})
+        ax.set_xlim(-1, n_heads + 1.5)
+        ax.set_ylim(-1.7, n_layers + 0.7)
+        ax.set_yticks(range(n_layers))
+        ax.set_ylabel("layer")
+        ax.set_xticks([])
+        ax.set_title(title)
+        fig.tight_layout()
+    return fig
+
+
+def discovery_figures(results: dict, out_dir: str | Path) -> list[Path]:
+    """The faithfulness curve and the circuit's graph of an `interp discover` run, from its results.json."""
+    model, method = results["model"], results["method"]
+    scores = dict(zip(results["edge_names"], results["scores"]))
+    circuit = results["circuit"]
+    paths = save_figure(plot_faithfulness_curve({**results["curve"], "cpr": results["cpr"], "cmd": results["cmd"]},
+                                                f"Faithfulness of {method} circuits ({model})"),
+                        out_dir, "discover_faithfulness")
+    title = f"{method} circuit in {model}: {circuit['n_edges']} edges, faithfulness {circuit['faithfulness']:.2f}"
+    paths += save_figure(plot_circuit_graph(circuit["edges"], scores, results["graph"]["n_layers"],
+                                            results["graph"]["n_heads"], title), out_dir, "discover_circuit")
+    return paths

@@ -30,4 +30,12 @@ def build_planted(spec: str):
     raise InterpError(f"unknown planted model {spec!r}; known: {', '.join(SPECS)}")
 
 
-__all__ = ["build_planted", "ioi_edges", "ioi_layout", "SPECS"]
+def planted_edges(spec: str) -> list[str] | None:
+    """The edges of the circuit planted in a model (EAP-IG / MIB names), where they are known: planted:ioi[:SEED]."""
+    parts = spec.split(":")
+    if parts[:2] == ["planted", "ioi"]:
+        return ioi_edges(int(parts[2]) if len(parts) == 3 else None)
+    return None
+
+
+__all__ = ["build_planted", "ioi_edges", "ioi_layout", "planted_edges", "SPECS"]

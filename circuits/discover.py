@@ -1,0 +1,191 @@
+"""Edge-level circuit discovery on a task, evaluated as MIB's circuit track evaluates it.
+
+    python circuits/discover.py --model planted:ioi --method eap-ig      (or: interp discover ...)
+
+Method. The task gives clean/corrupted pairs and a metric: for IOI, the paper's p_IOI prompts and their p_ABC
+twins (`interp.circuits.ioi.Protocol`), and the logit difference IO - S at END. Every edge of the model's graph
+(`interp.graph`: input, heads through their q/k/v inputs, MLPs, logits) is scored by EAP, EAP-IG (5 steps on the
+inputs, MIB's setting) or exact edge patching (`interp.edge_scores`): the change of the metric when that edge
+alone carries its corrupted value on the clean prompts. The circuit of the top edges by |score| is pruned to the
+paths from input to logits and run with every other edge corrupted; faithfulness is (circuit - empty) / (full -
+empty), measured at MIB's edge budgets (0.1% .. 100%) for the faithfulness curve and its CPR and CMD
+(`interp.discovery`). The circuit reported is the `--top-n` edges, or by default the smallest of MIB's budgets
+whose faithfulness reaches 0.9. Where the model's true circuit is known (a planted model) the edge and node
+scores' ROC AUC against it are reported; the circuit's heads are compared with the classes of the IOI paper
+(GPT-2 small), of a planted model, or of an `interp ioi` results file (`--ioi-results`).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from interp.circuits.ioi import NAME_LISTS, Protocol
+from interp.cli import add_prepend_bos
+from interp.data.ioi import PAPER_HEADS, dataset_json
+from interp.discovery import MIB_BUDGETS, circuit_metrics, faithfulness_curve, normalised_faithfulness, \
+    reference_aucs
+from interp.edge_scores import METHODS, edge_scores
+from interp.edge_forward import INTERVENTIONS
+from interp.errors import InterpError
+from interp.graph import Circuit
+from interp.patching import logit_diff_metric
+from interp.results import default_out_dir, provenance, read_json, write_json
+
+TASKS = ("ioi",)
+CIRCUIT_FAITHFULNESS = 0.9  # the default circuit: the smallest MIB budget whose faithfulness reaches this
+
+
+def head_classes(model, ioi_results: str | None) -> tuple[str, dict] | None:
+    """(where from, {class: [(layer, head)]}) the circuit's heads are compared with, if any."""
+    if ioi_results is not None:
+        data = read_json(ioi_results)
+        if "heads" not in data:
+            raise InterpError(f"{ioi_results} is not a results file of interp ioi (it has no 'heads')")
+        return f"interp ioi path patching ({ioi_results})", data["heads"]
+    if model.interp_source.circuit is not None:
+        return "planted circuit", model.interp_source.circuit
+    if model.interp_source.spec == "gpt2":
+        return "IOI paper (Wang et al. 2023)", PAPER_HEADS
+    return None
+
+
+def head_overlap(found: list[tuple[int, int]], classes: dict[str, list]) -> dict:
+    """How the circuit's heads meet the classes: per class, the class's heads found; overall precision (of the
+    circuit's heads, those in some class) and recall (of the classes' heads, those in the circuit)."""
+    found = {tuple(head) for head in found}
+    known = {tuple(head) for heads in classes.values() for head in heads}
+    return {
+        "per_class": {name: {"found": sorted(found & {tuple(h) for h in heads}), "of": len(heads)}
+                      for name, heads in classes.items()},
+        "precision": len(found & known) / len(found) if found else None,
+        "recall": len(found & known) / len(known) if known else None,
+        "circuit_heads_in_no_class": sorted(found - known),
+    }
+
+
+def run(model, out_dir: str | Path, task: str = "ioi", method: str = "eap-ig", n: int = 100, seed: int = 0,
+        top_n: int | None = None, intervention: str = "patching", steps: int = 5, selection: str = "topn",
+        max_memory: int | None = None, ioi_results: str | None = None, quiet: bool = False,
+        protocol: Protocol = Protocol()) -> dict:
+    """Score every edge, draw the faithfulness curve, pick the circuit, compare it with what is known; write
+    results.json (with the dataset and every edge's score), circuit.json (MIB's format) and the figures."""
+    from interp.plotting import discovery_figures
+
+    if task not in TASKS:
+        raise InterpError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
+    classes = head_classes(model, ioi_results)  # read first: a bad file fails before the long part
+    start = time.perf_counter()
+    clean, corrupt = protocol.datasets(model, n, seed)
+    metric = logit_diff_metric(clean.io_ids, clean.s_ids, clean.positions["END"])
+    scored = edge_scores(model, clean.tokens, corrupt.tokens, metric, method, intervention, steps,
+                         max_memory=max_memory, quiet=quiet)
+    graph, all_edges = scored.graph, Circuit.of_scores(scored.graph, scored.scores)
+    curve_start = time.perf_counter()
+    curve = faithfulness_curve(model, all_edges, clean.tokens, corrupt.tokens, metric, selection=selection,
+                               intervention=intervention, max_memory=max_memory)
+    select = all_edges.top_n if selection == "topn" else all_edges.greedy
+    if top_n is None:
+        reached = [b for b, f in zip(curve.budgets, curve.faithfulness) if f >= CIRCUIT_FAITHFULNESS]
+        budget = reached[0] if reached else 1.0
+        rule = f"smallest MIB budget with faithfulness >= {CIRCUIT_FAITHFULNESS}: {budget:g} of the edges"
+        circuit = select(int(budget * graph.n_edges))
+        circuit_faithfulness = curve.faithfulness[curve.budgets.index(budget)]
+    else:
+        rule = f"top {top_n} edges by |score| ({selection})"
+        circuit = select(top_n)
+        [value] = circuit_metrics(model, clean.tokens, corrupt.tokens, metric, [circuit], intervention,
+                                  max_memory=max_memory)
+        circuit_faithfulness = normalised_faithfulness(value, curve.full_metric, curve.empty_metric)
+    evaluation_seconds = time.perf_counter() - curve_start
+
+    info = provenance(model, seed)
+    results = {
+        **info,
+        "task": task, "method": method, "intervention": intervention, "steps": scored.steps,
+        "selection": selection, "n_prompts": n, "protocol": asdict(protocol), "prepend_bos": protocol.prepend_bos,
+        "metric": "logit difference IO - S at END, mean over prompts",
+        "graph": {"n_layers": graph.n_layers, "n_heads": graph.n_heads, "n_nodes": len(graph.node_names()),
+                  "n_edges": graph.n_edges},
+        "clean_metric": curve.full_metric, "empty_circuit_metric": curve.empty_metric,
+        "curve": curve.as_dict(), "cpr": curve.cpr, "cmd": curve.cmd,
+        "circuit": {"rule": rule, "n_edges": circuit.n_edges, "faithfulness": circuit_faithfulness,
+                    "fraction_of_edges": circuit.n_edges / graph.n_edges, "edges": circuit.edges(),
+                    "heads": [list(head) for head in circuit.heads()]},
+        "edge_order": "EAP-IG's (interp.graph.Graph.edge_list): scores[i] belongs to edge_names[i]",
+        "edge_names": graph.edge_names(),
+        "scores": [float(all_edges.scores[w, r]) for w, r in graph.edge_list()],
+        "memory": {"chunk": scored.chunk_prompts, "estimate_bytes": scored.memory_estimate,
+                   "peak_cuda_bytes": scored.peak_memory, "max_memory": max_memory},
+        "dataset": dataset_json(clean, corrupt, NAME_LISTS[protocol.names]),
+    }
+    if model.interp_source.circuit_edges is not None:
+        results["reference"] = {"source": "planted circuit (interp.planted)",
+                                **reference_aucs(all_edges, model.interp_source.circuit_edges)}
+    if classes is not None:
+        source, heads = classes
+        results["head_comparison"] = {"source": source, **head_overlap(circuit.heads(), heads)}
+    out_dir = Path(out_dir)
+    write_json(out_dir / "results.json", results)
+    circuit.save(out_dir / "circuit.json")
+    discovery_figures(read_json(out_dir / "results.json"), out_dir)
+    write_json(out_dir / "timing.json", {"total_seconds": time.perf_counter() - start,
+                                         "steps": {"scores": {"seconds": scored.seconds, "method": method},
+                                                   "evaluation": {"seconds": evaluation_seconds,
+                                                                  "circuits": len(MIB_BUDGETS) + 2}}})
+    return results
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", default="organism", help="model spec (default: organism)")
+    parser.add_argument("--task", default="ioi", choices=TASKS)
+    parser.add_argument("--method", default="eap-ig", choices=METHODS,
+                        help="eap-ig (default), eap, or exact (one patched run per edge: slow on big graphs)")
+    parser.add_argument("--n", type=int, default=100, help="prompt pairs (default 100)")
+    parser.add_argument("--top-n", type=int, help="edges in the circuit (default: the smallest MIB budget whose "
+                        f"faithfulness reaches {CIRCUIT_FAITHFULNESS})")
+    parser.add_argument("--selection", default="topn", choices=["topn", "greedy"],
+                        help="top edges by |score| (default) or grown greedily from the logits")
+    parser.add_argument("--intervention", default="patching", choices=INTERVENTIONS,
+                        help="what edges outside the circuit carry: the corrupted value (default), mean or zero")
+    parser.add_argument("--steps", type=int, default=5, help="EAP-IG interpolation steps (default 5)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--names", choices=sorted(NAME_LISTS), default="paper",
+                        help="the IOI paper's 99 names (default) or the 109 the organism was trained on")
+    parser.add_argument("--ioi-results", help="an `interp ioi` results.json whose head classes the circuit is "
+                        "compared with")
+    parser.add_argument("--max-memory", type=float, metavar="MIB",
+                        help="working memory for scoring and evaluation in MiB (default 1024): prompts are chunked "
+                        "to fit, and refused when one does not")
+    parser.add_argument("--out", help="output directory (default results/discover/<model>/)")
+    parser.add_argument("--device")
+    add_prepend_bos(parser, default=False)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run_from_args(args) -> None:
+    from interp.models import load_model
+
+    if args.n < 1:
+        raise InterpError(f"--n must be at least 1, not {args.n}")
+    if args.top_n is not None and args.top_n < 0:
+        raise InterpError(f"--top-n must be at least 0, not {args.top_n}")
+    model = load_model(args.model, device=args.device)
+    results = run(model, args.out or default_out_dir("discover", args.model), args.task, args.method, args.n,
+                  args.seed, args.top_n, args.intervention, args.steps, args.selection,
+                  None if args.max_memory is None else int(args.max_memory * 2**20), args.ioi_results, args.quiet,
+                  Protocol(names=args.names, prepend_bos=args.prepend_bos))
+    circuit = results["circuit"]
+    print(f"{results['method']} on {results['model']}: circuit of {circuit['n_edges']} edges "
+          f"({100 * circuit['fraction_of_edges']:.2f}%), faithfulness {circuit['faithfulness']:.3f}; "
+          f"CPR {results['cpr']:.3f}, CMD {results['cmd']:.3f}")
+    if "reference" in results:
+        print(f"edge ROC AUC {results['reference']['edge_roc_auc']:.4f}, "
+              f"node ROC AUC {results['reference']['node_roc_auc']:.4f} against the planted circuit")
+
+
+if __name__ == "__main__":
+    from interp.cli import main
+
+    sys.exit(main(["discover", *sys.argv[1:]]))

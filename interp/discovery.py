@@ -1,0 +1,169 @@
+"""Edge-level circuit discovery and MIB's circuit evaluation.
+
+    scores = edge_scores(model, clean, corrupt, metric, method="eap-ig")      # interp.edge_scores
+    circuit = Circuit.of_scores(scores.graph, scores.scores).top_n(500)       # interp.graph
+    faithfulness(model, circuit, clean, corrupt, metric)
+    curve = faithfulness_curve(model, scores, clean, corrupt, metric)         # MIB's budgets, CPR, CMD
+
+A circuit runs on the clean prompts with every edge outside it carrying its replacement (`interp.edge_forward`:
+the writer's output on the paired corrupted prompt, its mean, or zero). Faithfulness, as MIB computes it, is
+(circuit - empty circuit) / (full model - empty circuit) of the metric averaged over the prompts; the faithfulness
+curve keeps the top pct of edges by |score| (then pruned, MIB's `apply_topn`) for pct in MIB's budgets; CPR is the
+trapezoidal area under it over pct (higher is better), CMD the area of |1 - faithfulness| (lower is better).
+ROC AUC ranks edges (or nodes) by |score| against a reference circuit's membership.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from jaxtyping import Bool
+from torch import Tensor
+
+from interp.edge_forward import INTERVENTIONS, edge_forward, embed, replacement_writers
+from interp.edge_scores import EdgeScores, edge_scores
+from interp.errors import InterpError
+from interp.graph import Circuit, Graph, load_circuit
+from interp.patching import Metric, Transformer, check_tokens, make_reader
+
+__all__ = ["edge_scores", "EdgeScores", "Circuit", "Graph", "load_circuit", "circuit_metrics", "faithfulness",
+           "faithfulness_curve", "FaithfulnessCurve", "roc_auc", "node_scores", "MIB_BUDGETS"]
+
+MIB_BUDGETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # fractions of the graph's edges
+DEFAULT_EVALUATION_MEMORY = 2**30
+
+
+def circuit_metrics(model, clean_tokens, corrupt_tokens, metric: Metric | Callable,
+                    circuits: Sequence[Bool[Tensor, "n_writers n_readers"] | Circuit], intervention: str = "patching",
+                    mean_tokens=None, max_memory: int | None = None) -> list[float]:
+    """The metric of the model run on the clean prompts with only each circuit's edges (a membership matrix or a
+    `Circuit`) carrying their own values, every other edge its replacement. Prompts are chunked to `max_memory`
+    bytes (default 1 GiB); the replacement is computed once per chunk for every circuit."""
+    if intervention not in INTERVENTIONS:
+        raise InterpError(f"unknown intervention {intervention!r}; use one of {', '.join(INTERVENTIONS)}")
+    clean_tokens, corrupt_tokens = check_tokens(model, clean_tokens, corrupt_tokens)
+    reader = make_reader(metric, *clean_tokens.shape, model.cfg.device)
+    clean_tokens, corrupt_tokens = (t[:, : reader.n_pos_needed] for t in (clean_tokens, corrupt_tokens))
+    tf, graph = Transformer(model, reader.token_ids), Graph.of(model)
+    masks = []
+    for circuit in circuits:
+        mask = circuit.in_graph if isinstance(circuit, Circuit) else torch.as_tensor(circuit, dtype=torch.bool)
+        if mask.shape != graph.real.shape:
+            raise InterpError(f"a circuit of shape {tuple(mask.shape)} does not fit this model's graph "
+                              f"{tuple(graph.real.shape)}")
+        masks.append((graph.real & ~mask.cpu()).to(model.cfg.device))
+    n_batch, n_pos = clean_tokens.shape
+    itemsize = tf.W_E.element_size()
+    per_prompt = 4 * itemsize * n_pos * graph.n_writers * tf.W_E.shape[1]  # writers, replacement, differences
+    if max_memory is not None and per_prompt > max_memory:
+        raise InterpError(f"running a circuit needs about {per_prompt / 2**20:.1f} MiB per prompt of {n_pos} "
+                          f"tokens, over the budget of {max_memory / 2**20:.1f} MiB")
+    chunk = max(1, min(n_batch, (max_memory or DEFAULT_EVALUATION_MEMORY) // per_prompt))
+    fixed = None if intervention == "patching" else replacement_writers(tf, graph, intervention, corrupt_tokens,
+                                                                        reader.positions, mean_tokens)
+    logits: list[list[Tensor]] = [[] for _ in masks]
+    with torch.inference_mode():
+        for rows in torch.arange(n_batch, device=clean_tokens.device).split(chunk):
+            positions = reader.positions[rows]
+            replacement = fixed if fixed is not None else edge_forward(
+                tf, graph, embed(tf, corrupt_tokens[rows]), positions, record_writers=True).writers
+            clean_embeddings = embed(tf, clean_tokens[rows])
+            for i, replaced in enumerate(masks):
+                logits[i].append(edge_forward(tf, graph, clean_embeddings, positions, replaced, replacement).logits)
+        return [float(reader(torch.cat(parts))) for parts in logits]
+
+
+def faithfulness(model, circuit: Circuit, clean_tokens, corrupt_tokens, metric, intervention: str = "patching",
+                 mean_tokens=None, max_memory: int | None = None) -> float:
+    """(circuit - empty circuit) / (full model - empty circuit), MIB's normalisation."""
+    graph = circuit.graph
+    full, empty, value = circuit_metrics(model, clean_tokens, corrupt_tokens, metric,
+                                         [graph.real, torch.zeros_like(graph.real), circuit], intervention,
+                                         mean_tokens, max_memory)
+    return normalised_faithfulness(value, full, empty)
+
+
+def normalised_faithfulness(value: float, full: float, empty: float) -> float:
+    if full == empty:
+        raise InterpError("the full model and the empty circuit give the same metric: faithfulness is undefined")
+    return (value - empty) / (full - empty)
+
+
+@dataclass
+class FaithfulnessCurve:
+    budgets: list[float]  # fractions of the graph's edges asked for
+    n_edges: list[int]  # edges kept after pruning
+    metrics: list[float]
+    faithfulness: list[float]
+    full_metric: float
+    empty_metric: float
+    cpr: float  # area under the curve over the budgets (higher is better)
+    cmd: float  # area of |1 - faithfulness| over the budgets (lower is better)
+    selection: str
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def area(budgets: Sequence[float], values: Sequence[float]) -> float:
+    """Trapezoidal area over the budgets (MIB's `evaluate_area_under_curve`: x = the budget fractions)."""
+    return sum((x2 - x1) * (y1 + y2) / 2 for x1, x2, y1, y2 in zip(budgets, budgets[1:], values, values[1:]))
+
+
+def faithfulness_curve(model, scores: EdgeScores | Circuit, clean_tokens, corrupt_tokens, metric,
+                       budgets: Sequence[float] = MIB_BUDGETS, selection: str = "topn",
+                       intervention: str = "patching", mean_tokens=None, max_memory: int | None = None
+                       ) -> FaithfulnessCurve:
+    """Faithfulness of the circuits of the top int(pct * n_edges) edges by |score| (selection "topn", MIB's
+    default, or "greedy" from the logits), pruned, for pct in `budgets`; CPR and CMD over them."""
+    circuit = scores if isinstance(scores, Circuit) else Circuit.of_scores(scores.graph, scores.scores)
+    if selection not in ("topn", "greedy"):
+        raise InterpError(f"unknown selection {selection!r}; use topn or greedy")
+    if list(budgets) != sorted(budgets) or not all(0 < b <= 1 for b in budgets):
+        raise InterpError("budgets are increasing fractions of the edges in (0, 1]")
+    graph = circuit.graph
+    select = circuit.top_n if selection == "topn" else circuit.greedy
+    chosen = [select(int(budget * graph.n_edges)) for budget in budgets]
+    full, empty, *values = circuit_metrics(model, clean_tokens, corrupt_tokens, metric,
+                                           [graph.real, torch.zeros_like(graph.real), *chosen], intervention,
+                                           mean_tokens, max_memory)
+    faithful = [normalised_faithfulness(value, full, empty) for value in values]
+    return FaithfulnessCurve(list(budgets), [c.n_edges for c in chosen], values, faithful, full, empty,
+                             area(budgets, faithful), area(budgets, [abs(1 - f) for f in faithful]), selection)
+
+
+def roc_auc(scores: Tensor, positive: Tensor, among: Tensor | None = None) -> float:
+    """Area under the ROC curve of |scores| separating `positive` from the rest (of `among`, default all):
+    the probability that a positive outranks a negative, ties counted half."""
+    among = torch.ones_like(positive, dtype=torch.bool) if among is None else among.bool()
+    values, labels = scores.abs()[among].double(), positive.bool()[among]
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise InterpError("ROC AUC needs both members and non-members of the reference circuit")
+    order = torch.argsort(values)
+    ranks = torch.empty_like(values)
+    sorted_values = values[order]
+    # average ranks over ties
+    unique, inverse, counts = torch.unique_consecutive(sorted_values, return_inverse=True, return_counts=True)
+    ends = torch.cumsum(counts, 0).double()
+    ranks[order] = (ends - (counts.double() - 1) / 2)[inverse]
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def node_scores(circuit: Circuit) -> Tensor:
+    """Each writer's score: the sum of |score| over its outgoing edges."""
+    return circuit.scores.abs().masked_fill(~circuit.graph.real, 0).sum(1)
+
+
+def reference_aucs(circuit: Circuit, reference_edges: Sequence[str]) -> dict:
+    """Edge and node ROC AUC against a reference circuit's edges (nodes: the heads and MLPs that write into it;
+    the input, always present, is left out)."""
+    graph = circuit.graph
+    positive = graph.mask(reference_edges)
+    writers = positive.any(1)
+    heads_and_mlps = torch.ones(graph.n_writers, dtype=torch.bool)
+    heads_and_mlps[0] = False
+    return {"edge_roc_auc": roc_auc(circuit.scores, positive, graph.real),
+            "node_roc_auc": roc_auc(node_scores(circuit), writers, heads_and_mlps),
+            "n_reference_edges": int(positive.sum()), "n_reference_nodes": int(writers[1:].sum())}
