@@ -67,22 +67,25 @@ def edge_forward(tf: Transformer, graph: Graph, embeddings: Float[Tensor, "batch
         if mask is None or not mask.any():
             own = residual[:, :, None].expand(n_batch, n_pos, count, d_model)
         else:
-            difference = replacement_of(n_before) - writers[:, :, :n_before]
-            # Sum over whichever set is smaller: replaced writers into this run's residual, or kept writers out
-            # of the all-replaced residual (the same sum, fewer terms).
+            # Sum over whichever set is smaller: the replaced writers' differences added to this run's residual,
+            # or the kept writers' taken from the residual of every writer replaced (the same sum, fewer terms).
             if int((1 - mask).any(1).sum()) < int(mask.any(1).sum()):
-                residual, mask = residual + difference.sum(2), mask - 1
+                residual, mask = replaced_residual, mask - 1
             rows = mask.any(1).nonzero()[:, 0]
-            own = residual[:, :, None] + torch.einsum("bpfd,fr->bprd", difference[:, :, rows], mask[rows])
+            difference = replacement_rows(rows) - writers[:, :, rows]
+            own = residual[:, :, None] + torch.einsum("bpfd,fr->bprd", difference, mask[rows])
         if expose_readers:  # its own node: gradients with respect to it are those through this reader alone
             own = own.view_as(own) if own.requires_grad else own.clone().requires_grad_()
             exposed.append(own)
         return own
 
-    def replacement_of(n_before: int) -> Tensor:
-        part = replacement[..., :n_before, :]
-        return part if part.ndim == 4 else part.expand(n_batch, n_pos, n_before, d_model)
+    def replacement_rows(rows: Tensor | slice) -> Tensor:
+        part = replacement[..., rows, :]
+        return part if part.ndim == 4 else part.expand(n_batch, n_pos, *part.shape)
 
+    x = embeddings
+    write(0, x)
+    replaced_residual = replacement_rows(slice(0, 1))[:, :, 0] if cutting else None  # every writer replaced
     x = embeddings
     write(0, x)
     positions = torch.arange(n_pos, device=x.device)
@@ -98,9 +101,15 @@ def edge_forward(tf: Transformer, graph: Graph, embeddings: Float[Tensor, "batch
         results = torch.einsum("bphe,hed->bphd", attend(q, k, v, positions)[0], weights.W_O)
         write(slice(graph.head_writer(layer, 0), graph.mlp_writer(layer)), results)
         x = x + results.sum(2) + weights.b_O
+        if cutting:
+            heads = slice(graph.head_writer(layer, 0), graph.mlp_writer(layer))
+            replaced_residual = replaced_residual + replacement_rows(heads).sum(2) + weights.b_O
         mlp_out = tf.mlp(layer, reader_inputs(x, graph.mlp_reader(layer), 1)[:, :, 0])
         write(graph.mlp_writer(layer), mlp_out)
         x = x + mlp_out
+        if cutting:
+            replaced_residual = replaced_residual + replacement_rows(slice(graph.mlp_writer(layer),
+                                                                           graph.mlp_writer(layer) + 1))[:, :, 0]
     final = reader_inputs(x, graph.logits_reader, 1)[:, :, 0]
     return EdgeRun(tf.logits(take_positions(final, read_positions)), writers, exposed)
 

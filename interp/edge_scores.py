@@ -154,7 +154,7 @@ def attribution_scores(tf, graph, clean_tokens, corrupt_tokens, reader, method, 
             gradient = torch.cat(gradients, dim=2)
             gradient_sum = gradient if gradient_sum is None else gradient_sum + gradient
             if alpha == 1.0:
-                clean_metric = float(value)
+                clean_metric = float(value.detach())
             if k == 0:  # EAP: the clean run; EAP-IG: the corrupted one
                 outputs["corrupt" if method == "eap-ig" else "clean"] = run.writers
             bar.update()
