@@ -23,6 +23,9 @@ demo: $(VENV)/.installed
 	# the same experiments on the planted models (constructed ground truth; README "Planted models")
 	$(VENV)/bin/interp ioi --model planted:ioi
 	$(VENV)/bin/interp capitals --model planted:capitals --n-prompts 50
+	# edge-level discovery (EAP-IG) with MIB's faithfulness curve
+	$(VENV)/bin/interp discover --model organism --ioi-results results/ioi/organism/results.json
+	$(VENV)/bin/interp discover --model planted:ioi
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -p no:cacheprovider

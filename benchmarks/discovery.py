@@ -27,22 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from interp.circuits.ioi import Protocol  # noqa: E402
 from interp.edge_scores import edge_scores  # noqa: E402
-from interp.graph import Graph  # noqa: E402
+from interp.graph import Graph, transformer_lens_edge_name  # noqa: E402
 from interp.models import load_model  # noqa: E402
 from interp.patching import logit_diff_metric  # noqa: E402
-
-
-def tl_node_name(node) -> str:
-    """A TransformerLens attribution node as the EAP-IG / MIB graph names it."""
-    if node.kind == "embed":
-        return "input"
-    if node.kind == "attn_head_out":
-        return f"a{node.layer}.h{node.head}"
-    if node.kind in ("q_input", "k_input", "v_input"):
-        return f"a{node.layer}.h{node.head}<{node.kind[0]}>"
-    if node.kind in ("mlp_out", "mlp_in"):
-        return f"m{node.layer}"
-    return "logits"
 
 
 def transformer_lens_edge_scores(model, clean, corrupt) -> tuple[torch.Tensor, float]:
@@ -66,7 +53,7 @@ def transformer_lens_edge_scores(model, clean, corrupt) -> tuple[torch.Tensor, f
         for (writer, reader), score in result.edge_scores.items():
             key = (writer.kind, writer.layer, writer.head, reader.kind, reader.layer, reader.head)
             if key not in index:
-                index[key] = graph.edge_index(f"{tl_node_name(writer)}->{tl_node_name(reader)}")
+                index[key] = graph.edge_index(transformer_lens_edge_name(writer, reader))
             scores[index[key]] += score / len(clean)
     return scores, seconds
 

@@ -24,12 +24,10 @@ from pathlib import Path
 from interp.circuits.ioi import NAME_LISTS, Protocol
 from interp.cli import add_prepend_bos
 from interp.data.ioi import PAPER_HEADS, dataset_json
-from interp.discovery import MIB_BUDGETS, circuit_metrics, faithfulness_curve, normalised_faithfulness, \
-    reference_aucs
-from interp.edge_scores import METHODS, edge_scores
+from interp.discovery import discover, reference_aucs
+from interp.edge_scores import METHODS
 from interp.edge_forward import INTERVENTIONS
 from interp.errors import InterpError
-from interp.graph import Circuit
 from interp.patching import logit_diff_metric
 from interp.results import default_out_dir, provenance, read_json, write_json
 
@@ -79,26 +77,9 @@ def run(model, out_dir: str | Path, task: str = "ioi", method: str = "eap-ig", n
     start = time.perf_counter()
     clean, corrupt = protocol.datasets(model, n, seed)
     metric = logit_diff_metric(clean.io_ids, clean.s_ids, clean.positions["END"])
-    scored = edge_scores(model, clean.tokens, corrupt.tokens, metric, method, intervention, steps,
-                         max_memory=max_memory, quiet=quiet)
-    graph, all_edges = scored.graph, Circuit.of_scores(scored.graph, scored.scores)
-    curve_start = time.perf_counter()
-    curve = faithfulness_curve(model, all_edges, clean.tokens, corrupt.tokens, metric, selection=selection,
-                               intervention=intervention, max_memory=max_memory)
-    select = all_edges.top_n if selection == "topn" else all_edges.greedy
-    if top_n is None:
-        reached = [b for b, f in zip(curve.budgets, curve.faithfulness) if f >= CIRCUIT_FAITHFULNESS]
-        budget = reached[0] if reached else 1.0
-        rule = f"smallest MIB budget with faithfulness >= {CIRCUIT_FAITHFULNESS}: {budget:g} of the edges"
-        circuit = select(int(budget * graph.n_edges))
-        circuit_faithfulness = curve.faithfulness[curve.budgets.index(budget)]
-    else:
-        rule = f"top {top_n} edges by |score| ({selection})"
-        circuit = select(top_n)
-        [value] = circuit_metrics(model, clean.tokens, corrupt.tokens, metric, [circuit], intervention,
-                                  max_memory=max_memory)
-        circuit_faithfulness = normalised_faithfulness(value, curve.full_metric, curve.empty_metric)
-    evaluation_seconds = time.perf_counter() - curve_start
+    found = discover(model, clean.tokens, corrupt.tokens, metric, method, top_n, selection, intervention, steps,
+                     CIRCUIT_FAITHFULNESS, max_memory, quiet)
+    scored, curve, circuit, graph = found.scores, found.curve, found.circuit, found.scores.graph
 
     info = provenance(model, seed)
     results = {
@@ -110,19 +91,19 @@ def run(model, out_dir: str | Path, task: str = "ioi", method: str = "eap-ig", n
                   "n_edges": graph.n_edges},
         "clean_metric": curve.full_metric, "empty_circuit_metric": curve.empty_metric,
         "curve": curve.as_dict(), "cpr": curve.cpr, "cmd": curve.cmd,
-        "circuit": {"rule": rule, "n_edges": circuit.n_edges, "faithfulness": circuit_faithfulness,
+        "circuit": {"rule": found.rule, "n_edges": circuit.n_edges, "faithfulness": found.circuit_faithfulness,
                     "fraction_of_edges": circuit.n_edges / graph.n_edges, "edges": circuit.edges(),
                     "heads": [list(head) for head in circuit.heads()]},
         "edge_order": "EAP-IG's (interp.graph.Graph.edge_list): scores[i] belongs to edge_names[i]",
         "edge_names": graph.edge_names(),
-        "scores": [float(all_edges.scores[w, r]) for w, r in graph.edge_list()],
+        "scores": [float(circuit.scores[w, r]) for w, r in graph.edge_list()],
         "memory": {"chunk": scored.chunk_prompts, "estimate_bytes": scored.memory_estimate,
                    "peak_cuda_bytes": scored.peak_memory, "max_memory": max_memory},
         "dataset": dataset_json(clean, corrupt, NAME_LISTS[protocol.names]),
     }
     if model.interp_source.circuit_edges is not None:
         results["reference"] = {"source": "planted circuit (interp.planted)",
-                                **reference_aucs(all_edges, model.interp_source.circuit_edges)}
+                                **reference_aucs(circuit, model.interp_source.circuit_edges)}
     if classes is not None:
         source, heads = classes
         results["head_comparison"] = {"source": source, **head_overlap(circuit.heads(), heads)}
@@ -132,8 +113,9 @@ def run(model, out_dir: str | Path, task: str = "ioi", method: str = "eap-ig", n
     discovery_figures(read_json(out_dir / "results.json"), out_dir)
     write_json(out_dir / "timing.json", {"total_seconds": time.perf_counter() - start,
                                          "steps": {"scores": {"seconds": scored.seconds, "method": method},
-                                                   "evaluation": {"seconds": evaluation_seconds,
-                                                                  "circuits": len(MIB_BUDGETS) + 2}}})
+                                                   "evaluation": {"seconds": found.evaluation_seconds,
+                                                                  "circuits": len(curve.budgets) + 2
+                                                                  + (top_n is not None)}}})
     return results
 
 
@@ -177,8 +159,9 @@ def run_from_args(args) -> None:
                   None if args.max_memory is None else int(args.max_memory * 2**20), args.ioi_results, args.quiet,
                   Protocol(names=args.names, prepend_bos=args.prepend_bos))
     circuit = results["circuit"]
-    print(f"{results['method']} on {results['model']}: circuit of {circuit['n_edges']} edges "
-          f"({100 * circuit['fraction_of_edges']:.2f}%), faithfulness {circuit['faithfulness']:.3f}; "
+    print(f"{results['method']} on {results['model']}: circuit of {circuit['n_edges']} of "
+          f"{results['graph']['n_edges']} edges ({100 * circuit['fraction_of_edges']:.2f}%), "
+          f"faithfulness {circuit['faithfulness']:.3f}; "
           f"CPR {results['cpr']:.3f}, CMD {results['cmd']:.3f}")
     if "reference" in results:
         print(f"edge ROC AUC {results['reference']['edge_roc_auc']:.4f}, "

@@ -1,9 +1,10 @@
 """Edge-level circuit discovery and MIB's circuit evaluation.
 
-    scores = edge_scores(model, clean, corrupt, metric, method="eap-ig")      # interp.edge_scores
-    circuit = Circuit.of_scores(scores.graph, scores.scores).top_n(500)       # interp.graph
+    found = discover(model, clean, corrupt, metric, method="eap-ig")       # all of the below in one call
+    scores = edge_scores(model, clean, corrupt, metric, method="eap-ig")   # interp.edge_scores
+    circuit = Circuit.of_scores(scores.graph, scores.scores).top_n(500)    # interp.graph
     faithfulness(model, circuit, clean, corrupt, metric)
-    curve = faithfulness_curve(model, scores, clean, corrupt, metric)         # MIB's budgets, CPR, CMD
+    curve = faithfulness_curve(model, scores, clean, corrupt, metric)      # MIB's budgets, CPR, CMD
 
 A circuit runs on the clean prompts with every edge outside it carrying its replacement (`interp.edge_forward`:
 the writer's output on the paired corrupted prompt, its mean, or zero). Faithfulness, as MIB computes it, is
@@ -14,6 +15,7 @@ ROC AUC ranks edges (or nodes) by |score| against a reference circuit's membersh
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -21,17 +23,17 @@ import torch
 from jaxtyping import Bool
 from torch import Tensor
 
-from interp.edge_forward import INTERVENTIONS, edge_forward, embed, replacement_writers
+from interp.edge_forward import INTERVENTIONS, edge_forward, embed, prompts_per_chunk, replacement_writers
 from interp.edge_scores import EdgeScores, edge_scores
 from interp.errors import InterpError
 from interp.graph import Circuit, Graph, load_circuit
 from interp.patching import Metric, Transformer, check_tokens, make_reader
 
-__all__ = ["edge_scores", "EdgeScores", "Circuit", "Graph", "load_circuit", "circuit_metrics", "faithfulness",
-           "faithfulness_curve", "FaithfulnessCurve", "roc_auc", "node_scores", "MIB_BUDGETS"]
+__all__ = ["discover", "Discovery", "edge_scores", "EdgeScores", "Circuit", "Graph", "load_circuit",
+           "circuit_metrics", "faithfulness", "faithfulness_curve", "FaithfulnessCurve", "roc_auc", "node_scores",
+           "reference_aucs", "MIB_BUDGETS"]
 
 MIB_BUDGETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # fractions of the graph's edges
-DEFAULT_EVALUATION_MEMORY = 2**30
 
 
 def circuit_metrics(model, clean_tokens, corrupt_tokens, metric: Metric | Callable,
@@ -56,10 +58,7 @@ def circuit_metrics(model, clean_tokens, corrupt_tokens, metric: Metric | Callab
     n_batch, n_pos = clean_tokens.shape
     itemsize = tf.W_E.element_size()
     per_prompt = 4 * itemsize * n_pos * graph.n_writers * tf.W_E.shape[1]  # writers, replacement, differences
-    if max_memory is not None and per_prompt > max_memory:
-        raise InterpError(f"running a circuit needs about {per_prompt / 2**20:.1f} MiB per prompt of {n_pos} "
-                          f"tokens, over the budget of {max_memory / 2**20:.1f} MiB")
-    chunk = max(1, min(n_batch, (max_memory or DEFAULT_EVALUATION_MEMORY) // per_prompt))
+    chunk = prompts_per_chunk(per_prompt, n_batch, n_pos, max_memory, "running a circuit")
     fixed = None if intervention == "patching" else replacement_writers(tf, graph, intervention, corrupt_tokens,
                                                                         reader.positions, mean_tokens)
     logits: list[list[Tensor]] = [[] for _ in masks]
@@ -131,6 +130,45 @@ def faithfulness_curve(model, scores: EdgeScores | Circuit, clean_tokens, corrup
     faithful = [normalised_faithfulness(value, full, empty) for value in values]
     return FaithfulnessCurve(list(budgets), [c.n_edges for c in chosen], values, faithful, full, empty,
                              area(budgets, faithful), area(budgets, [abs(1 - f) for f in faithful]), selection)
+
+
+@dataclass
+class Discovery:
+    """What `discover` finds: every edge's score, the faithfulness curve, and the circuit chosen."""
+
+    scores: EdgeScores
+    curve: FaithfulnessCurve
+    circuit: Circuit
+    circuit_faithfulness: float
+    rule: str  # how the circuit was chosen
+    evaluation_seconds: float
+
+
+def discover(model, clean_tokens, corrupt_tokens, metric: Metric | Callable, method: str = "eap-ig",
+             top_n: int | None = None, selection: str = "topn", intervention: str = "patching", steps: int = 5,
+             min_faithfulness: float = 0.9, max_memory: int | None = None, quiet: bool = True) -> Discovery:
+    """Edge-level discovery on any dataset of pairs and metric: score every edge (`edge_scores`), measure the
+    faithfulness curve at MIB's budgets, and choose the circuit: the top `top_n` edges, or by default those of the
+    smallest budget whose faithfulness reaches `min_faithfulness` (every edge if none does)."""
+    scores = edge_scores(model, clean_tokens, corrupt_tokens, metric, method, intervention, steps,
+                         max_memory=max_memory, quiet=quiet)
+    start = time.perf_counter()
+    ranked = Circuit.of_scores(scores.graph, scores.scores)
+    curve = faithfulness_curve(model, ranked, clean_tokens, corrupt_tokens, metric, selection=selection,
+                               intervention=intervention, max_memory=max_memory)
+    select = ranked.top_n if selection == "topn" else ranked.greedy
+    if top_n is None:
+        reached = [b for b, f in zip(curve.budgets, curve.faithfulness) if f >= min_faithfulness]
+        budget = reached[0] if reached else 1.0
+        circuit, value = select(int(budget * scores.graph.n_edges)), curve.faithfulness[curve.budgets.index(budget)]
+        rule = f"smallest MIB budget with faithfulness >= {min_faithfulness}: {budget:g} of the edges"
+    else:
+        circuit = select(top_n)
+        [metric_value] = circuit_metrics(model, clean_tokens, corrupt_tokens, metric, [circuit], intervention,
+                                         max_memory=max_memory)
+        value = normalised_faithfulness(metric_value, curve.full_metric, curve.empty_metric)
+        rule = f"top {top_n} edges by |score| ({selection})"
+    return Discovery(scores, curve, circuit, value, rule, time.perf_counter() - start)
 
 
 def roc_auc(scores: Tensor, positive: Tensor, among: Tensor | None = None) -> float:

@@ -24,6 +24,7 @@ from interp.patching import Transformer, attend, take_positions
 
 Intervention = Literal["patching", "mean", "zero"]
 INTERVENTIONS = ("patching", "mean", "zero")
+DEFAULT_MEMORY = 2**30  # working memory of edge scoring and circuit runs when no budget is given
 
 
 @dataclass
@@ -35,6 +36,15 @@ class EdgeRun:
     logits: Float[Tensor, "batch n_read n_columns"]
     writers: Float[Tensor, "batch pos n_writers d_model"] | None
     reader_inputs: list[Tensor]
+
+
+def prompts_per_chunk(per_prompt: int, n_batch: int, n_pos: int, max_memory: int | None, what: str) -> int:
+    """How many prompts one chunk may hold within `max_memory` bytes (default 1 GiB); refused before anything runs
+    when a single prompt does not fit."""
+    if max_memory is not None and per_prompt > max_memory:
+        raise InterpError(f"{what} needs about {per_prompt / 2**20:.1f} MiB per prompt of {n_pos} tokens, over the "
+                          f"budget of {max_memory / 2**20:.1f} MiB")
+    return max(1, min(n_batch, (max_memory or DEFAULT_MEMORY) // per_prompt))
 
 
 def embed(tf: Transformer, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:

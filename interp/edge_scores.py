@@ -25,14 +25,13 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm import tqdm
 
-from interp.edge_forward import INTERVENTIONS, edge_forward, embed, replacement_writers
+from interp.edge_forward import INTERVENTIONS, edge_forward, embed, prompts_per_chunk, replacement_writers
 from interp.errors import InterpError
 from interp.graph import Graph
 from interp.patching import (Cell, Metric, Run, Transformer, attend, check_tokens, evaluate_cells, make_reader,
                              row_budget, row_bytes, run_bytes)
 
 METHODS = ("eap", "eap-ig", "exact")
-DEFAULT_SCORING_MEMORY = 2**30  # EAP / EAP-IG working memory when no budget is given
 
 
 @dataclass
@@ -108,10 +107,7 @@ def attribution_scores(tf, graph, clean_tokens, corrupt_tokens, reader, method, 
                        max_memory, quiet) -> tuple[Tensor, float, int, int]:
     n_batch, n_pos = clean_tokens.shape
     per_prompt = scoring_bytes_per_prompt(tf, graph, n_pos, tf.W_E.element_size())
-    if max_memory is not None and per_prompt > max_memory:
-        raise InterpError(f"edge scoring needs about {per_prompt / 2**20:.1f} MiB per prompt of {n_pos} tokens, "
-                          f"over the budget of {max_memory / 2**20:.1f} MiB")
-    chunk = max(1, min(n_batch, (max_memory or DEFAULT_SCORING_MEMORY) // per_prompt))
+    chunk = prompts_per_chunk(per_prompt, n_batch, n_pos, max_memory, "edge scoring")
     fixed = None if intervention == "patching" else replacement_writers(tf, graph, intervention, corrupt_tokens,
                                                                         reader.positions, mean_tokens)
     clean_embeddings, corrupt_embeddings = embed(tf, clean_tokens), embed(tf, corrupt_tokens)

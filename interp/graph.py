@@ -289,6 +289,21 @@ class Circuit:
         return Path(path)
 
 
+def transformer_lens_edge_name(writer, reader) -> str:
+    """The EAP-IG / MIB name of an edge of TransformerLens 4.3's attribution graph
+    (`transformer_lens.tools.analysis.attribution_patching.Node` pairs, which also carry a position)."""
+    def name(node) -> str:
+        if node.kind == "embed":
+            return "input"
+        if node.kind == "attn_head_out":
+            return f"a{node.layer}.h{node.head}"
+        if node.kind in ("q_input", "k_input", "v_input"):
+            return f"a{node.layer}.h{node.head}<{node.kind[0]}>"
+        return f"m{node.layer}" if node.kind in ("mlp_in", "mlp_out") else "logits"
+
+    return f"{name(writer)}->{name(reader)}"
+
+
 def load_circuit(path: str | Path) -> Circuit:
     """A circuit file in EAP-IG's / MIB's JSON format: {"cfg": {"n_layers", "n_heads", "parallel_attn_mlp",
     "d_model"}, "nodes": {name: {"in_graph"}}, "edges": {"a0.h1->a2.h3<q>": {"score", "in_graph"}}}. Edges the file

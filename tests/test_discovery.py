@@ -11,6 +11,7 @@ import torch
 from interp.discovery import (MIB_BUDGETS, Circuit, Graph, area, circuit_metrics, edge_scores, faithfulness,
                               faithfulness_curve, load_circuit, roc_auc)
 from interp.errors import InterpError
+from interp.graph import transformer_lens_edge_name
 from interp.patching import logit_diff_metric
 
 MIB_FILE = Path(__file__).parent / "data" / "mib_ioi_gpt2_eap-ig.json"
@@ -145,16 +146,6 @@ def test_top_n_and_greedy_selection():
 # Edge scores against TransformerLens and hooks
 
 
-def tl_name(node) -> str:
-    if node.kind == "embed":
-        return "input"
-    if node.kind == "attn_head_out":
-        return f"a{node.layer}.h{node.head}"
-    if node.kind in ("q_input", "k_input", "v_input"):
-        return f"a{node.layer}.h{node.head}<{node.kind[0]}>"
-    return f"m{node.layer}" if node.kind in ("mlp_in", "mlp_out") else "logits"
-
-
 def tl_edge_scores(model, first, second, pairs) -> torch.Tensor:
     """TransformerLens 4.3's edge attribution (clean=first, corrupt=second), per-position scores summed over
     positions, averaged over the pairs, as a [writers, readers] matrix."""
@@ -166,7 +157,7 @@ def tl_edge_scores(model, first, second, pairs) -> torch.Tensor:
         result = attribution_patch(model, first[i:i + 1], second[i:i + 1], pair_metric(pairs, i),
                                    EdgeAttributionConfig(granularity="edge"))
         for (writer, reader), score in result.edge_scores.items():
-            scores[graph.edge_index(f"{tl_name(writer)}->{tl_name(reader)}")] += score / N_PROMPTS
+            scores[graph.edge_index(transformer_lens_edge_name(writer, reader))] += score / N_PROMPTS
     return scores
 
 
