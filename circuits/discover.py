@@ -78,7 +78,7 @@ def run(model, out_dir: str | Path, task: str = "ioi", method: str = "eap-ig", n
     clean, corrupt = protocol.datasets(model, n, seed)
     metric = logit_diff_metric(clean.io_ids, clean.s_ids, clean.positions["END"])
     found = discover(model, clean.tokens, corrupt.tokens, metric, method, top_n, selection, intervention, steps,
-                     CIRCUIT_FAITHFULNESS, max_memory, quiet)
+                     CIRCUIT_FAITHFULNESS, max_memory=max_memory, quiet=quiet)
     scored, curve, circuit, graph = found.scores, found.curve, found.circuit, found.scores.graph
 
     info = provenance(model, seed)

@@ -27,6 +27,7 @@ from interp.edge_forward import INTERVENTIONS, edge_forward, embed, prompts_per_
 from interp.edge_scores import EdgeScores, edge_scores
 from interp.errors import InterpError
 from interp.graph import Circuit, Graph, load_circuit
+from interp.metrics import normalised
 from interp.patching import Metric, Transformer, check_tokens, make_reader
 
 __all__ = ["discover", "Discovery", "edge_scores", "EdgeScores", "Circuit", "Graph", "load_circuit",
@@ -86,7 +87,7 @@ def faithfulness(model, circuit: Circuit, clean_tokens, corrupt_tokens, metric, 
 def normalised_faithfulness(value: float, full: float, empty: float) -> float:
     if full == empty:
         raise InterpError("the full model and the empty circuit give the same metric: faithfulness is undefined")
-    return (value - empty) / (full - empty)
+    return normalised(value, full, empty)
 
 
 @dataclass
@@ -146,16 +147,17 @@ class Discovery:
 
 def discover(model, clean_tokens, corrupt_tokens, metric: Metric | Callable, method: str = "eap-ig",
              top_n: int | None = None, selection: str = "topn", intervention: str = "patching", steps: int = 5,
-             min_faithfulness: float = 0.9, max_memory: int | None = None, quiet: bool = True) -> Discovery:
+             min_faithfulness: float = 0.9, mean_tokens=None, max_memory: int | None = None, quiet: bool = True
+             ) -> Discovery:
     """Edge-level discovery on any dataset of pairs and metric: score every edge (`edge_scores`), measure the
     faithfulness curve at MIB's budgets, and choose the circuit: the top `top_n` edges, or by default those of the
     smallest budget whose faithfulness reaches `min_faithfulness` (every edge if none does)."""
-    scores = edge_scores(model, clean_tokens, corrupt_tokens, metric, method, intervention, steps,
+    scores = edge_scores(model, clean_tokens, corrupt_tokens, metric, method, intervention, steps, mean_tokens,
                          max_memory=max_memory, quiet=quiet)
     start = time.perf_counter()
     ranked = Circuit.of_scores(scores.graph, scores.scores)
     curve = faithfulness_curve(model, ranked, clean_tokens, corrupt_tokens, metric, selection=selection,
-                               intervention=intervention, max_memory=max_memory)
+                               intervention=intervention, mean_tokens=mean_tokens, max_memory=max_memory)
     select = ranked.top_n if selection == "topn" else ranked.greedy
     if top_n is None:
         reached = [b for b, f in zip(curve.budgets, curve.faithfulness) if f >= min_faithfulness]
@@ -165,7 +167,7 @@ def discover(model, clean_tokens, corrupt_tokens, metric: Metric | Callable, met
     else:
         circuit = select(top_n)
         [metric_value] = circuit_metrics(model, clean_tokens, corrupt_tokens, metric, [circuit], intervention,
-                                         max_memory=max_memory)
+                                         mean_tokens, max_memory)
         value = normalised_faithfulness(metric_value, curve.full_metric, curve.empty_metric)
         rule = f"top {top_n} edges by |score| ({selection})"
     return Discovery(scores, curve, circuit, value, rule, time.perf_counter() - start)

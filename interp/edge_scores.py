@@ -32,6 +32,7 @@ from interp.patching import (Cell, Metric, Run, Transformer, attend, check_token
                              row_budget, row_bytes, run_bytes)
 
 METHODS = ("eap", "eap-ig", "exact")
+EXACT_BLOCK = 512  # edges evaluated between two progress updates of exact patching
 
 
 @dataclass
@@ -88,7 +89,8 @@ def edge_scores(model, clean_tokens, corrupt_tokens, metric: Metric | Callable, 
     tf, graph = Transformer(model, reader.token_ids), Graph.of(model)
     if mean_tokens is not None:
         mean_tokens = torch.as_tensor(mean_tokens, dtype=torch.long, device=model.cfg.device)
-    if torch.cuda.is_available():
+    on_cuda = str(model.cfg.device).startswith("cuda")
+    if on_cuda:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     if method == "exact":
@@ -98,7 +100,7 @@ def edge_scores(model, clean_tokens, corrupt_tokens, metric: Metric | Callable, 
         scores, clean_metric, chunk, memory = attribution_scores(tf, graph, clean_tokens, corrupt_tokens, reader,
                                                                  method, intervention, steps, mean_tokens,
                                                                  max_memory, quiet)
-    peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
+    peak = torch.cuda.max_memory_allocated() if on_cuda else None
     return EdgeScores(graph, scores.cpu(), method, intervention, steps if method == "eap-ig" else 1, clean_metric,
                       len(clean_tokens), chunk, memory, peak, time.perf_counter() - start)
 
@@ -111,13 +113,13 @@ def attribution_scores(tf, graph, clean_tokens, corrupt_tokens, reader, method, 
     fixed = None if intervention == "patching" else replacement_writers(tf, graph, intervention, corrupt_tokens,
                                                                         reader.positions, mean_tokens)
     clean_embeddings, corrupt_embeddings = embed(tf, clean_tokens), embed(tf, corrupt_tokens)
-    if chunk < n_batch:  # each chunk's metric sees the other prompts' clean logits
+    chunks = torch.arange(n_batch, device=clean_tokens.device).split(chunk)
+    if len(chunks) > 1:  # each chunk's metric sees the other prompts' clean logits
         with torch.inference_mode():
             clean_logits = torch.cat([edge_forward(tf, graph, clean_embeddings[rows], reader.positions[rows]).logits
-                                      for rows in torch.arange(n_batch).split(chunk)])
+                                      for rows in chunks])
     scores = torch.zeros(graph.n_writers, graph.n_readers, device=tf.W_E.device)
     alphas = [1.0] if method == "eap" else [k / steps for k in range(steps)]
-    chunks = torch.arange(n_batch, device=clean_tokens.device).split(chunk)
     bar = tqdm(total=len(chunks) * (len(alphas) + 1), desc=f"{method} edge scores", disable=quiet)
     clean_metric = 0.0
     for rows in chunks:
@@ -126,7 +128,7 @@ def attribution_scores(tf, graph, clean_tokens, corrupt_tokens, reader, method, 
                                 expose_readers=expose_readers)
 
         def metric_of(logits):
-            if chunk == n_batch:
+            if len(chunks) == 1:
                 return reader(logits)
             full = clean_logits.clone()
             full[rows] = logits
@@ -193,7 +195,9 @@ def exact_scores(tf, graph, clean_tokens, corrupt_tokens, reader, intervention, 
     n_batch, n_pos = clean_tokens.shape
     keep = ["resid", "q", "k", "v", "z", "mlp_out"]
     itemsize = tf.W_E.element_size()
-    fixed = run_bytes(tf, n_batch, n_pos, keep, itemsize) * (2 if intervention == "patching" else 1)
+    # the clean run, the corrupted one (or the constant replacement), every writer's difference
+    fixed = (run_bytes(tf, n_batch, n_pos, keep, itemsize) * (2 if intervention == "patching" else 1)
+             + itemsize * graph.n_writers * n_batch * n_pos * tf.W_E.shape[1])
     max_rows = row_budget(tf, reader, n_batch, n_pos, fixed, max_memory, itemsize)
     chosen = graph.edge_list() if edges is None else [graph.edge_index(name) for name in edges]
     with torch.inference_mode():
@@ -217,13 +221,16 @@ def exact_scores(tf, graph, clean_tokens, corrupt_tokens, reader, intervention, 
                     differences[writer] = replacement(writer) - writer_output(tf, graph, clean, writer)
             return torch.stack([differences[writer] for writer in writers])
 
-        cells = edge_cells(tf, graph, clean, chosen, difference)
-        values = evaluate_cells(tf, clean, reader, cells, len(chosen), max_rows)
         scores = torch.full((graph.n_writers, graph.n_readers), float("nan"), device=tf.W_E.device)
-        index = torch.tensor(chosen, device=scores.device)
-        scores[index[:, 0], index[:, 1]] = values - clean.value
-    if not quiet:
-        print(f"exact edge patching: {len(chosen)} edges")
+        block = max(EXACT_BLOCK, max_rows(0))
+        with tqdm(total=len(chosen), desc="exact edge patching", unit="edge", disable=quiet) as bar:
+            for first in range(0, len(chosen), block):  # blocks of edges, so that progress can be shown
+                edges_here = chosen[first: first + block]
+                cells = edge_cells(tf, graph, clean, edges_here, difference)
+                values = evaluate_cells(tf, clean, reader, cells, len(edges_here), max_rows)
+                index = torch.tensor(edges_here, device=scores.device)
+                scores[index[:, 0], index[:, 1]] = values - clean.value
+                bar.update(len(edges_here))
     rows = max_rows(0)
     return scores, float(clean.value), rows, fixed + rows * row_bytes(tf, n_batch, n_pos, 0, reader.positions.shape[1],
                                                                       itemsize)

@@ -445,3 +445,20 @@ def test_eap_ig_finds_the_planted_ioi_circuit(tmp_path, capsys):
     per_class = results["head_comparison"]["per_class"]
     assert all(len(entry["found"]) == entry["of"] for name, entry in per_class.items() if name != "backup_name_mover")
     assert "edge ROC AUC" in capsys.readouterr().out
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_scores_and_circuit_runs_on_cuda_equal_cpu(organism, pairs, metric):
+    from interp.models import load_model
+
+    clean, corrupt, *_ = pairs
+    on_gpu = load_model("organism", device="cuda")
+    for method in ("eap", "eap-ig", "exact"):
+        cpu = edge_scores(organism, clean, corrupt, metric, method=method)
+        gpu = edge_scores(on_gpu, clean, corrupt, metric, method=method)
+        torch.testing.assert_close(gpu.scores, cpu.scores, atol=1e-3, rtol=1e-3)
+        assert gpu.peak_memory is not None and cpu.peak_memory is None
+    circuit = Circuit.of_scores(cpu.graph, cpu.scores).top_n(50)
+    assert circuit_metrics(on_gpu, clean, corrupt, metric, [circuit]) == pytest.approx(
+        circuit_metrics(organism, clean, corrupt, metric, [circuit]), abs=1e-3)
