@@ -12,7 +12,6 @@ its arithmetic; tests check it against TransformerLens's hooks (`hook_q_input`, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -22,7 +21,6 @@ from interp.errors import InterpError
 from interp.graph import Graph
 from interp.patching import Transformer, attend, take_positions
 
-Intervention = Literal["patching", "mean", "zero"]
 INTERVENTIONS = ("patching", "mean", "zero")
 DEFAULT_MEMORY = 2**30  # working memory of edge scoring and circuit runs when no budget is given
 
@@ -96,8 +94,6 @@ def edge_forward(tf: Transformer, graph: Graph, embeddings: Float[Tensor, "batch
     x = embeddings
     write(0, x)
     replaced_residual = replacement_rows(slice(0, 1))[:, :, 0] if cutting else None  # every writer replaced
-    x = embeddings
-    write(0, x)
     positions = torch.arange(n_pos, device=x.device)
     for layer, weights in enumerate(tf.layers):
         own = reader_inputs(x, graph.head_reader(layer, 0, "q"), 3 * H)

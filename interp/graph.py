@@ -15,6 +15,7 @@ logits), with `real` marking the pairs that are edges. Selection follows MIB: ke
 """
 from __future__ import annotations
 
+import heapq
 import json
 import re
 from dataclasses import dataclass
@@ -139,18 +140,25 @@ class Graph:
     def writer_index(self, name: str) -> int | None:
         if name == "input":
             return 0
-        numbers = [int(n) for n in re.findall(r"\d+", name)]
-        if numbers[0] >= self.n_layers or (len(numbers) == 2 and numbers[1] >= self.n_heads):
+        numbers = self.node_numbers(name)
+        if numbers is None:
             return None
-        return self.head_writer(*numbers) if name.startswith("a") else self.mlp_writer(numbers[0])
+        return self.head_writer(*numbers) if name.startswith("a") else self.mlp_writer(*numbers)
 
     def reader_index(self, name: str) -> int | None:
         if name == "logits":
             return self.logits_reader
+        numbers = self.node_numbers(name)
+        if numbers is None:
+            return None
+        return self.head_reader(*numbers, name[-2]) if name.startswith("a") else self.mlp_reader(*numbers)
+
+    def node_numbers(self, name: str) -> list[int] | None:
+        """[layer, head] of `a{layer}.h{head}...`, [layer] of `m{layer}`; None when out of this model's range."""
         numbers = [int(n) for n in re.findall(r"\d+", name)]
         if numbers[0] >= self.n_layers or (len(numbers) == 2 and numbers[1] >= self.n_heads):
             return None
-        return self.head_reader(*numbers, name[-2]) if name.startswith("a") else self.mlp_reader(numbers[0])
+        return numbers
 
     def mask(self, edge_names) -> Bool[Tensor, "n_writers n_readers"]:
         """The membership matrix of a list of edge names."""
@@ -212,8 +220,6 @@ class Circuit:
         """n edges grown from the logits (MIB's `apply_greedy`): the candidates are the edges into nodes already
         in the circuit, and the one of highest |score| joins, bringing its writer's incoming edges in as
         candidates."""
-        import heapq
-
         graph = self.graph
         if not 0 <= n <= graph.n_edges:
             raise InterpError(f"cannot keep {n} edges of a graph of {graph.n_edges}")
