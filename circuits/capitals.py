@@ -36,7 +36,7 @@ from typing import Literal, Sequence
 import torch
 
 from interp.ablation import ablated, check_components, mlps
-from interp.cli import add_prepend_bos
+from interp.cli import add_model, add_prepend_bos, load
 from interp.data import load_pairs
 from interp.data.capitals import (CUE_FREE_REPEATS, FILLER_WORDS, FIXED_FILLER, KNOWN_TASKS, N_COLORED_OBJECTS,
                                   TASK_NAMES, Item, argument_answer_ids, demonstration_json, example_json, first_ids,
@@ -425,7 +425,7 @@ def summary(results: dict) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="organism", help="model spec (default: organism)")
+    add_model(parser)
     parser.add_argument("--out", default=None, help="output directory (default: results/capitals/<model>/)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the prompt sample, demonstrations and filler")
     parser.add_argument("--n-prompts", type=int, default=None,
@@ -455,7 +455,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--o-vector-layer", type=int, default=None, metavar="L",
                         help="the block of the capitals o-vector (default: the capitals emergence layer)")
     add_prepend_bos(parser, default=False)
-    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--quiet", action="store_true")
 
 
@@ -471,9 +470,7 @@ def int_list(text: str) -> list[int]:
 
 
 def run_args(args: argparse.Namespace) -> dict:
-    from interp.models import load_model
-
-    model = load_model(args.model, device=args.device)
+    model = load(args)
     out_dir = Path(args.out) if args.out else default_out_dir("capitals", args.model)
     results = run(model, out_dir, seed=args.seed, quiet=args.quiet, n_prompts=args.n_prompts,
                   ablation_ks=args.ablation_ks, n_texts=args.n_texts, prepend_bos=args.prepend_bos, tasks=args.tasks,

@@ -22,7 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from interp.circuits.ioi import NAME_LISTS, Protocol
-from interp.cli import add_prepend_bos
+from interp.cli import add_model, add_prepend_bos, load
 from interp.data.ioi import PAPER_HEADS, dataset_json
 from interp.discovery import discover, reference_aucs
 from interp.edge_scores import METHODS
@@ -120,7 +120,7 @@ def run(model, out_dir: str | Path, task: str = "ioi", method: str = "eap-ig", n
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", default="organism", help="model spec (default: organism)")
+    add_model(parser)
     parser.add_argument("--task", default="ioi", choices=TASKS)
     parser.add_argument("--method", default="eap-ig", choices=METHODS,
                         help="eap-ig (default), eap, or exact (one patched run per edge: slow on big graphs)")
@@ -141,19 +141,16 @@ def add_arguments(parser) -> None:
                         help="working memory for scoring and evaluation in MiB (default 1024): prompts are chunked "
                         "to fit, and refused when one does not")
     parser.add_argument("--out", help="output directory (default results/discover/<model>/)")
-    parser.add_argument("--device")
     add_prepend_bos(parser, default=False)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run_from_args(args) -> None:
-    from interp.models import load_model
-
     if args.n < 1:
         raise InterpError(f"--n must be at least 1, not {args.n}")
     if args.top_n is not None and args.top_n < 0:
         raise InterpError(f"--top-n must be at least 0, not {args.top_n}")
-    model = load_model(args.model, device=args.device)
+    model = load(args)
     results = run(model, args.out or default_out_dir("discover", args.model), args.task, args.method, args.n,
                   args.seed, args.top_n, args.intervention, args.steps, args.selection,
                   None if args.max_memory is None else int(args.max_memory * 2**20), args.ioi_results, args.quiet,

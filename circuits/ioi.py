@@ -38,7 +38,7 @@ from tqdm import tqdm
 from interp.ablation import ablated, heads, mean_activations
 from interp.cache import run_with_selective_cache
 from interp.circuit import Node, NodeRuns, completeness, minimality
-from interp.cli import add_prepend_bos
+from interp.cli import add_model, add_prepend_bos, load
 from interp.data.ioi import PAPER_HEADS, Corruption, IOIDataset, TemplateOrder, dataset_json, ioi_datasets
 from interp.data.ioi_words import ORGANISM_NAMES, PAPER_NAMES
 from interp.errors import InterpError
@@ -90,12 +90,13 @@ def direct_logit_attribution(model, data: IOIDataset, **ablation) -> torch.Tenso
         _, cache = run_with_selective_cache(model, data.tokens, names)
         store.update(cache.cache_dict)
     rows, end = torch.arange(len(data)), data.positions["END"]
-    direction = model.W_U[:, data.io_ids] - model.W_U[:, data.s_ids]  # [d_model, batch]
-    scale = store["ln_final.hook_scale"][rows, end]  # [batch, 1]
+    # in float32 whatever the model's dtype: these are sums of many small terms
+    direction = (model.W_U[:, data.io_ids] - model.W_U[:, data.s_ids]).float()  # [d_model, batch]
+    scale = store["ln_final.hook_scale"][rows, end].float()  # [batch, 1]
     out = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
     for layer in range(model.cfg.n_layers):
-        z = store[f"blocks.{layer}.attn.hook_z"][rows, end]  # [batch, head, d_head]
-        head_out = torch.einsum("bhd,hdm->bhm", z, model.W_O[layer]) / scale[:, :, None]
+        z = store[f"blocks.{layer}.attn.hook_z"][rows, end].float()  # [batch, head, d_head]
+        head_out = torch.einsum("bhd,hdm->bhm", z, model.W_O[layer].float()) / scale[:, :, None]
         out[layer] = torch.einsum("bhm,mb->bh", head_out, direction).mean(0)
     return out
 
@@ -383,11 +384,10 @@ def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = F
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", default="organism", help="model spec (default: organism)")
+    add_model(parser)
     parser.add_argument("--n", type=int, default=100, help="prompts (default 100)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="output directory (default results/ioi/<model>/)")
-    parser.add_argument("--device")
     parser.add_argument("--names", choices=sorted(NAME_LISTS), default="paper",
                         help="the paper's 99 names (default) or the 109 the organism was trained on")
     parser.add_argument("--order", choices=["mixed", "BABA", "ABBA"], default="mixed")
@@ -404,12 +404,10 @@ def add_arguments(parser) -> None:
 
 
 def run_from_args(args) -> None:
-    from interp.models import load_model
-
     protocol = Protocol(names=args.names, order=args.order, n_templates=args.n_templates, corruption=args.corruption,
                         prepend_bos=args.prepend_bos, random_knockouts=args.random_knockouts,
                         greedy_steps=args.greedy_steps, greedy_candidates=args.greedy_candidates)
-    model = load_model(args.model, device=args.device)
+    model = load(args)
     results = run(model, args.out or default_out_dir("ioi", args.model), args.n, args.seed, args.quiet, protocol)
     print(f"mean logit diff {results['mean_logit_diff']:.3f}, IO over S {results['io_over_s']:.3f}, "
           f"faithfulness {results['faithfulness']:.3f}")

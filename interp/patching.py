@@ -111,7 +111,8 @@ class Reader:
         return int(self.positions.max()) + 1
 
     def __call__(self, logits: Float[Tensor, "batch n_read n_columns"]) -> Float[Tensor, ""]:
-        value = torch.as_tensor(self.fn(logits))
+        """The metric, in float32 whatever the model's dtype (a bfloat16 logit difference keeps ~3 digits)."""
+        value = torch.as_tensor(self.fn(logits.float()))
         if value.numel() != 1:
             raise InterpError(f"the metric must return a scalar; it returned shape {tuple(value.shape)}")
         return value.reshape(())
