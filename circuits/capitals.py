@@ -35,7 +35,7 @@ from typing import Literal, Sequence
 
 import torch
 
-from interp.ablation import ablated, check_components, mlps
+from interp.ablation import check_components, mlps
 from interp.cli import add_model, add_prepend_bos, load
 from interp.data import load_pairs
 from interp.data.capitals import (CUE_FREE_REPEATS, FILLER_WORDS, FIXED_FILLER, KNOWN_TASKS, N_COLORED_OBJECTS,
@@ -49,7 +49,7 @@ from interp.results import default_out_dir, jsonable, provenance, write_json
 from interp.tokens import encode, first_token_id, prompt_ids
 from interp.metrics import token_ranks
 from interp.vectors import (LoadedVector, final_logits, last_position, lens_ranks, load_vector, mean_mlp_outputs,
-                            mlp_out, mlp_outputs_replaced)
+                            mlp_out, mlp_outputs_replaced, predictions_without_last_mlps, prompt_batches)
 
 ANALOGIES = [(" man", " king", " woman", " queen"), (" France", " Paris", " Germany", " Berlin"),
              (" big", " biggest", " small", " smallest")]
@@ -207,8 +207,15 @@ def transplant(model, reading: Reading, layer: int, source: int = 0,
             "no_effect_rate": (after >= before).float().mean()}
 
 
-def accuracy(model, prompts: Sequence[str], answers: torch.Tensor, prepend_bos: bool = True) -> float:
-    return (final_logits(model, prompts, prepend_bos=prepend_bos).argmax(-1) == answers).float().mean().item()
+def accuracies_without_last_mlps(model, prompts: Sequence[str], answers: torch.Tensor, ks: Sequence[int],
+                                 means: dict | None, prepend_bos: bool = True) -> list[float]:
+    """For each k, the share of prompts whose top next token is the answer's first token with the MLPs of the last
+    k blocks zeroed (or replaced by `means`): every k in one batched run per prompt length."""
+    correct = torch.zeros(len(ks))
+    for indices, tokens in prompt_batches(model, prompts, prepend_bos=prepend_bos):
+        top = predictions_without_last_mlps(model, tokens, ks, means).cpu()
+        correct += (top == answers[indices]).float().sum(1)
+    return (correct / len(prompts)).tolist()
 
 
 def ablation_curves(model, items: Sequence[Item], ks: Sequence[int], prepend_bos: bool = True) -> dict:
@@ -222,14 +229,12 @@ def ablation_curves(model, items: Sequence[Item], ks: Sequence[int], prepend_bos
     answers = first_ids([item.answer for item in items])
     means = mean_mlp_outputs(model, abstractive + extractive, range(n_layers), prepend_bos=prepend_bos)
     curves = {}
-    for method in ("zero", "mean"):
-        curves[method] = {}
-        for k in ks:
-            layers = list(range(n_layers - k, n_layers))
-            with ablated(model, mlps(layers), method, means):
-                curves[method][k] = {
-                    "layers": layers, "abstractive_accuracy": accuracy(model, abstractive, answers, prepend_bos),
-                    "extractive_accuracy": accuracy(model, extractive, answers, prepend_bos)}
+    for method, replacement in (("zero", None), ("mean", means)):
+        accuracy = {name: accuracies_without_last_mlps(model, prompts, answers, ks, replacement, prepend_bos)
+                    for name, prompts in (("abstractive", abstractive), ("extractive", extractive))}
+        curves[method] = {k: {"layers": list(range(n_layers - k, n_layers)),
+                              "abstractive_accuracy": accuracy["abstractive"][i],
+                              "extractive_accuracy": accuracy["extractive"][i]} for i, k in enumerate(ks)}
     return {"n": len(items), "removed": "the MLPs of the last k blocks", **curves}
 
 

@@ -24,7 +24,8 @@ from interp.errors import InterpError
 from interp.memories import analogy, answer_neurons, top_contexts, value_tokens
 from interp.models import load_model
 from interp.tokens import encode, first_token_id, prompt_tokens, single_token_id
-from interp.vectors import final_logits, last_position, load_vector, mean_mlp_outputs, mlp_outputs_replaced
+from interp.vectors import (final_logits, last_position, load_vector, mean_mlp_outputs, mlp_outputs_replaced,
+                            predictions_without_last_mlps, prompt_batches)
 
 PLANTED_LAYER = 1
 PLANTED_PAIRS = [("Poland", "Warsaw"), ("France", "Paris"), ("Germany", "Berlin"), ("China", "Beijing"),
@@ -122,7 +123,24 @@ def test_ablating_the_planted_mlp_loses_recall(planted):
     assert curves["mean"][2]["abstractive_accuracy"] == 1
     answers = capitals.first_ids([item.answer for item in items])
     with ablated(planted, mlps([PLANTED_LAYER])):
-        assert capitals.accuracy(planted, [item.prompt for item in items], answers) == 0
+        assert (final_logits(planted, [item.prompt for item in items]).argmax(-1) != answers).all()
+
+
+@pytest.mark.parametrize("method", ["zero", "mean"])
+def test_batched_last_mlp_ablation_predicts_what_hooks_predict(method):
+    """Every k in one engine run starting each variant at its first ablated block, against a forward per k with
+    the MLPs ablated by hooks on the bridge."""
+    model = load_model("organism", device="cpu")
+    prompts = ["The capital of Poland is", "The capital of France is", "Paris is the capital of",
+               "The sky is blue and the grass is", "Warsaw is in"]
+    n_layers, ks = model.cfg.n_layers, [0, 1, 2, 3, 4, 2]
+    means = mean_mlp_outputs(model, prompts, range(n_layers), prepend_bos=False)
+    for indices, tokens in prompt_batches(model, prompts, prepend_bos=False):
+        batched = predictions_without_last_mlps(model, tokens, ks, means if method == "mean" else None).cpu()
+        for row, k in enumerate(ks):
+            with ablated(model, mlps(range(n_layers - k, n_layers)), method, means):
+                reference = final_logits(model, [prompts[i] for i in indices], prepend_bos=False).argmax(-1)
+            assert torch.equal(batched[row], reference), (method, k)
 
 
 def test_planted_o_vector_promotes_each_capital(planted, planted_reading):
