@@ -191,9 +191,10 @@ def build_parser() -> Parser:
 
     bench = commands.add_parser("bench", help="benchmarks (source checkout): patching and edge attribution vs "
                                 "TransformerLens, IOI's cost")
-    bench.add_argument("name", choices=["patching", "ioi", "discovery"],
+    bench.add_argument("name", choices=["patching", "ioi", "discovery", "load"],
                        help="patching: interp vs TransformerLens; ioi: the whole IOI pipeline's cost; discovery: "
-                       "EAP vs TransformerLens's edge attribution, EAP-IG, exact edge patching")
+                       "EAP vs TransformerLens's edge attribution, EAP-IG, exact edge patching; load: loading time "
+                       "and peak memory over the weights' bytes, per size")
     bench.add_argument("--model", default=None,
                        help="model spec (default: random:gpt2 for patching, planted:ioi for ioi and discovery)")
     bench.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
