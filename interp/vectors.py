@@ -180,9 +180,11 @@ def predictions_without_last_mlps(model, tokens: torch.Tensor, ks: Sequence[int]
     reader = make_reader(Metric(lambda logits: logits.sum(), positions=-1), *tokens.shape, model.cfg.device)
     tf = Transformer(model)
     base = tf.run(tokens, reader, ["resid", "k", "v"])
+    def first_ablated(k: int) -> int:  # the boundary before block n-k's MLP (k = 0: the final residual)
+        return 2 * (n_layers - k) + (k > 0)
+
     order = sorted(range(len(ks)), key=lambda i: -ks[i])  # rows join in boundary order: the largest k first
-    joins = [(2 * (n_layers - ks[i]) + (ks[i] > 0), lambda i=i: base.resid[2 * (n_layers - ks[i]) + (ks[i] > 0)][None])
-             for i in order]
+    joins = [(first_ablated(ks[i]), lambda b=first_ablated(ks[i]): base.resid[b][None]) for i in order]
     replacement = [torch.zeros((), device=tokens.device, dtype=tf.W_E.dtype) if means is None
                    else means[mlp_out(layer)][:, : tokens.shape[1]].to(tokens.device) for layer in range(n_layers)]
 
@@ -192,4 +194,4 @@ def predictions_without_last_mlps(model, tokens: torch.Tensor, ks: Sequence[int]
 
     final = tf.flow(joins, 2 * n_layers, step, lambda boundary, rows: rows)
     top = tf.logits(take_positions(final, reader.positions)).argmax(-1)[..., 0]  # [rows, batch]
-    return top[torch.argsort(torch.tensor(order))]
+    return top[torch.argsort(torch.tensor(order, device=top.device))]
