@@ -387,6 +387,9 @@ def plot_circuit_graph(edges: list[str], scores: dict[str, float], n_layers: int
     return fig
 
 
+MAX_DRAWN_EDGES = 500  # a circuit graph with more edges than this is drawn with its strongest ones
+
+
 def discovery_figures(results: dict, out_dir: str | Path) -> list[Path]:
     """The faithfulness curve and the circuit's graph of an `interp discover` run, from its results.json."""
     model, method = results["model"], results["method"]
@@ -396,6 +399,9 @@ def discovery_figures(results: dict, out_dir: str | Path) -> list[Path]:
                                                 f"Faithfulness of {method} circuits ({model})"),
                         out_dir, "discover_faithfulness")
     title = f"{method} circuit in {model}: {circuit['n_edges']} edges, faithfulness {circuit['faithfulness']:.2f}"
-    paths += save_figure(plot_circuit_graph(circuit["edges"], scores, results["graph"]["n_layers"],
+    drawn = circuit["edges"][:MAX_DRAWN_EDGES]  # highest |score| first
+    if len(drawn) < circuit["n_edges"]:
+        title += f"\n(the {len(drawn)} edges of highest |score| drawn)"
+    paths += save_figure(plot_circuit_graph(drawn, scores, results["graph"]["n_layers"],
                                             results["graph"]["n_heads"], title), out_dir, "discover_circuit")
     return paths

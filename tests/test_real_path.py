@@ -73,7 +73,9 @@ def test_every_command_on_a_directory_with_tokenizer_files(capsys, tiny_hub_dir,
     run_cli(capsys, "capitals", "--model", model, "--n-prompts", 3, "--ablation-ks", "0,1", "--n-texts", 5,
             "--quiet", "--out", tmp_path / "capitals")
     check_capitals_results(json.loads((tmp_path / "capitals" / "results.json").read_text()))
-    for run in ("ioi", "capitals"):
+    run_cli(capsys, "discover", "--model", model, "--n", 4, "--method", "eap", "--quiet", "--out", tmp_path / "discover")
+    check_ioi_dataset(json.loads((tmp_path / "discover" / "results.json").read_text()), 4)
+    for run in ("ioi", "capitals", "discover"):
         assert "results.json" not in run_cli(capsys, "plot", tmp_path / run / "results.json")
 
 
@@ -89,6 +91,10 @@ def test_gpt2_commands_from_the_hf_cache(capsys, from_hub_cache, tmp_path):
     check_ioi_dataset(results, 8)
     assert results["model"] == "gpt2" and "paper_comparison" in results and len(results["paper_circuit"]["nodes"]) == 26
     assert run_cli(capsys, "plot", tmp_path / "results.json").count(".png") >= 2
+    run_cli(capsys, "discover", "--model", "gpt2", "--n", 2, "--method", "eap", "--quiet", "--out", tmp_path / "edges")
+    edges = json.loads((tmp_path / "edges" / "results.json").read_text())
+    check_ioi_dataset(edges, 2)
+    assert edges["graph"]["n_edges"] == 32491 and edges["head_comparison"]["source"].startswith("IOI paper")
 
 
 def test_gpt2_medium_capitals_from_the_hf_cache(capsys, from_hub_cache, tmp_path):
