@@ -48,17 +48,18 @@ def process_in_place(model) -> None:
 
     # The unembedding is GPT-2's embedding transposed: untied before the embedding is centred, and processed in
     # chunks of the vocabulary (in float32, so that half-precision weights are processed like float32 ones).
-    embedding = model.lm_head.weight  # [vocab, d_model]
-    W_U = torch.empty_like(embedding)
-    b_U = torch.empty(embedding.shape[0], dtype=torch.float32, device=embedding.device)
-    column_mean = torch.zeros(d_model, dtype=torch.float32, device=embedding.device)
-    for rows in torch.arange(embedding.shape[0], device=embedding.device).split(UNEMBED_CHUNK):
-        chunk = embedding[rows].float()
+    tied = model.lm_head.weight  # [vocab, d_model]
+    W_U = torch.empty_like(tied)
+    b_U = torch.empty(tied.shape[0], dtype=torch.float32, device=tied.device)
+    column_mean = torch.zeros(d_model, dtype=torch.float32, device=tied.device)
+    chunks = torch.arange(tied.shape[0], device=tied.device).split(UNEMBED_CHUNK)
+    for rows in chunks:
+        chunk = tied[rows].float()
         b_U[rows] = chunk @ transformer.ln_f.bias.float()
         chunk = centred(chunk * transformer.ln_f.weight.float(), 1)  # ln_f folded; centred over d_model
-        column_mean += chunk.sum(0) / embedding.shape[0]
+        column_mean += chunk.sum(0) / tied.shape[0]
         W_U[rows] = chunk.to(W_U.dtype)
-    for rows in torch.arange(embedding.shape[0], device=embedding.device).split(UNEMBED_CHUNK):
+    for rows in chunks:
         W_U[rows] = (W_U[rows].float() - column_mean).to(W_U.dtype)  # centred over the vocabulary
     model.lm_head.weight = nn.Parameter(W_U)
     model.lm_head.bias = nn.Parameter((b_U - b_U.mean()).to(W_U.dtype))
@@ -70,17 +71,17 @@ def process_in_place(model) -> None:
     for block in transformer.h:
         attn, mlp = block.attn, block.mlp
         W, b = fold_norm(block.ln_1, attn.c_attn.weight.float(), attn.c_attn.bias.float())
-        W_O, b_O = centred(attn.c_proj.weight.float(), 1), attn.c_proj.bias.float()
-        b_O = b_O - b_O.mean() + b[2 * d_model:] @ W_O  # the value bias, through W_O
+        W_O = centred(attn.c_proj.weight.float(), 1)
+        b_O = centred(attn.c_proj.bias.float() + b[2 * d_model:] @ W_O, 0)  # the value bias, through W_O
         b[2 * d_model:] = 0
         store(attn.c_attn.weight, W)
         store(attn.c_attn.bias, b)
         store(attn.c_proj.weight, W_O)
-        store(attn.c_proj.bias, b_O - b_O.mean())
+        store(attn.c_proj.bias, b_O)
         W_in, b_in = fold_norm(block.ln_2, mlp.c_fc.weight.float(), mlp.c_fc.bias.float())
         store(mlp.c_fc.weight, W_in)
         store(mlp.c_fc.bias, b_in)
         store(mlp.c_proj.weight, centred(mlp.c_proj.weight.float(), 1))
-        store(mlp.c_proj.bias, mlp.c_proj.bias.float() - mlp.c_proj.bias.float().mean())
+        store(mlp.c_proj.bias, centred(mlp.c_proj.bias.float(), 0))
         reset_norm(block.ln_1)
         reset_norm(block.ln_2)
