@@ -124,6 +124,7 @@ def cmd_patch(args) -> None:
 def cmd_bench(args) -> None:
     """Benchmarks live beside the package in a source checkout (benchmarks/<name>.py), not in the wheel."""
     import importlib.util
+    import inspect
     from pathlib import Path
 
     import torch
@@ -136,6 +137,8 @@ def cmd_bench(args) -> None:
     spec = importlib.util.spec_from_file_location(f"interp_benchmark_{args.name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    if args.model and "model_spec" not in inspect.signature(module.run_benchmark).parameters:
+        raise InterpError(f"benchmark {args.name!r} takes no --model: it measures every GPT-2 size")
     report = module.run_benchmark(**({"model_spec": args.model} if args.model else {}), quiet=args.json)
     if args.json:
         print(json.dumps(report))

@@ -38,6 +38,7 @@ def test_lens_json(capsys, tiny_checkpoint, tmp_path):
     (["lens", "hello", "--model", "{tiny}", "--dtype", "int3"], "unknown dtype 'int3'"),
     (["lens"], "the following arguments are required: prompt"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["bench", "load", "--model", "gpt2"], "benchmark 'load' takes no --model"),
 ])
 def test_bad_input_is_one_line(capsys, tiny_checkpoint, tmp_path, argv, problem):
     argv = [a.format(tiny=tiny_checkpoint, empty=tmp_path) for a in argv]
