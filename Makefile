@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	# No GPU: the CPU build of torch (a CUDA build is several GB); with a GPU, pip's default (CUDA) build.
 	command -v nvidia-smi >/dev/null 2>&1 || $(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,ray]"
 	touch $@
 
 demo: $(VENV)/.installed

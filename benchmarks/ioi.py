@@ -65,15 +65,16 @@ def run_benchmark(model_spec: str = "planted:ioi", quiet: bool = False, n: int =
     return report
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(benchmark=run_benchmark, description: str = __doc__, default_n: int = 100) -> None:
+    """The command line of an IOI benchmark (this one, and `scale.py`)."""
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
     parser.add_argument("--model", default="planted:ioi")
-    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--n", type=int, default=default_n)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    run_benchmark(args.model, n=args.n)
+    benchmark(args.model, n=args.n)
 
 
 if __name__ == "__main__":

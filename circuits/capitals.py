@@ -36,7 +36,7 @@ from typing import Literal, Sequence
 import torch
 
 from interp.ablation import check_components, mlps
-from interp.cli import add_model, add_prepend_bos, load
+from interp.cli import add_model, add_prepend_bos, add_workers, load, workers_for
 from interp.data import load_pairs
 from interp.data.capitals import (CUE_FREE_REPEATS, FILLER_WORDS, FIXED_FILLER, KNOWN_TASKS, N_COLORED_OBJECTS,
                                   TASK_NAMES, Item, argument_answer_ids, demonstration_json, example_json, first_ids,
@@ -50,6 +50,7 @@ from interp.tokens import encode, first_token_id, prompt_ids
 from interp.metrics import token_ranks
 from interp.vectors import (LoadedVector, final_logits, last_position, lens_ranks, load_vector, mean_mlp_outputs,
                             mlp_out, mlp_outputs_replaced, predictions_without_last_mlps, prompt_batches)
+from interp.workers import Workers
 
 ANALOGIES = [(" man", " king", " woman", " queen"), (" France", " Paris", " Germany", " Berlin"),
              (" big", " biggest", " small", " smallest")]
@@ -208,17 +209,25 @@ def transplant(model, reading: Reading, layer: int, source: int = 0,
 
 
 def accuracies_without_last_mlps(model, prompts: Sequence[str], answers: torch.Tensor, ks: Sequence[int],
-                                 means: dict | None, prepend_bos: bool = True) -> list[float]:
+                                 means: dict | None, prepend_bos: bool = True, workers: Workers | None = None
+                                 ) -> list[float]:
     """For each k, the share of prompts whose top next token is the answer's first token with the MLPs of the last
-    k blocks zeroed (or replaced by `means`): every k in one batched run per prompt length."""
-    correct = torch.zeros(len(ks))
-    for indices, tokens in prompt_batches(model, prompts, prepend_bos=prepend_bos):
-        top = predictions_without_last_mlps(model, tokens, ks, means).cpu()
-        correct += (top == answers[indices]).float().sum(1)
+    k blocks zeroed (or replaced by `means`): every k in one batched run per prompt length. `workers` share the
+    batches out."""
+    def correct_in(replica, batches: list[tuple[list[int], torch.Tensor]]) -> torch.Tensor:
+        correct = torch.zeros(len(ks))
+        for indices, tokens in batches:
+            top = predictions_without_last_mlps(replica, tokens, ks, means).cpu()
+            correct += (top == answers[indices]).float().sum(1)
+        return correct
+
+    batches = list(prompt_batches(model, prompts, prepend_bos=prepend_bos))
+    correct = torch.stack((workers or Workers(model)).map(correct_in, batches, "MLP ablations")).sum(0)
     return (correct / len(prompts)).tolist()
 
 
-def ablation_curves(model, items: Sequence[Item], ks: Sequence[int], prepend_bos: bool = True) -> dict:
+def ablation_curves(model, items: Sequence[Item], ks: Sequence[int], prepend_bos: bool = True,
+                    workers: Workers | None = None) -> dict:
     """Accuracy on abstractive and extractive prompts with the MLPs of the last k blocks ablated (the paper's
     "top FFN layers"), by zero and by mean ablation (means over both prompt sets, see `mean_mlp_outputs`)."""
     n_layers = model.cfg.n_layers
@@ -230,7 +239,8 @@ def ablation_curves(model, items: Sequence[Item], ks: Sequence[int], prepend_bos
     means = mean_mlp_outputs(model, abstractive + extractive, range(n_layers), prepend_bos=prepend_bos)
     curves = {}
     for method, replacement in (("zero", None), ("mean", means)):
-        accuracy = {name: accuracies_without_last_mlps(model, prompts, answers, ks, replacement, prepend_bos)
+        accuracy = {name: accuracies_without_last_mlps(model, prompts, answers, ks, replacement, prepend_bos,
+                                                       workers)
                     for name, prompts in (("abstractive", abstractive), ("extractive", extractive))}
         curves[method] = {k: {"layers": list(range(n_layers - k, n_layers)),
                               "abstractive_accuracy": accuracy["abstractive"][i],
@@ -343,19 +353,22 @@ class Protocol:
 
 
 def run(model, out_dir: str | Path, seed: int = 0, quiet: bool = False, n_prompts: int | None = None,
-        ablation_ks: Sequence[int] | None = None, n_texts: int = 200, prepend_bos: bool = False, **choices) -> dict:
+        ablation_ks: Sequence[int] | None = None, n_texts: int = 200, prepend_bos: bool = False,
+        workers: Workers | None = None, **choices) -> dict:
     """The whole experiment; writes results.json, timing.json and the figures into out_dir, returns the results.
 
     n_prompts (per task; default all pairs of each table, `N_COLORED_OBJECTS` scenes), ablation_ks (default: a
     spread from 0 to all layers) and n_texts (the sample for the memories) trade detail for time. Every prompt
-    starts with BOS when `prepend_bos` (not in the authors' code). `choices` are the fields of `Protocol`."""
+    starts with BOS when `prepend_bos` (not in the authors' code). `workers` share the ablation curves' prompt
+    batches out. `choices` are the fields of `Protocol`."""
+    workers = workers or Workers(model)
     protocol = Protocol(**choices)
     loaded = protocol.check(model)
     if n_texts < 1:
         raise InterpError(f"the key-value memories need a text sample of at least 1 text, not {n_texts}")
     say = (lambda message: None) if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     seconds_since_start, start = {}, time.time()
-    results = {**provenance(model, seed), "n_layers": model.cfg.n_layers, "prepend_bos": prepend_bos,
+    results = {**provenance(model, seed), **workers.describe(), "n_layers": model.cfg.n_layers, "prepend_bos": prepend_bos,
                "protocol": protocol.json(loaded), "tasks": {}, "transplant": {}, "skipped_tasks": {}}
     readings = {}
     for task in protocol.tasks:
@@ -385,7 +398,7 @@ def run(model, out_dir: str | Path, seed: int = 0, quiet: bool = False, n_prompt
     say("[capitals] ablation curves")
     ks = default_ks(model.cfg.n_layers) if ablation_ks is None else list(ablation_ks)
     results["ablation"] = {"measured_on": capitals["measured_on"],
-                           **ablation_curves(model, readings["capitals"].items, ks, prepend_bos)}
+                           **ablation_curves(model, readings["capitals"].items, ks, prepend_bos, workers)}
     seconds_since_start["ablation"] = time.time() - start
 
     say("[capitals] key-value memories, word-vector analogies")
@@ -460,6 +473,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--o-vector-layer", type=int, default=None, metavar="L",
                         help="the block of the capitals o-vector (default: the capitals emergence layer)")
     add_prepend_bos(parser, default=False)
+    add_workers(parser)
     parser.add_argument("--quiet", action="store_true")
 
 
@@ -477,12 +491,14 @@ def int_list(text: str) -> list[int]:
 def run_args(args: argparse.Namespace) -> dict:
     model = load(args)
     out_dir = Path(args.out) if args.out else default_out_dir("capitals", args.model)
-    results = run(model, out_dir, seed=args.seed, quiet=args.quiet, n_prompts=args.n_prompts,
-                  ablation_ks=args.ablation_ks, n_texts=args.n_texts, prepend_bos=args.prepend_bos, tasks=args.tasks,
-                  capitals_table=args.capitals_table, demonstration=args.demonstration, filler=args.filler,
-                  cue_free_repeats=args.cue_free_repeats,
-                  transplant_positions="all" if args.transplant_positions == "all" else (-1,),
-                  transplant_start=args.transplant_start, o_vector=args.o_vector, o_vector_layer=args.o_vector_layer)
+    with workers_for(args, model) as pool:
+        results = run(model, out_dir, seed=args.seed, quiet=args.quiet, n_prompts=args.n_prompts,
+                      ablation_ks=args.ablation_ks, n_texts=args.n_texts, prepend_bos=args.prepend_bos, workers=pool,
+                      tasks=args.tasks, capitals_table=args.capitals_table, demonstration=args.demonstration,
+                      filler=args.filler, cue_free_repeats=args.cue_free_repeats,
+                      transplant_positions="all" if args.transplant_positions == "all" else (-1,),
+                      transplant_start=args.transplant_start, o_vector=args.o_vector,
+                      o_vector_layer=args.o_vector_layer)
     if not args.quiet:
         print(summary(results))
         print(f"wrote {out_dir}/results.json and figures")

@@ -22,7 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from interp.circuits.ioi import NAME_LISTS, Protocol
-from interp.cli import add_model, add_prepend_bos, load
+from interp.cli import add_model, add_prepend_bos, add_workers, load, workers_for
 from interp.data.ioi import PAPER_HEADS, dataset_json
 from interp.discovery import discover, reference_aucs
 from interp.edge_scores import METHODS
@@ -30,6 +30,7 @@ from interp.edge_forward import INTERVENTIONS
 from interp.errors import InterpError
 from interp.patching import logit_diff_metric
 from interp.results import default_out_dir, provenance, read_json, write_json
+from interp.workers import Workers
 
 TASKS = ("ioi",)
 CIRCUIT_FAITHFULNESS = 0.9  # the default circuit: the smallest MIB budget whose faithfulness reaches this
@@ -66,9 +67,11 @@ def head_overlap(found: list[tuple[int, int]], classes: dict[str, list]) -> dict
 def run(model, out_dir: str | Path, task: str = "ioi", method: str = "eap-ig", n: int = 100, seed: int = 0,
         top_n: int | None = None, intervention: str = "patching", steps: int = 5, selection: str = "topn",
         max_memory: int | None = None, ioi_results: str | None = None, quiet: bool = False,
-        protocol: Protocol = Protocol()) -> dict:
+        protocol: Protocol = Protocol(), workers: Workers | None = None) -> dict:
     """Score every edge, draw the faithfulness curve, pick the circuit, compare it with what is known; write
-    results.json (with the dataset and every edge's score), circuit.json (MIB's format) and the figures."""
+    results.json (with the dataset and every edge's score), circuit.json (MIB's format) and the figures.
+    `workers` share the scoring and the curve out."""
+    workers = workers or Workers(model)
     from interp.plotting import discovery_figures
 
     if task not in TASKS:
@@ -78,12 +81,13 @@ def run(model, out_dir: str | Path, task: str = "ioi", method: str = "eap-ig", n
     clean, corrupt = protocol.datasets(model, n, seed)
     metric = logit_diff_metric(clean.io_ids, clean.s_ids, clean.positions["END"])
     found = discover(model, clean.tokens, corrupt.tokens, metric, method, top_n, selection, intervention, steps,
-                     CIRCUIT_FAITHFULNESS, max_memory=max_memory, quiet=quiet)
+                     CIRCUIT_FAITHFULNESS, max_memory=max_memory, quiet=quiet, workers=workers)
     scored, curve, circuit, graph = found.scores, found.curve, found.circuit, found.scores.graph
 
     info = provenance(model, seed)
     results = {
         **info,
+        **workers.describe(),
         "task": task, "method": method, "intervention": intervention, "steps": scored.steps,
         "selection": selection, "n_prompts": n, "protocol": asdict(protocol), "prepend_bos": protocol.prepend_bos,
         "metric": "logit difference IO - S at END, mean over prompts",
@@ -142,6 +146,7 @@ def add_arguments(parser) -> None:
                         "to fit, and refused when one does not")
     parser.add_argument("--out", help="output directory (default results/discover/<model>/)")
     add_prepend_bos(parser, default=False)
+    add_workers(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -151,10 +156,11 @@ def run_from_args(args) -> None:
     if args.top_n is not None and args.top_n < 0:
         raise InterpError(f"--top-n must be at least 0, not {args.top_n}")
     model = load(args)
-    results = run(model, args.out or default_out_dir("discover", args.model), args.task, args.method, args.n,
-                  args.seed, args.top_n, args.intervention, args.steps, args.selection,
-                  None if args.max_memory is None else int(args.max_memory * 2**20), args.ioi_results, args.quiet,
-                  Protocol(names=args.names, prepend_bos=args.prepend_bos))
+    with workers_for(args, model) as pool:
+        results = run(model, args.out or default_out_dir("discover", args.model), args.task, args.method, args.n,
+                      args.seed, args.top_n, args.intervention, args.steps, args.selection,
+                      None if args.max_memory is None else int(args.max_memory * 2**20), args.ioi_results,
+                      args.quiet, Protocol(names=args.names, prepend_bos=args.prepend_bos), pool)
     circuit = results["circuit"]
     print(f"{results['method']} on {results['model']}: circuit of {circuit['n_edges']} of "
           f"{results['graph']['n_edges']} edges ({100 * circuit['fraction_of_edges']:.2f}%), "

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from interp.ablation import ablated, heads, mean_activations
 from interp.cache import run_with_selective_cache
 from interp.circuit import Node, NodeRuns, completeness, minimality
-from interp.cli import add_model, add_prepend_bos, load
+from interp.cli import add_model, add_prepend_bos, add_workers, load, workers_for
 from interp.data.ioi import PAPER_HEADS, Corruption, IOIDataset, TemplateOrder, dataset_json, ioi_datasets
 from interp.data.ioi_words import ORGANISM_NAMES, PAPER_NAMES
 from interp.errors import InterpError
@@ -48,6 +48,7 @@ from interp.patching import logit_diff_metric, path_patch
 from interp.results import default_out_dir, provenance, read_json, write_json
 from interp.tokens import str_tokens
 from interp.views import attention_view, save_view
+from interp.workers import Workers, fill_in
 
 THRESHOLD = 0.05  # a path-patching effect counts when it moves the logit difference by 5% of its clean value
 NAME_ATTENTION = 0.5  # a (negative) name mover puts more than half its attention from END on IO, S1 and S2
@@ -152,12 +153,13 @@ def k_sets(by_class: dict[str, list[Node]], paper_sets: bool) -> dict[Node, list
     return sets
 
 
-def node_runs(model, clean: IOIDataset, corrupt: IOIDataset) -> NodeRuns:
+def node_runs(model, clean: IOIDataset, corrupt: IOIDataset, workers: Workers | None = None) -> NodeRuns:
     """Node-level runs of p_IOI measured by the logit difference, means over p_ABC within template: built once,
     shared by every circuit evaluated on the same prompts (runs of the same node sets are not repeated)."""
     return NodeRuns.build(model, clean.tokens, clean.positions, corrupt.tokens, clean.template_ids,
                           corrupt.template_ids,
-                          metric=logit_diff_metric(clean.io_ids, clean.s_ids, clean.positions["END"]))
+                          metric=logit_diff_metric(clean.io_ids, clean.s_ids, clean.positions["END"]),
+                          workers=workers)
 
 
 def evaluate_circuit(runs: NodeRuns, classes: dict[str, list], n_random: int = 10, greedy_steps: int = 5,
@@ -168,6 +170,8 @@ def evaluate_circuit(runs: NodeRuns, classes: dict[str, list], n_random: int = 1
     model = runs.model
     by_class = circuit_nodes(classes)
     circuit = sorted(node for members in by_class.values() for node in members)  # same set, same evaluation
+    name_movers = by_class["name_mover"] + by_class["backup_name_mover"]
+    runs.prefetch([([], True), (circuit, False), (name_movers, True)])
     f_model, f_circuit = runs.full_model(), runs.circuit(circuit)
     paper_shape = (model.cfg.n_layers, model.cfg.n_heads) == (12, 12)
     return {
@@ -176,21 +180,28 @@ def evaluate_circuit(runs: NodeRuns, classes: dict[str, list], n_random: int = 1
         "completeness": completeness(runs, circuit, by_class, n_random, greedy_steps, greedy_candidates, seed),
         "minimality": minimality(runs, circuit, k_sets(by_class, paper_shape), f_circuit),
         "minimality_sets": "paper" if paper_shape else "class",
-        "name_movers_and_backups_knocked_out_logit_diff": runs.model_without(
-            by_class["name_mover"] + by_class["backup_name_mover"]),
+        "name_movers_and_backups_knocked_out_logit_diff": runs.model_without(name_movers),
     }
 
 
-def discover(model, clean: IOIDataset, corrupt: IOIDataset, quiet: bool = False) -> dict:
-    """The paper's discovery steps; returns classes, every measured grid, mechanism checks and costs."""
+def discover(model, clean: IOIDataset, corrupt: IOIDataset, quiet: bool = False, workers: Workers | None = None
+             ) -> dict:
+    """The paper's discovery steps; returns classes, every measured grid, mechanism checks and costs. `workers`
+    share each path-patching step's senders out (default: all in this process)."""
     metric = logit_diff_metric(clean.io_ids, clean.s_ids, clean.positions["END"])
+    all_senders = [(layer, head) for layer in range(model.cfg.n_layers) for head in range(model.cfg.n_heads)]
     clean_ld = ld(model, clean).mean().item()
     grids, cost, found = {}, {}, {name: [] for name in CLASSES}
     steps = tqdm(total=5, desc="IOI discovery", disable=quiet)
 
     def step(name: str, receivers, n_senders: int) -> torch.Tensor:
         start = time.perf_counter()
-        patched = path_patch(model, clean.tokens, corrupt.tokens, metric, receivers)
+
+        def from_senders(replica, senders: list[tuple[int, int]]) -> torch.Tensor:
+            return path_patch(replica, clean.tokens, corrupt.tokens, metric, receivers, senders)
+
+        shares = (workers or Workers(model)).map(from_senders, all_senders, f"path patching ({name})")
+        patched = fill_in(shares).to(model.cfg.device)
         effect = ((patched - clean_ld) / abs(clean_ld)).nan_to_num(0.0)
         grids[name] = effect
         # forward passes of N prompts: the clean and corrupt runs, then one patched run per sender
@@ -320,10 +331,11 @@ class Protocol:
 
 
 def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = False,
-        protocol: Protocol = Protocol()) -> dict:
+        protocol: Protocol = Protocol(), workers: Workers | None = None) -> dict:
     """The whole reproduction: dataset, discovery, evaluation (and the `known_circuits` evaluated the same way);
     writes results.json (with the exact dataset, so that every number can be recomputed from the file) and the
-    figures."""
+    figures. `workers` share the path-patching senders and the evaluation's node sets out."""
+    workers = workers or Workers(model)
     from interp.plotting import ioi_figures
 
     torch.manual_seed(seed)
@@ -332,9 +344,9 @@ def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = F
     with torch.inference_mode():
         logits = model(clean.tokens)
     diffs = ld(model, clean, logits)
-    discovered = discover(model, clean, corrupt, quiet)
+    discovered = discover(model, clean, corrupt, quiet, workers)
     evaluation_start = time.perf_counter()
-    runs = node_runs(model, clean, corrupt)
+    runs = node_runs(model, clean, corrupt, workers)
     evaluation = protocol.evaluate(runs, discovered["heads"], seed)
     known = {name: (heads, protocol.evaluate(runs, heads, seed)) for name, heads in known_circuits(model).items()}
     # forward passes of N prompts: the p_ABC means, then one run per distinct node set
@@ -343,6 +355,7 @@ def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = F
     info = provenance(model, seed)
     results = {
         **info,
+        **workers.describe(),
         "n_prompts": n,
         "protocol": asdict(protocol),
         "prepend_bos": protocol.prepend_bos,
@@ -400,6 +413,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--greedy-candidates", type=int, default=5,
                         help="completeness: nodes drawn and tried at each greedy step (5)")
     add_prepend_bos(parser, default=False)
+    add_workers(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -408,7 +422,9 @@ def run_from_args(args) -> None:
                         prepend_bos=args.prepend_bos, random_knockouts=args.random_knockouts,
                         greedy_steps=args.greedy_steps, greedy_candidates=args.greedy_candidates)
     model = load(args)
-    results = run(model, args.out or default_out_dir("ioi", args.model), args.n, args.seed, args.quiet, protocol)
+    with workers_for(args, model) as pool:
+        results = run(model, args.out or default_out_dir("ioi", args.model), args.n, args.seed, args.quiet, protocol,
+                      pool)
     print(f"mean logit diff {results['mean_logit_diff']:.3f}, IO over S {results['io_over_s']:.3f}, "
           f"faithfulness {results['faithfulness']:.3f}")
     for name, members in results["heads"].items():

@@ -15,7 +15,8 @@ from jaxtyping import Int
 from torch import Tensor
 
 from interp.errors import InterpError
-from interp.patching import HEAD_SITES, RUN_FIELDS, SITE_FIELD, Metric, check_site, grid_shape, run_bytes, setup
+from interp.engine import RUN_FIELDS, Metric, run_bytes
+from interp.patching import HEAD_SITES, SITE_FIELD, check_site, grid_shape, setup
 
 
 def site_tensors(run, site: str, n_layers: int) -> list[Tensor]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Iterable, Sequence
 
 import torch
@@ -22,7 +23,8 @@ from torch import Tensor
 
 from interp.ablation import all_heads, check_head, mean_activations
 from interp.errors import InterpError
-from interp.patching import Metric, Reader, Transformer, make_reader
+from interp.engine import Metric, Reader, Transformer, make_reader
+from interp.workers import Workers
 
 Node = tuple[int, int, str]  # (layer, head, position name)
 
@@ -31,7 +33,7 @@ Node = tuple[int, int, str]  # (layer, head, position name)
 class NodeRuns:
     """What every node-level run shares: the prompts, their named positions, each prompt's group, the groups'
     mean z of every head over the reference prompts, and the metric resolved for the prompts. Runs go through the
-    patching engine's forward (`interp.patching.Transformer`), which computes only the positions and logit
+    patching engine's forward (`interp.engine.Transformer`), which computes only the positions and logit
     columns the metric reads."""
 
     model: object
@@ -39,19 +41,28 @@ class NodeRuns:
     positions: dict[str, Int[Tensor, " batch"]]
     groups: Int[Tensor, " batch"]
     means: dict[str, Float[Tensor, "group pos head d_head"]]
+    metric: Metric | Callable
     engine: Transformer
     reader: Reader
+    workers: Workers | None = None  # where `prefetch` runs node sets (None: here)
     scores: dict = field(default_factory=dict)  # (kind, frozenset of nodes) -> F: criteria ask for the same sets
 
     @classmethod
     def build(cls, model, tokens, positions, reference_tokens, groups, reference_groups,
-              metric: Metric | Callable[[Tensor], float]) -> NodeRuns:
+              metric: Metric | Callable[[Tensor], float], workers: Workers | None = None) -> NodeRuns:
         """`metric`: a `Metric`, or a function of the full logits [batch, pos, vocab]."""
         means = mean_activations(model, reference_tokens, all_heads(model), groups=reference_groups)
-        reader = make_reader(metric, *tokens.shape, model.cfg.device)
-        tokens = tokens[:, : reader.n_pos_needed].to(model.cfg.device)  # later positions cannot change the metric
-        return cls(model, tokens, positions, torch.as_tensor(groups), means, Transformer(model, reader.token_ids),
-                   reader)
+        return cls.on(model, tokens, positions, groups, means, metric, workers)
+
+    @classmethod
+    def on(cls, model, tokens, positions, groups, means, metric, workers: Workers | None = None) -> NodeRuns:
+        """The runs on `model`, given the means (a worker's replica gets them from the driver)."""
+        device = model.cfg.device
+        reader = make_reader(metric, *tokens.shape, device)
+        tokens = tokens[:, : reader.n_pos_needed].to(device)  # later positions cannot change the metric
+        means = {name: mean.to(device) for name, mean in means.items()}
+        return cls(model, tokens, positions, torch.as_tensor(groups), means, metric,
+                   Transformer(model, reader.token_ids), reader, workers)
 
     def check(self, nodes: Iterable[Node]) -> list[Node]:
         nodes = list(nodes)
@@ -73,16 +84,26 @@ class NodeRuns:
 
     @torch.inference_mode()
     def run(self, masks: dict[int, Tensor]) -> float:
-        device = self.model.cfg.device
-        index = self.groups.to(device)
-
         def replace(layer: int, z: Tensor) -> Tensor:
             if not masks[layer].any():
                 return z
-            mean = self.means[f"blocks.{layer}.attn.hook_z"][index][:, : z.shape[1]].to(z.dtype)
-            return torch.where(masks[layer].to(device)[..., None], mean, z)
+            mean = self.means[f"blocks.{layer}.attn.hook_z"].to(z.device)[self.groups.to(z.device)]
+            return torch.where(masks[layer].to(z.device)[..., None], mean[:, : z.shape[1]].to(z.dtype), z)
 
         return self.engine.run(self.tokens, self.reader, keep=(), edit_z=replace).value.item()
+
+    def prefetch(self, sets: Iterable[tuple[Iterable[Node], bool]]) -> None:
+        """Score the (nodes, ablate_nodes) sets not scored yet, shared out to the workers."""
+        keys = [key for key in dict.fromkeys((ablate, frozenset(self.check(nodes))) for nodes, ablate in sets)
+                if key not in self.scores]
+        if self.workers is None or self.workers.count == 1 or len(keys) < 2:
+            for key in keys:
+                self.scores[key] = self.run(self.masks(key[1], key[0]))
+            return
+        shared = {"tokens": self.tokens, "positions": self.positions, "groups": self.groups, "means": self.means,
+                  "metric": self.metric}
+        for part in self.workers.map(partial(score_node_sets, shared), keys, "circuit runs"):
+            self.scores.update(part)
 
     def score(self, nodes: Iterable[Node], ablate_nodes: bool) -> float:
         key = (ablate_nodes, frozenset(self.check(nodes)))
@@ -103,6 +124,12 @@ class NodeRuns:
         return self.model_without([])
 
 
+def score_node_sets(shared: dict, model, keys: list[tuple[bool, frozenset]]) -> dict:
+    """A worker's share of `NodeRuns.prefetch`, on its own replica of the model."""
+    runs = NodeRuns.on(model, **shared)
+    return {key: runs.run(runs.masks(key[1], key[0])) for key in keys}
+
+
 def without(circuit: Sequence[Node], knocked: Iterable[Node]) -> list[Node]:
     knocked = set(knocked)
     return [node for node in circuit if node not in knocked]
@@ -112,6 +139,11 @@ def knockout(runs: NodeRuns, circuit: Sequence[Node], knocked: Sequence[Node]) -
     """F(C \\ K), F(M \\ K) and their gap for one knock-out set K."""
     f_c, f_m = runs.circuit(without(circuit, knocked)), runs.model_without(knocked)
     return {"nodes": [list(node) for node in knocked], "circuit": f_c, "model": f_m, "incompleteness": abs(f_c - f_m)}
+
+
+def knockout_sets(circuit: Sequence[Node], knocked_sets: Iterable[Sequence[Node]]) -> list[tuple[list[Node], bool]]:
+    """The runs `knockout` makes for each K, for `NodeRuns.prefetch`."""
+    return [pair for knocked in knocked_sets for pair in ((without(circuit, knocked), False), (list(knocked), True))]
 
 
 def random_subsets(circuit: Sequence[Node], n: int, seed: int) -> list[list[Node]]:
@@ -136,6 +168,7 @@ def greedy_knockout(runs: NodeRuns, circuit: Sequence[Node], steps: int = 5, can
         if not remaining:
             break
         drawn = rng.sample(remaining, min(candidates, len(remaining)))
+        runs.prefetch(knockout_sets(circuit, [knocked + [node] for node in drawn]))
         best = max((knockout(runs, circuit, knocked + [node]) for node in drawn),
                    key=lambda result: result["incompleteness"])
         if best["incompleteness"] <= best_gap:
@@ -148,8 +181,10 @@ def greedy_knockout(runs: NodeRuns, circuit: Sequence[Node], steps: int = 5, can
 def completeness(runs: NodeRuns, circuit: Sequence[Node], classes: dict[str, list[Node]], n_random: int = 10,
                  greedy_steps: int = 5, greedy_candidates: int = 5, seed: int = 0) -> dict:
     """Knock-outs of whole classes, random subsets and a greedy search; their (F(C \\ K), F(M \\ K)) pairs."""
+    subsets = random_subsets(circuit, n_random, seed)
+    runs.prefetch(knockout_sets(circuit, [nodes for nodes in classes.values() if nodes] + subsets))
     results = {"classes": {name: knockout(runs, circuit, nodes) for name, nodes in classes.items() if nodes},
-               "random": [knockout(runs, circuit, subset) for subset in random_subsets(circuit, n_random, seed)],
+               "random": [knockout(runs, circuit, subset) for subset in subsets],
                "greedy": greedy_knockout(runs, circuit, greedy_steps, greedy_candidates, seed)}
     every = [*results["classes"].values(), *results["random"], *results["greedy"]]
     results["max_incompleteness"] = max((r["incompleteness"] for r in every), default=0.0)
@@ -159,9 +194,12 @@ def completeness(runs: NodeRuns, circuit: Sequence[Node], classes: dict[str, lis
 def minimality(runs: NodeRuns, circuit: Sequence[Node], k_sets: dict[Node, Sequence[Node]], f_circuit: float
                ) -> dict[str, dict]:
     """Per node v: |F(C \\ (K_v \\ {v})) - F(C \\ K_v)|, in logit-difference units and relative to F(C)."""
+    in_circuit = {node: [n for n in k_sets[node] if n in circuit] for node in circuit}
+    runs.prefetch([(without(circuit, [n for n in k_v if n != node]), False) for node, k_v in in_circuit.items()]
+                  + [(without(circuit, k_v), False) for k_v in in_circuit.values()])
     scores = {}
     for node in circuit:
-        k_v = [n for n in k_sets[node] if n in circuit]
+        k_v = in_circuit[node]
         with_v = runs.circuit(without(circuit, [n for n in k_v if n != node]))
         without_v = runs.circuit(without(circuit, k_v))
         score = abs(with_v - without_v)

@@ -18,6 +18,9 @@ def add_model(parser, default: str = "organism") -> None:
                         "gpt2-large, gpt2-xl, random:<size>, organism, or a checkpoint directory")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--dtype", default=None, help="float32 (default), bfloat16 or float16")
+    parser.add_argument("--device-map", default=None, choices=["auto", "balanced"],
+                        help="spread the model's blocks over every GPU (accelerate's placement: auto fills them in "
+                             "order, balanced evens them out) instead of --device")
 
 
 def add_prepend_bos(parser, default: bool = True) -> None:
@@ -26,10 +29,33 @@ def add_prepend_bos(parser, default: bool = True) -> None:
                              f"{'yes' if default else 'no'}; recorded in the results)")
 
 
+def add_workers(parser) -> None:
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="share the sweeps out to N Ray workers, each with its own copy of the model (a local "
+                             "cluster of N processes, or N workers of the cluster at --ray-address); needs "
+                             "interp[ray]")
+    parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                        help="join the running Ray cluster there (e.g. auto, or ray://host:10001): one worker per "
+                             "GPU unless --workers says otherwise")
+
+
 def load(args):
     from interp.models import load_model
 
-    return load_model(args.model, device=args.device, dtype=args.dtype)
+    if args.device_map is not None and (getattr(args, "workers", None) or getattr(args, "ray_address", None)):
+        raise InterpError("--device-map and Ray workers exclude each other: each worker holds the whole model on "
+                          "its own device")
+    return load_model(args.model, device=args.device, dtype=args.dtype, device_map=args.device_map)
+
+
+def workers_for(args, model):
+    """Where the command's sweeps run: this process, or Ray workers (--workers, --ray-address). A context manager."""
+    from interp.workers import ModelRecipe, RayWorkers, Workers
+
+    if getattr(args, "workers", None) is None and getattr(args, "ray_address", None) is None:
+        return Workers(model)
+    recipe = ModelRecipe(args.model, args.device, str(model.cfg.dtype).removeprefix("torch."))
+    return RayWorkers(recipe, args.workers, args.ray_address, quiet=getattr(args, "quiet", False))
 
 
 def cmd_lens(args) -> None:
@@ -104,9 +130,11 @@ def cmd_patch(args) -> None:
 
     model = load(args)
     max_memory = None if args.max_memory is None else int(args.max_memory * 2**20)
-    data = {"model": args.model, **patch_grid_for_cli(model, args.clean, args.corrupt, args.answer, args.wrong,
-                                                      args.site, args.direction, max_memory,
-                                                      args.prepend_bos)}
+    with workers_for(args, model) as pool:
+        data = {"model": args.model, **patch_grid_for_cli(model, args.clean, args.corrupt, args.answer, args.wrong,
+                                                          args.site, args.direction, max_memory, args.prepend_bos,
+                                                          pool),
+                **pool.describe()}
     if args.out:
         from interp.results import write_json
 
@@ -186,6 +214,7 @@ def build_parser() -> Parser:
                        help="denoise: clean activations into the corrupted run (default); noise: the reverse")
     add_model(patch)
     add_prepend_bos(patch)
+    add_workers(patch)
     patch.add_argument("--json", action="store_true", help="print one JSON object")
     patch.add_argument("--out", help="directory for patch.json")
     patch.add_argument("--max-memory", type=float, metavar="MIB",
@@ -194,12 +223,13 @@ def build_parser() -> Parser:
 
     bench = commands.add_parser("bench", help="benchmarks (source checkout): patching and edge attribution vs "
                                 "TransformerLens, IOI's cost")
-    bench.add_argument("name", choices=["patching", "ioi", "discovery", "load"],
+    bench.add_argument("name", choices=["patching", "ioi", "discovery", "load", "scale"],
                        help="patching: interp vs TransformerLens; ioi: the whole IOI pipeline's cost; discovery: "
                        "EAP vs TransformerLens's edge attribution, EAP-IG, exact edge patching; load: loading time "
-                       "and peak memory over the weights' bytes, per size")
+                       "and peak memory over the weights' bytes, per size; scale: IOI in one process vs on 1 and 2 "
+                       "Ray workers")
     bench.add_argument("--model", default=None,
-                       help="model spec (default: random:gpt2 for patching, planted:ioi for ioi and discovery)")
+                       help="model spec (default: random:gpt2 for patching, planted:ioi for ioi, discovery and scale)")
     bench.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     bench.add_argument("--json", action="store_true", help="print the full report as one JSON object")
     bench.set_defaults(run=cmd_bench)

@@ -16,7 +16,7 @@ ROC AUC ranks edges (or nodes) by |score| against a reference circuit's membersh
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import torch
@@ -25,10 +25,11 @@ from torch import Tensor
 
 from interp.edge_forward import INTERVENTIONS, edge_forward, embed, prompts_per_chunk, replacement_writers
 from interp.edge_scores import EdgeScores, edge_scores
+from interp.engine import Metric, Transformer, check_tokens, make_reader
 from interp.errors import InterpError
 from interp.graph import Circuit, Graph, load_circuit
 from interp.metrics import normalised
-from interp.patching import Metric, Transformer, check_tokens, make_reader
+from interp.workers import Workers, fill_in
 
 __all__ = ["discover", "Discovery", "edge_scores", "EdgeScores", "Circuit", "Graph", "load_circuit",
            "circuit_metrics", "faithfulness", "faithfulness_curve", "FaithfulnessCurve", "roc_auc", "node_scores",
@@ -39,10 +40,19 @@ MIB_BUDGETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # fra
 
 def circuit_metrics(model, clean_tokens, corrupt_tokens, metric: Metric | Callable,
                     circuits: Sequence[Bool[Tensor, "n_writers n_readers"] | Circuit], intervention: str = "patching",
-                    mean_tokens=None, max_memory: int | None = None) -> list[float]:
+                    mean_tokens=None, max_memory: int | None = None, workers: Workers | None = None) -> list[float]:
     """The metric of the model run on the clean prompts with only each circuit's edges (a membership matrix or a
     `Circuit`) carrying their own values, every other edge its replacement. Prompts are chunked to `max_memory`
-    bytes (default 1 GiB); the replacement is computed once per chunk for every circuit."""
+    bytes (default 1 GiB); the replacement is computed once per chunk for every circuit. `workers` share the
+    circuits out."""
+    if workers is not None and workers.count > 1:
+        masks = [circuit.in_graph if isinstance(circuit, Circuit) else circuit for circuit in circuits]
+
+        def share(replica, shard: list[Tensor]) -> list[float]:
+            return circuit_metrics(replica, clean_tokens, corrupt_tokens, metric, shard, intervention, mean_tokens,
+                                   max_memory)
+
+        return workers.map_items(share, masks, "circuit runs")
     if intervention not in INTERVENTIONS:
         raise InterpError(f"unknown intervention {intervention!r}; use one of {', '.join(INTERVENTIONS)}")
     clean_tokens, corrupt_tokens = check_tokens(model, clean_tokens, corrupt_tokens)
@@ -113,8 +123,8 @@ def area(budgets: Sequence[float], values: Sequence[float]) -> float:
 
 def faithfulness_curve(model, scores: EdgeScores | Circuit, clean_tokens, corrupt_tokens, metric,
                        budgets: Sequence[float] = MIB_BUDGETS, selection: str = "topn",
-                       intervention: str = "patching", mean_tokens=None, max_memory: int | None = None
-                       ) -> FaithfulnessCurve:
+                       intervention: str = "patching", mean_tokens=None, max_memory: int | None = None,
+                       workers: Workers | None = None) -> FaithfulnessCurve:
     """Faithfulness of the circuits of the top int(pct * n_edges) edges by |score| (selection "topn", MIB's
     default, or "greedy" from the logits), pruned, for pct in `budgets`; CPR and CMD over them."""
     circuit = scores if isinstance(scores, Circuit) else Circuit.of_scores(scores.graph, scores.scores)
@@ -127,7 +137,7 @@ def faithfulness_curve(model, scores: EdgeScores | Circuit, clean_tokens, corrup
     chosen = [select(int(budget * graph.n_edges)) for budget in budgets]
     full, empty, *values = circuit_metrics(model, clean_tokens, corrupt_tokens, metric,
                                            [graph.real, torch.zeros_like(graph.real), *chosen], intervention,
-                                           mean_tokens, max_memory)
+                                           mean_tokens, max_memory, workers)
     faithful = [normalised_faithfulness(value, full, empty) for value in values]
     return FaithfulnessCurve(list(budgets), [c.n_edges for c in chosen], values, faithful, full, empty,
                              area(budgets, faithful), area(budgets, [abs(1 - f) for f in faithful]), selection)
@@ -147,17 +157,20 @@ class Discovery:
 
 def discover(model, clean_tokens, corrupt_tokens, metric: Metric | Callable, method: str = "eap-ig",
              top_n: int | None = None, selection: str = "topn", intervention: str = "patching", steps: int = 5,
-             min_faithfulness: float = 0.9, mean_tokens=None, max_memory: int | None = None, quiet: bool = True
-             ) -> Discovery:
+             min_faithfulness: float = 0.9, mean_tokens=None, max_memory: int | None = None, quiet: bool = True,
+             workers: Workers | None = None) -> Discovery:
     """Edge-level discovery on any dataset of pairs and metric: score every edge (`edge_scores`), measure the
     faithfulness curve at MIB's budgets, and choose the circuit: the top `top_n` edges, or by default those of the
-    smallest budget whose faithfulness reaches `min_faithfulness` (every edge if none does)."""
-    scores = edge_scores(model, clean_tokens, corrupt_tokens, metric, method, intervention, steps, mean_tokens,
-                         max_memory=max_memory, quiet=quiet)
+    smallest budget whose faithfulness reaches `min_faithfulness` (every edge if none does). `workers` share the
+    scoring (by prompts, or by edges for exact patching) and the curve's circuits out."""
+    workers = workers or Workers(model)
+    scores = shared_edge_scores(model, workers, clean_tokens, corrupt_tokens, metric, method, intervention, steps,
+                                mean_tokens, max_memory, quiet)
     start = time.perf_counter()
     ranked = Circuit.of_scores(scores.graph, scores.scores)
     curve = faithfulness_curve(model, ranked, clean_tokens, corrupt_tokens, metric, selection=selection,
-                               intervention=intervention, mean_tokens=mean_tokens, max_memory=max_memory)
+                               intervention=intervention, mean_tokens=mean_tokens, max_memory=max_memory,
+                               workers=workers)
     select = ranked.top_n if selection == "topn" else ranked.greedy
     if top_n is None:
         reached = [b for b, f in zip(curve.budgets, curve.faithfulness) if f >= min_faithfulness]
@@ -171,6 +184,28 @@ def discover(model, clean_tokens, corrupt_tokens, metric: Metric | Callable, met
         value = normalised_faithfulness(metric_value, curve.full_metric, curve.empty_metric)
         rule = f"top {top_n} edges by |score| ({selection})"
     return Discovery(scores, curve, circuit, value, rule, time.perf_counter() - start)
+
+
+def shared_edge_scores(model, workers: Workers, clean_tokens, corrupt_tokens, metric, method: str, intervention: str,
+                       steps: int, mean_tokens, max_memory: int | None, quiet: bool) -> EdgeScores:
+    """`edge_scores`, its work shared out: exact patching by edges (NaN outside a share), EAP and EAP-IG by prompts
+    (their scores are sums over prompts)."""
+    start = time.perf_counter()
+    if method == "exact":
+        def share(replica, edges: list[str]) -> EdgeScores:
+            return edge_scores(replica, clean_tokens, corrupt_tokens, metric, method, intervention, steps,
+                               mean_tokens, edges=edges, max_memory=max_memory, quiet=quiet)
+        parts = workers.map(share, Graph.of(model).edge_names(), "exact edge patching")
+        combined = fill_in([part.scores for part in parts])
+    else:
+        def share(replica, prompts: list[int]) -> EdgeScores:
+            return edge_scores(replica, clean_tokens, corrupt_tokens, metric, method, intervention, steps,
+                               mean_tokens, max_memory=max_memory, quiet=quiet, prompts=prompts)
+        parts = workers.map(share, range(len(clean_tokens)), f"{method} edge scores")
+        combined = torch.stack([part.scores for part in parts]).sum(0)
+    peaks = [part.peak_memory for part in parts if part.peak_memory is not None]
+    return replace(parts[0], scores=combined, peak_memory=max(peaks) if peaks else None,
+                   seconds=time.perf_counter() - start)
 
 
 def roc_auc(scores: Tensor, positive: Tensor, among: Tensor | None = None) -> float:

@@ -6,7 +6,7 @@ edge into it is kept contribute their output in this run, the others their *repl
 corrupted prompts, their mean, or zero). With every edge kept it is the model's forward; with gradients on, the
 readers' own inputs are what EAP differentiates with respect to.
 
-The forward is written over the patching engine's processed weights (`interp.patching.Transformer`), so it shares
+The forward is written over the patching engine's processed weights (`interp.engine.Transformer`), so it shares
 its arithmetic; tests check it against TransformerLens's hooks (`hook_q_input`, `hook_result`, ...) on the bridge.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch import Tensor
 
 from interp.errors import InterpError
 from interp.graph import Graph
-from interp.patching import Transformer, attend, take_positions
+from interp.engine import Transformer, attend, take_positions
 
 INTERVENTIONS = ("patching", "mean", "zero")
 DEFAULT_MEMORY = 2**30  # working memory of edge scoring and circuit runs when no budget is given
@@ -96,21 +96,23 @@ def edge_forward(tf: Transformer, graph: Graph, embeddings: Float[Tensor, "batch
     replaced_residual = replacement_rows(slice(0, 1))[:, :, 0] if cutting else None  # every writer replaced
     positions = torch.arange(n_pos, device=x.device)
     for layer, weights in enumerate(tf.layers):
+        # The residuals and writers stay on the embedding's device; each layer computes on its own (device maps).
         own = reader_inputs(x, graph.head_reader(layer, 0, "q"), 3 * H)
         if own.stride(2) == 0 and not expose_readers:  # every head reads the same residual: normalise it once
             own = own[:, :, :1]
-        normed = tf.norm(own, weights.ln1).expand(n_batch, n_pos, 3 * H, d_model).reshape(n_batch, n_pos, 3, H,
-                                                                                         d_model)
+        normed = tf.norm(own.to(tf.device(layer)), weights.ln1).expand(n_batch, n_pos, 3 * H, d_model).reshape(
+            n_batch, n_pos, 3, H, d_model)
         q, k, v = (torch.einsum("bphd,dhe->bphe", normed[:, :, i], W.reshape(d_model, H, -1)) + b.reshape(H, -1)
                    for i, (W, b) in enumerate(((weights.W_Q, weights.b_Q), (weights.W_K, weights.b_K),
                                                (weights.W_V, weights.b_V))))
-        results = torch.einsum("bphe,hed->bphd", attend(q, k, v, positions)[0], weights.W_O)
+        results = torch.einsum("bphe,hed->bphd", attend(q, k, v, positions)[0], weights.W_O).to(x.device)
+        b_O = weights.b_O.to(x.device)
         write(slice(graph.head_writer(layer, 0), graph.mlp_writer(layer)), results)
-        x = x + results.sum(2) + weights.b_O
+        x = x + results.sum(2) + b_O
         if cutting:
             heads = slice(graph.head_writer(layer, 0), graph.mlp_writer(layer))
-            replaced_residual = replaced_residual + replacement_rows(heads).sum(2) + weights.b_O
-        mlp_out = tf.mlp(layer, reader_inputs(x, graph.mlp_reader(layer), 1)[:, :, 0])
+            replaced_residual = replaced_residual + replacement_rows(heads).sum(2) + b_O
+        mlp_out = tf.mlp(layer, reader_inputs(x, graph.mlp_reader(layer), 1)[:, :, 0]).to(x.device)
         write(graph.mlp_writer(layer), mlp_out)
         x = x + mlp_out
         if cutting:

@@ -3,7 +3,7 @@
 Every method scores the same quantity, the change of the metric (a mean over the prompts) when one edge alone
 carries its replacement on the clean prompts (`interp.edge_forward`; MIB's and EAP-IG's convention):
 - exact ("exact"): that run itself, one per edge, batched on the patching engine: each edge's variant starts
-  from the clean run's residual at its reader's layer (`interp.patching.Cell`), chunked to a memory budget;
+  from the clean run's residual at its reader's layer (`interp.engine.Cell`), chunked to a memory budget;
 - EAP ("eap", Syed et al. 2023): its first-order estimate, (replacement - clean output of the writer) . (gradient
   of the metric with respect to the reader's own input on the clean run), summed over positions: one forward on
   the corrupted prompts, one forward and one backward on the clean ones;
@@ -28,7 +28,7 @@ from tqdm import tqdm
 from interp.edge_forward import INTERVENTIONS, edge_forward, embed, prompts_per_chunk, replacement_writers
 from interp.errors import InterpError
 from interp.graph import Graph
-from interp.patching import (Cell, Metric, Run, Transformer, attend, check_tokens, evaluate_cells, make_reader,
+from interp.engine import (Cell, Metric, Run, Transformer, attend, check_tokens, evaluate_cells, make_reader,
                              row_budget, row_bytes, run_bytes)
 
 METHODS = ("eap", "eap-ig", "exact")
@@ -65,13 +65,15 @@ def scoring_bytes_per_prompt(tf: Transformer, graph: Graph, n_pos: int, itemsize
 
 def edge_scores(model, clean_tokens, corrupt_tokens, metric: Metric | Callable, method: str = "eap-ig",
                 intervention: str = "patching", steps: int = 5, mean_tokens=None,
-                edges: Sequence[str] | None = None, max_memory: int | None = None, quiet: bool = True
-                ) -> EdgeScores:
+                edges: Sequence[str] | None = None, max_memory: int | None = None, quiet: bool = True,
+                prompts: Sequence[int] | None = None) -> EdgeScores:
     """Every edge's score over the pairs (see the module's docstring). metric: a `Metric` or a function of the
     full logits. intervention: what a cut edge carries, "patching" (its writer's output on the paired corrupted
     prompt), "mean" (its mean over `mean_tokens`, default the corrupted prompts) or "zero". edges: for "exact",
     the edge names to patch (default all). max_memory: bytes of working memory (None: 1 GiB for EAP / EAP-IG, the
-    patching engine's default for exact); refused before running when one prompt (one variant) does not fit."""
+    patching engine's default for exact); refused before running when one prompt (one variant) does not fit.
+    prompts: for EAP and EAP-IG, the prompts whose terms are summed (default all): a worker's share, the metric
+    still reading every prompt; the shares' scores add up to the whole."""
     if method not in METHODS:
         raise InterpError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     if intervention not in INTERVENTIONS:
@@ -83,6 +85,8 @@ def edge_scores(model, clean_tokens, corrupt_tokens, metric: Metric | Callable, 
         raise InterpError(f"EAP-IG needs at least one step, not {steps}")
     if edges is not None and method != "exact":
         raise InterpError("only exact patching scores a chosen set of edges; EAP and EAP-IG score them all at once")
+    if prompts is not None and method == "exact":
+        raise InterpError("exact patching's score of an edge is one run over all prompts: share its edges out")
     clean_tokens, corrupt_tokens = check_tokens(model, clean_tokens, corrupt_tokens)
     reader = make_reader(metric, *clean_tokens.shape, model.cfg.device)
     clean_tokens, corrupt_tokens = (t[:, : reader.n_pos_needed] for t in (clean_tokens, corrupt_tokens))
@@ -99,25 +103,27 @@ def edge_scores(model, clean_tokens, corrupt_tokens, metric: Metric | Callable, 
     else:
         scores, clean_metric, chunk, memory = attribution_scores(tf, graph, clean_tokens, corrupt_tokens, reader,
                                                                  method, intervention, steps, mean_tokens,
-                                                                 max_memory, quiet)
+                                                                 max_memory, quiet, prompts)
     peak = torch.cuda.max_memory_allocated() if on_cuda else None
     return EdgeScores(graph, scores.cpu(), method, intervention, steps if method == "eap-ig" else 1, clean_metric,
                       len(clean_tokens), chunk, memory, peak, time.perf_counter() - start)
 
 
 def attribution_scores(tf, graph, clean_tokens, corrupt_tokens, reader, method, intervention, steps, mean_tokens,
-                       max_memory, quiet) -> tuple[Tensor, float, int, int]:
+                       max_memory, quiet, prompts=None) -> tuple[Tensor, float, int, int]:
     n_batch, n_pos = clean_tokens.shape
     per_prompt = scoring_bytes_per_prompt(tf, graph, n_pos, tf.W_E.element_size())
     chunk = prompts_per_chunk(per_prompt, n_batch, n_pos, max_memory, "edge scoring")
     fixed = None if intervention == "patching" else replacement_writers(tf, graph, intervention, corrupt_tokens,
                                                                         reader.positions, mean_tokens)
     clean_embeddings, corrupt_embeddings = embed(tf, clean_tokens), embed(tf, corrupt_tokens)
-    chunks = torch.arange(n_batch, device=clean_tokens.device).split(chunk)
-    if len(chunks) > 1:  # each chunk's metric sees the other prompts' clean logits
+    every = torch.arange(n_batch, device=clean_tokens.device)
+    chunks = (every if prompts is None else torch.as_tensor(list(prompts), device=every.device)).split(chunk)
+    whole = len(chunks) == 1 and len(chunks[0]) == n_batch  # one chunk of every prompt: the metric sees only it
+    if not whole:  # each chunk's metric sees the other prompts' clean logits
         with torch.inference_mode():
             clean_logits = torch.cat([edge_forward(tf, graph, clean_embeddings[rows], reader.positions[rows]).logits
-                                      for rows in chunks])
+                                      for rows in every.split(chunk)])
     scores = torch.zeros(graph.n_writers, graph.n_readers, device=tf.W_E.device)
     alphas = [1.0] if method == "eap" else [k / steps for k in range(steps)]
     bar = tqdm(total=len(chunks) * (len(alphas) + 1), desc=f"{method} edge scores", disable=quiet)
@@ -128,7 +134,7 @@ def attribution_scores(tf, graph, clean_tokens, corrupt_tokens, reader, method, 
                                 expose_readers=expose_readers)
 
         def metric_of(logits):
-            if len(chunks) == 1:
+            if whole:
                 return reader(logits)
             full = clean_logits.clone()
             full[rows] = logits
@@ -215,11 +221,12 @@ def exact_scores(tf, graph, clean_tokens, corrupt_tokens, reader, intervention, 
 
         differences: dict[int, Tensor] = {}
 
-        def difference(writers: list[int]) -> Float[Tensor, "rows batch pos d_model"]:
-            for writer in writers:
+        def difference(writers: list[int], device: torch.device) -> Float[Tensor, "rows batch pos d_model"]:
+            for writer in writers:  # kept on the embedding's device, wherever the writer's layer computes
                 if writer not in differences:
-                    differences[writer] = replacement(writer) - writer_output(tf, graph, clean, writer)
-            return torch.stack([differences[writer] for writer in writers])
+                    output = writer_output(tf, graph, clean, writer)
+                    differences[writer] = (replacement(writer).to(output.device) - output).to(tf.home)
+            return torch.stack([differences[writer] for writer in writers]).to(device)
 
         scores = torch.full((graph.n_writers, graph.n_readers), float("nan"), device=tf.W_E.device)
         block = max(EXACT_BLOCK, max_rows(0))
@@ -237,7 +244,7 @@ def exact_scores(tf, graph, clean_tokens, corrupt_tokens, reader, intervention, 
 
 
 def edge_cells(tf: Transformer, graph: Graph, clean: Run, chosen: list[tuple[int, int]],
-               difference: Callable[[list[int]], Tensor]) -> list[Cell]:
+               difference: Callable[[list[int], torch.device], Tensor]) -> list[Cell]:
     """One cell per reader group: the edges into a layer's heads join at its resid_mid (the head recomputed with
     the patched input), into its MLP at its resid_post, into the logits at the final residual."""
     groups: dict[tuple[int, str], list[int]] = {}
@@ -253,18 +260,19 @@ def edge_cells(tf: Transformer, graph: Graph, clean: Run, chosen: list[tuple[int
         writers = [chosen[i][0] for i in members]
         if kind == "logits":
             def make(rows, writers=writers):
-                return clean.resid[2 * graph.n_layers][None] + difference(writers[rows])
+                resid = clean.resid[2 * graph.n_layers]
+                return resid[None] + difference(writers[rows], resid.device)
             cells.append(Cell(2 * graph.n_layers, 0, members, make))
         elif kind == "mlp":
             def make(rows, writers=writers, layer=layer):
-                patched = tf.mlp(layer, clean.resid[2 * layer + 1][None] + difference(writers[rows]))
+                patched = tf.mlp(layer, clean.resid[2 * layer + 1][None] + difference(writers[rows], tf.device(layer)))
                 return clean.resid[2 * layer + 2][None] + patched - clean.mlp_out[layer][None]
             cells.append(Cell(2 * layer + 2, 0, members, make))
         else:
             parts = [divmod(chosen[i][1] - layer * (3 * graph.n_heads + 1), graph.n_heads) for i in members]
             def make(rows, writers=writers, layer=layer, parts=parts):
                 return clean.resid[2 * layer + 1][None] + head_change(tf, clean, layer, parts[rows],
-                                                                      difference(writers[rows]))
+                                                                      difference(writers[rows], tf.device(layer)))
             cells.append(Cell(2 * layer + 1, 0, members, make))
     return cells
 

@@ -156,29 +156,80 @@ def load_hf_model(spec: str, dtype: torch.dtype, seed: int):
 
 
 def load_model(spec: str = "organism", device: str | None = None, dtype: str | torch.dtype | None = None,
-               seed: int = 0):
+               seed: int = 0, device_map: str | dict | None = None):
     """A hooked GPT-2 (`TransformerBridge`, compatibility mode: TransformerLens hook names, processed weights).
 
     Weight processing (LayerNorm folding, centring) shifts each position's logits by a constant: logit
-    differences and log-probs are unchanged, and those are what interp reports.
+    differences and log-probs are unchanged, and those are what interp reports. `device_map` ("auto",
+    "balanced" or {module: device}) spreads the blocks over several GPUs instead of putting the model on `device`
+    (`placement`); the map is kept as `model.interp_device_map` and recorded in results.
     """
     from transformer_lens.model_bridge import TransformerBridge
     from transformers.utils import logging as hf_logging
 
     from interp.processing import process_in_place
 
+    if device is not None and device_map is not None:
+        raise InterpError("give a device or a device map, not both")
     hf_logging.disable_progress_bar()  # the per-load weight bar is noise next to interp's own progress
     dtype = resolve_dtype(dtype)
-    device = device or default_device()
     hf_model, tokenizer, source = load_hf_model(spec, dtype, seed)
     process_in_place(hf_model)  # what compatibility mode's processing does, without a second copy of the weights
+    placement = None
+    if device_map is not None:
+        from accelerate import dispatch_model
+
+        placement = device_placement(hf_model, device_map, dtype)
+        dispatch_model(hf_model, placement)
     bridge = TransformerBridge.boot_transformers(source.checkpoint_dir or "gpt2", hf_model=hf_model,
-                                                 tokenizer=tokenizer, device=device, dtype=dtype)
+                                                 tokenizer=tokenizer, dtype=dtype,
+                                                 device=None if placement else device or default_device())
     bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
     bridge.eval()
     bridge.interp_source = source
+    bridge.interp_device_map = placement
     release_freed_memory()
     return bridge
+
+
+DEVICE_MAPS = ("auto", "balanced")
+
+
+def device_placement(hf_model, device_map: str | dict, dtype: torch.dtype,
+                     max_memory: dict | None = None) -> dict[str, str | int]:
+    """{module: device} for a GPT-2: accelerate's placement of whole blocks over the GPUs ("auto" fills them in
+    order, "balanced" evens them out; `max_memory` as accelerate takes it, default every GPU's free memory, or
+    the CPU where there is none), or a map given as a dict. Every weight must sit where it is computed: a map that
+    offloads to the CPU beside GPUs, or to disk, is refused."""
+    import logging
+
+    from accelerate import infer_auto_device_map
+    from accelerate.utils import get_balanced_memory, get_max_memory
+
+    if isinstance(device_map, dict):
+        placement = dict(device_map)
+    elif device_map in DEVICE_MAPS:
+        if max_memory is None:
+            max_memory = get_max_memory()
+            gpus = {key: value for key, value in max_memory.items() if isinstance(key, int)}
+            max_memory = gpus or max_memory
+        no_split = ["GPT2Block"]
+        accelerate_logger = logging.getLogger("accelerate.utils.modeling")
+        level = accelerate_logger.level
+        accelerate_logger.setLevel(logging.ERROR)  # "weights not tied": interp unties the unembedding on purpose
+        try:
+            if device_map == "balanced":
+                max_memory = get_balanced_memory(hf_model, max_memory, no_split, dtype)
+            placement = dict(infer_auto_device_map(hf_model, max_memory, no_split, dtype))
+        finally:
+            accelerate_logger.setLevel(level)
+    else:
+        raise InterpError(f"unknown device map {device_map!r}; use {' or '.join(DEVICE_MAPS)}")
+    targets = {str(target) for target in placement.values()}
+    if targets & {"disk", "meta"} or ("cpu" in targets and len(targets) > 1):
+        raise InterpError(f"the model does not fit on the GPUs (device map: {sorted(targets)}); interp computes "
+                          "every layer where its weights are, so nothing may be offloaded to the CPU or disk")
+    return placement
 
 
 def release_freed_memory() -> None:

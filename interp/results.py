@@ -85,6 +85,7 @@ def provenance(model, seed: int | None) -> dict:
         "git_commit": git_commit(),
         "versions": versions(),
         "device": str(model.cfg.device),
+        "device_map": getattr(model, "interp_device_map", None),  # {module: device} when spread over GPUs
         "dtype": str(model.cfg.dtype).removeprefix("torch."),
         "torch_threads": torch.get_num_threads(),
         "command": " ".join(["interp" if i == 0 else arg for i, arg in enumerate(sys.argv)]),

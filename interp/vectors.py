@@ -173,7 +173,7 @@ def predictions_without_last_mlps(model, tokens: torch.Tensor, ks: Sequence[int]
     What `ablated(model, mlps(last k), ...)` around a forward gives, in one batched run on the patching engine:
     blocks before the first ablated MLP are the same for every k, so each variant starts from the unablated run's
     resid_mid at its first ablated block, and every MLP it then meets is ablated."""
-    from interp.patching import Metric, Transformer, make_reader, take_positions
+    from interp.engine import Metric, Transformer, make_reader, take_positions
 
     n_layers = model.cfg.n_layers
     tokens = tokens.to(model.cfg.device)
@@ -185,8 +185,8 @@ def predictions_without_last_mlps(model, tokens: torch.Tensor, ks: Sequence[int]
 
     order = sorted(range(len(ks)), key=lambda i: -ks[i])  # rows join in boundary order: the largest k first
     joins = [(first_ablated(ks[i]), lambda b=first_ablated(ks[i]): base.resid[b][None]) for i in order]
-    replacement = [torch.zeros((), device=tokens.device, dtype=tf.W_E.dtype) if means is None
-                   else means[mlp_out(layer)][:, : tokens.shape[1]].to(tokens.device) for layer in range(n_layers)]
+    replacement = [torch.zeros((), device=tf.device(layer), dtype=tf.W_E.dtype) if means is None
+                   else means[mlp_out(layer)][:, : tokens.shape[1]].to(tf.device(layer)) for layer in range(n_layers)]
 
     def step(boundary: int, state: torch.Tensor) -> torch.Tensor:
         layer, after_attention = divmod(boundary, 2)

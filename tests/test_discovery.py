@@ -287,7 +287,7 @@ def test_eap_ig_is_closer_to_exact_patching_than_eap(organism, pairs, metric):
 
 def test_chunked_scoring_and_evaluation_give_the_same_numbers(organism, pairs, metric):
     from interp.edge_scores import scoring_bytes_per_prompt
-    from interp.patching import Transformer
+    from interp.engine import Transformer
 
     clean, corrupt, *_ = pairs
     graph = Graph.of(organism)

@@ -140,14 +140,14 @@ def test_discovery_finds_a_seeded_layout_blind(tmp_path, seed):
     model.save_pretrained(tmp_path)
     blind = load_model(str(tmp_path), device="cpu")
     assert blind.interp_source.circuit is None
-    clean, corrupt = Protocol().datasets(blind, 16, seed)
+    clean, corrupt = Protocol().datasets(blind, 8, seed)
     found = discover(blind, clean, corrupt, quiet=True)["heads"]
     assert {name: sorted(found[name]) for name in CLASSES} == ioi_layout(seed)
 
 
 @pytest.mark.slow
 def test_interp_ioi_recovers_the_planted_circuit(tmp_path, capsys):
-    assert main(["ioi", "--model", "planted:ioi", "--n", "20", "--out", str(tmp_path), "--quiet",
+    assert main(["ioi", "--model", "planted:ioi", "--n", "10", "--out", str(tmp_path), "--quiet",
                  "--random-knockouts", "2", "--greedy-steps", "1", "--greedy-candidates", "2"]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["model"] == "planted:ioi"
