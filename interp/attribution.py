@@ -74,7 +74,7 @@ def attribution_patch(model, clean_tokens: Int[Tensor, "batch pos"], corrupt_tok
                           device=base.value.device)
         for layer, (grad, activation, source_activation) in enumerate(
                 zip(grads, activations, site_tensors(source, site, s.tf.n_layers))):
-            effect = summed_effect(grad * (source_activation - activation), site, by_position)
+            effect = summed_effect(grad * (source_activation - activation), site, by_position).to(grid.device)
             if by_position:  # positions after the last one the metric reads were not computed: no effect
                 grid[layer, :n_computed] += effect
             else:

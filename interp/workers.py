@@ -10,6 +10,7 @@ items as the single process would (same seeds, same batches), so the numbers agr
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Callable, Sequence, TypeVar
 
@@ -129,7 +130,11 @@ class RayWorkers(Workers):
         threads = max(1, int(resources.get("CPU", count)) // count)
         actor = ray.remote(max_restarts=0, **per_worker)(ModelWorker)
         self.actors = [actor.remote(recipe, threads) for _ in range(count)]
-        self.devices = self.collect([a.ready.remote() for a in self.actors], "loading the model")
+        try:
+            self.devices = self.collect([a.ready.remote() for a in self.actors], "loading the model")
+        except InterpError:
+            self.close()
+            raise
 
     def collect(self, refs: list, what: str) -> list:
         """ray.get, with a progress bar over shards, and a dead worker or a failure turned into one line (the
@@ -148,6 +153,10 @@ class RayWorkers(Workers):
                         raise InterpError(str(cause)) from None
                     raise InterpError(f"a Ray worker failed during {what}: {type(cause).__name__}: {cause}") from None
                 except ray.exceptions.RayError as error:
+                    if getattr(error, "actor_init_failed", False):  # its __init__ raised: loading the model
+                        lines = [line for line in str(error).splitlines() if line.strip()]
+                        raise InterpError(f"a Ray worker could not load the model: "
+                                          f"{lines[-1].split('InterpError: ')[-1].strip()}") from None
                     raise InterpError(f"a Ray worker died during {what} ({type(error).__name__}); the run was "
                                       "stopped and no results were written") from None
                 bar.update()
@@ -170,11 +179,13 @@ class RayWorkers(Workers):
 
 
 def start_ray(ray, address: str | None, count: int | None) -> None:
-    """A local cluster of `count` CPUs (address None), or a connection to the cluster at `address`; quiet: the
-    workers' own logs stay in Ray's session directory."""
+    """A local cluster with this machine's cores (at least one per worker: each worker then runs cores / count
+    torch threads), or a connection to the cluster at `address`; quiet: the workers' own logs stay in Ray's
+    session directory."""
     try:
         if address is None:
-            ray.init(num_cpus=count, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+            ray.init(num_cpus=max(count or 1, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.ERROR)
         else:
             ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
     except (ConnectionError, ValueError, RuntimeError) as error:

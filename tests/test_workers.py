@@ -89,6 +89,13 @@ def test_a_failure_in_a_worker_is_one_line(organism_workers):
         organism_workers.map(bad_receivers, [0, 1])
 
 
+def test_a_worker_that_cannot_load_the_model_says_why(cluster, tmp_path):
+    from interp.errors import InterpError
+
+    with pytest.raises(InterpError, match=f"a Ray worker could not load the model: {tmp_path / 'none'} is not a "):
+        RayWorkers(ModelRecipe(str(tmp_path / "none"), "cpu", "float32"), 1, quiet=True)
+
+
 @pytest.mark.slow
 def test_ioi_on_ray_equals_one_process(organism, organism_workers, tmp_path):
     from interp.circuits import ioi
@@ -171,7 +178,9 @@ def model_workers(root: int) -> list[int]:
         for child in children.get(todo.pop(), []):
             descendants.add(child)
             todo.append(child)
-    return [int(pid) for pid, _, *args in listing if int(pid) in descendants and args == ["ray::ModelWorker"]]
+    # an actor's process title is ray::ModelWorker, ray::ModelWorker.run while it runs a shard
+    return [int(pid) for pid, _, *args in listing
+            if int(pid) in descendants and args and args[0].split(".")[0] == "ray::ModelWorker"]
 
 
 @pytest.mark.slow
