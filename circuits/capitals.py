@@ -43,11 +43,12 @@ from interp.data.capitals import (CUE_FREE_REPEATS, FILLER_WORDS, FIXED_FILLER, 
                                   first_token_collisions, task_items, task_table)
 from interp.errors import InterpError
 from interp.lens import boundary_hooks
-from interp.memories import analogy, answer_neurons, top_contexts, value_tokens
+from interp.memories import answer_neurons, top_contexts, value_tokens
 from interp.organism.corpus import CorpusGenerator
 from interp.results import default_out_dir, jsonable, provenance, write_json
 from interp.tokens import encode, first_token_id, prompt_ids
 from interp.metrics import token_ranks
+from interp.word_vectors import analogy
 from interp.vectors import (LoadedVector, final_logits, last_position, lens_ranks, load_vector, mean_mlp_outputs,
                             mlp_out, mlp_outputs_replaced, predictions_without_last_mlps, prompt_batches)
 from interp.workers import Workers
@@ -281,7 +282,7 @@ def memories(model, item: Item, layer: int, texts: Sequence[str], n_neurons: int
 def analogies(model) -> list[dict]:
     rows = []
     for a, b, c, expected in ANALOGIES:
-        nearest = analogy(model, a, b, c, k=5)
+        nearest = analogy(model, a, b, c, k=5)["nearest"]
         rows.append({"query": f"{b.strip()} - {a.strip()} + {c.strip()}", "expected": expected,
                      "nearest": [{"token": t, "cosine": s} for t, s in nearest],
                      "top1_is_expected": nearest[0][0] == expected})

@@ -186,7 +186,7 @@ def build_parser() -> Parser:
     lens.add_argument("--out", help="directory for lens.json and the figure")
     lens.set_defaults(run=cmd_lens)
 
-    from interp.circuits import capitals, discover, ioi
+    from interp.circuits import article, capitals, discover, ioi
 
     ioi_parser = commands.add_parser("ioi", help="reproduce the IOI circuit (Wang et al.)")
     ioi.add_arguments(ioi_parser)
@@ -195,6 +195,11 @@ def build_parser() -> Parser:
     capitals_parser = commands.add_parser("capitals", help="reproduce the capital-city FFN vector (Merullo et al.)")
     capitals.add_arguments(capitals_parser)
     capitals_parser.set_defaults(run=capitals.run_args)
+
+    article_parser = commands.add_parser("article", help="the explainer's claims about GPT-2, measured (word vectors, "
+                                         "where a fact appears, behaviour one-liners)")
+    article.add_arguments(article_parser)
+    article_parser.set_defaults(run=article.run_from_args)
 
     discover_parser = commands.add_parser("discover", help="edge-level circuit discovery (EAP, EAP-IG, exact) "
                                           "with MIB's faithfulness curve")

@@ -1,4 +1,4 @@
-"""Feed-forward layers as key-value memories (Geva et al. 2021), and word-vector analogies on the embeddings.
+"""Feed-forward layers as key-value memories (Geva et al. 2021).
 
 A neuron i of block l's MLP reads its key (column i of W_in) from the residual stream and, as much as it fires,
 adds its value (row i of W_out) back. The value projected onto the vocabulary, W_out[i] @ W_U, reads as the
@@ -68,16 +68,3 @@ def top_contexts(model, layer: int, neurons: Sequence[int], texts: Sequence[str]
             contexts[neuron].append({"activation": activation, "token": tokens[position],
                                      "context": "".join(tokens[max(start, position - window):position])})
     return contexts
-
-
-@torch.inference_mode()
-def analogy(model, a: str, b: str, c: str, k: int = 5) -> list[tuple[str, float]]:
-    """a is to b as c is to ...: the k tokens whose embeddings are closest (cosine) to E[b] - E[a] + E[c],
-    the three question words excluded (they are usually nearest)."""
-    ids = [single_token_id(word, model.tokenizer, "analogy word") for word in (a, b, c)]
-    embeddings = model.W_E.float()
-    query = embeddings[ids[1]] - embeddings[ids[0]] + embeddings[ids[2]]
-    similarity = torch.nn.functional.cosine_similarity(embeddings, query[None], dim=-1)
-    similarity[ids] = -float("inf")
-    values, top = similarity.topk(k)
-    return [(model.tokenizer.decode([i]), v) for i, v in zip(top.tolist(), values.tolist())]

@@ -21,7 +21,8 @@ from interp.data import DATA_DIR, load_pairs
 from interp.data.tasks import ASKED_COLORS, COLORS, PAPER_COLORED_OBJECTS_DEMO, ColoredObjects
 from interp.results import default_out_dir
 from interp.errors import InterpError
-from interp.memories import analogy, answer_neurons, top_contexts, value_tokens
+from interp.memories import answer_neurons, top_contexts, value_tokens
+from interp.word_vectors import analogy
 from interp.models import load_model
 from interp.tokens import encode, first_token_id, prompt_tokens, single_token_id
 from interp.vectors import (final_logits, last_position, load_vector, mean_mlp_outputs, mlp_outputs_replaced,
@@ -163,7 +164,8 @@ def test_planted_neuron_reads_as_a_key_value_memory(planted):
 
 
 def test_analogy_on_planted_word_vectors(planted):
-    assert analogy(planted, " Poland", " Warsaw", " France")[0][0] == " Paris"
+    result = analogy(planted, " Poland", " Warsaw", " France", expected=" Paris")
+    assert result["nearest"][0][0] == " Paris" and result["expected_rank"] == 1 and not result["split"]
 
 
 # --- Hand computations on a tiny random GPT-2 ------------------------------------------------------------------
@@ -549,7 +551,7 @@ def test_paper_comparison_pairs_paper_and_measurement():
     (lambda m, r: value_tokens(m, 0, 9999), r"neurons \[9999\] are out of range"),
     (lambda m, r: top_contexts(m, 3, [0], ["text"]), "layer 3 is out of range"),
     (lambda m, r: answer_neurons(m, "The capital of", 0, "Warsaw"), "token 'Warsaw' is 2 GPT-2 tokens"),
-    (lambda m, r: analogy(m, " man", " kingdom of", " woman"), "analogy word ' kingdom of' is 2 GPT-2 tokens"),
+    (lambda m, r: analogy(m, " man", " king", " woman", space="input"), "unknown word-vector space 'input'"),
 ])
 def test_bad_input(tiny_model, call, problem):
     reading = capitals.read(tiny_model, capitals.task_items("capitals", 3))

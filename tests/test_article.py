@@ -1,0 +1,113 @@
+"""The explainer's claims, measured: each measurement checked by hand, against transformers, or on weights built so
+that the answer is known (planted word vectors, the planted capital-city mechanism)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from interp.circuits import article
+from interp.cli import main
+from interp.models import load_model
+from interp.tokens import encode
+from interp.word_vectors import analogy, nearest
+
+WORDS = (" cat", " kitten", " man", " king", " woman", " queen")
+
+
+def cosines(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
+    return vectors @ query / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query))
+
+
+@pytest.mark.parametrize("space", ["embed", "unembed"])
+def test_word_vectors_by_hand(tiny_model, space):
+    vectors = (tiny_model.W_E if space == "embed" else tiny_model.W_U.T).detach().double().numpy()
+    ids = {word: encode(word, tiny_model.tokenizer)[0] for word in WORDS}
+    similarity = cosines(vectors, vectors[ids[" cat"]])
+    similarity[ids[" cat"]] = -np.inf
+    assert [token for token, _ in nearest(tiny_model, " cat", k=3, space=space)["nearest"]] == [
+        tiny_model.tokenizer.decode([i]) for i in np.argsort(-similarity)[:3]]
+
+    question = [ids[" man"], ids[" king"], ids[" woman"]]
+    similarity = cosines(vectors, vectors[question[1]] - vectors[question[0]] + vectors[question[2]])
+    similarity[question] = -np.inf
+    found = analogy(tiny_model, " man", " king", " woman", expected=" queen", space=space)
+    assert found["expected_rank"] == 1 + int((similarity > similarity[ids[" queen"]]).sum())
+    assert found["expected_cosine"] == pytest.approx(similarity[ids[" queen"]], abs=1e-5)
+    assert found["nearest"][0][0] == tiny_model.tokenizer.decode([int(np.argmax(similarity))])
+
+
+def test_a_split_word_is_scored_by_its_first_token(tiny_model):
+    found = analogy(tiny_model, " Switzerland", " Swiss", " Cambodia", expected=" Cambodian")
+    assert found["split"] == [word for word in (" Switzerland", " Swiss", " Cambodia", " Cambodian")
+                              if len(encode(word, tiny_model.tokenizer)) > 1] and found["split"]
+
+
+@pytest.fixture(scope="module")
+def planted_word_vectors(tmp_path_factory):
+    """Tied embeddings in which kitten sits next to cat and king - man + woman is exactly queen."""
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=32))
+    ids = {word: encode(word)[0] for word in WORDS}
+    with torch.no_grad():
+        wte = hf.transformer.wte.weight
+        wte.normal_()
+        wte[ids[" kitten"]] = wte[ids[" cat"]] + 0.01 * torch.randn(32)
+        wte[ids[" queen"]] = wte[ids[" king"]] - wte[ids[" man"]] + wte[ids[" woman"]]
+    path = tmp_path_factory.mktemp("planted-word-vectors")
+    hf.save_pretrained(path)
+    return load_model(str(path), device="cpu")
+
+
+@pytest.mark.parametrize("space", ["embed", "unembed"])
+def test_planted_word_vectors_are_found(planted_word_vectors, space):
+    """Weight processing centres both spaces; the planted relations survive it, and both measurements find them."""
+    assert nearest(planted_word_vectors, " cat", space=space)["nearest"][0][0] == " kitten"
+    found = analogy(planted_word_vectors, " man", " king", " woman", expected=" queen", space=space)
+    assert found["expected_rank"] == 1 and found["expected_cosine"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_one_liners_against_transformers(tiny_checkpoint, tiny_model):
+    hf = GPT2LMHeadModel.from_pretrained(tiny_checkpoint).eval()
+    rows = article.one_liners(tiny_model, prepend_bos=False)
+    for row, (_, prompt, answer) in zip(rows, article.ONE_LINERS):
+        with torch.no_grad():
+            logits = hf(torch.tensor([encode(prompt)])).logits[0, -1].double()
+        token = encode(answer)[0]
+        probs = logits.softmax(-1)
+        assert row["prob"] == pytest.approx(float(probs[token]), rel=1e-4, abs=1e-7)
+        assert row["rank"] == 1 + int((logits > logits[token]).sum())
+        assert row["top_token"] == tiny_model.tokenizer.decode([int(logits.argmax())])
+
+
+@pytest.mark.slow
+def test_fact_emergence_finds_the_planted_capital_block():
+    """The planted capital-city mechanism moves the capital to the top after block 19 (README, planted models)."""
+    from interp.circuits.capitals import task_items
+
+    planted = load_model("planted:capitals", device="cpu")
+    facts = [article.fact_emergence(planted, item.prompt, " " + item.answer, prepend_bos=False)
+             for item in task_items("capitals", 6)]
+    answered = [fact for fact in facts if fact["top_at_output"]]
+    assert len(answered) >= 3  # answers outside the planted vocabulary are not recalled
+    for fact in answered:
+        assert fact["first_top_block"] == 19 and fact["ranks"][20] == 1 and fact["ranks"][19] > 1
+
+
+def test_the_command_by_hub_name_and_beside_other_models(from_hub_cache, tmp_path, capsys):
+    assert main(["article", "--model", "gpt2", "--models", "organism", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["applies"] and results["model"] == "gpt2"
+    assert len(results["word_vectors"]["embed"]["analogies"]) == len(article.ANALOGIES)
+    assert [fact["answer"] for fact in results["facts"]] == [answer for _, answer in article.FACTS]
+    assert list(results["one_liners"]) == ["gpt2", "organism"]
+    assert "expected 'queen' at rank" in capsys.readouterr().out
+
+
+def test_the_claims_do_not_apply_to_the_organism(tmp_path, capsys):
+    assert main(["article", "--model", "organism", "--out", str(tmp_path)]) == 0
+    assert not json.loads((tmp_path / "results.json").read_text())["applies"]
+    assert capsys.readouterr().out.strip() == ("organism: the article's claims do not apply: organism is not trained on "
+                                               "English text (its vocabulary use is synthetic): the article's claims "
+                                               "are about GPT-2 and do not apply to it")
