@@ -8,33 +8,42 @@ Method, claim by claim:
     nearest tokens to " cat" (the article: dog, kitten, pet), and analogies a : b :: c : ? answered by b - a + c,
     each scored by the rank of the expected word among the whole vocabulary with the three question words left
     out; a word that splits into several tokens is represented by its first token (and listed as split).
+ 3. Heads have jobs. TransformerLens's head detector scores every head as a previous-token, duplicate-token and
+    induction head on sequences of random common words said twice; and the pronoun head: which heads attend from
+    " his" to "John" in "John wants his bank to cash the".
  5. Where a fact appears. The logit lens at the prompt's last position, block by block: the first block after
     which the fact's answer is the top token, for "Donald" -> " Trump" (the article places such simple
     associations early) and for the capital of Poland.
+ 6. IOI's limit. "When Mary and John went to the restaurant, John gave his keys to": the article expects " the"
+    (the valet), not a name. The probabilities of " the", " Mary" and " John", and what the name movers (the
+    paper's, on GPT-2 small's shape) do there: where they look from the last token, and what they write for each
+    of the three.
  7. Behaviour one-liners. The probability and rank of the expected answer's first token as the next token:
     "the cat sat on a" -> " mat", coffee with cream and sugar, the false-belief story, the reversal pair. With
     several models, the same table side by side (the article: GPT-2 fails the false-belief test).
-Claims 2 (context changes a word's vector), 3 (heads' jobs), 4 (key-value memories layer by layer) and 6 (IOI's
-limit) are not measured yet.
+Claims 2 (context changes a word's vector) and 4 (key-value memories layer by layer) are not measured yet.
 
 These are claims about GPT-2 trained on English. On the organism, the planted models and random weights the
 measurements still run (same code path) but the results say plainly that the claims do not apply to them.
 """
 from __future__ import annotations
 
+import random
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from interp.cache import run_with_selective_cache
 from interp.circuits.capitals import first_lead_blocks
 from interp.cli import add_model, add_prepend_bos, load
-from interp.lens import logit_lens
+from interp.data.ioi import PAPER_HEADS
+from interp.lens import head_logit_contributions, logit_lens
 from interp.metrics import token_ranks
 from interp.models import load_model
 from interp.results import default_out_dir, jsonable, provenance, write_json
-from interp.tokens import encode
+from interp.tokens import encode, prompt_tokens, str_tokens
 from interp.vectors import final_logits
 from interp.word_vectors import SPACES, analogy, nearest
 
@@ -51,6 +60,13 @@ ANALOGIES = [  # (a, b, c, expected): a is to b as c is to expected
     (" man", " doctor", " woman", " nurse"),  # the article's bias example: doctor - man + woman
 ]
 FACTS = [("Donald", " Trump"), ("The capital of Poland is", " Warsaw")]
+HEAD_KINDS = {"previous_token": "previous_token_head", "duplicate_token": "duplicate_token_head",
+              "induction": "induction_head"}  # interp's names -> TransformerLens's head detector's
+PRONOUN = {"prompt": "John wants his bank to cash the", "from": " his", "to": "John",
+           "article": "an attention head matches the pronoun his with the man it refers to, John"}
+IOI_LIMIT = {"prompt": "When Mary and John went to the restaurant, John gave his keys to", "answers": [" the", " Mary",
+                                                                                                 " John"],
+             "article": "the next word is more likely \"the\" (the valet) than either name"}
 ONE_LINERS = [
     ("mat", "the cat sat on a", " mat"),
     ("sugar", "I like my coffee with cream and", " sugar"),
@@ -82,6 +98,66 @@ def word_vectors(model) -> dict:
             for space in SPACES}
 
 
+def repeated_sequences(model, n: int = 10, length: int = 20, seed: int = 0) -> list[str]:
+    """Texts of `length` random common words said twice, each checked to tokenize back to exactly those tokens
+    (the head detector takes text): in the second half every token has a duplicate and an induction target."""
+    rng = random.Random(seed)
+    words = [i for i in range(1000, 20000) if (text := model.tokenizer.decode([i])).startswith(" ")
+             and text[1:].isalpha() and text[1:].islower() and len(text) > 3]
+    texts = []
+    while len(texts) < n:
+        ids = rng.sample(words, length)
+        text = model.tokenizer.decode(ids + ids)
+        if encode(text, model.tokenizer) == ids + ids:
+            texts.append(text)
+    return texts
+
+
+def head_jobs(model, seed: int = 0) -> dict:
+    """Claim 3: TransformerLens's detector scores ([layer, head]: the share of attention on the pattern's cells)
+    on repeated random sequences, and the attention from " his" to "John" of every head."""
+    from transformer_lens.head_detector import detect_head
+
+    sequences = repeated_sequences(model, seed=seed)
+    scores = {kind: detect_head(model, sequences, name).float() for kind, name in HEAD_KINDS.items()}
+    tokens = prompt_tokens(model, PRONOUN["prompt"], prepend_bos=True)  # BOS, not John, takes the idle attention
+    position = {word: str_tokens(tokens[0], model.tokenizer).index(word) for word in (PRONOUN["from"], PRONOUN["to"])}
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
+    _, cache = run_with_selective_cache(model, tokens, names)
+    scores["pronoun"] = torch.stack([cache[name][0, :, position[PRONOUN["from"]], position[PRONOUN["to"]]].float()
+                                     for name in names]).cpu()
+    return {"sequences": sequences, "pronoun": PRONOUN, "scores": {k: v.tolist() for k, v in scores.items()},
+            "top": {kind: top_heads(grid) for kind, grid in scores.items()}}
+
+
+def top_heads(grid: torch.Tensor, k: int = 5) -> list[dict]:
+    values, flat = grid.flatten().topk(k)
+    return [{"head": list(divmod(i, grid.shape[1])), "score": v} for v, i in zip(values.tolist(), flat.tolist())]
+
+
+def ioi_limit(model, name_movers: list[tuple[int, int]]) -> dict:
+    """Claim 6: the next-token probabilities of " the" and the two names, and per name mover its attention from
+    the last token to each name and its direct contribution to each of the three logits."""
+    tokens = prompt_tokens(model, IOI_LIMIT["prompt"], prepend_bos=False)  # the IOI protocol: no BOS
+    text = str_tokens(tokens[0], model.tokenizer)
+    ids = torch.tensor([encode(answer, model.tokenizer)[0] for answer in IOI_LIMIT["answers"]])
+    logits = final_logits(model, [IOI_LIMIT["prompt"]], prepend_bos=False)[0]
+    probs, end = logits.softmax(-1), tokens.shape[1] - 1
+    names = {name: [i for i, token in enumerate(text) if token == name] for name in (" Mary", " John")}
+    contributions = head_logit_contributions(model, tokens, torch.tensor([end]), ids[None])[0]  # [layer, head, 3]
+    patterns = run_with_selective_cache(model, tokens, [f"blocks.{layer}.attn.hook_pattern"
+                                                        for layer in sorted({layer for layer, _ in name_movers})])[1]
+    movers = [{"head": [layer, head],
+               "attention": {name: float(patterns[f"blocks.{layer}.attn.hook_pattern"][0, head, end, where].sum())
+                             for name, where in names.items()},
+               "direct_logit": {answer: float(contributions[layer, head, i])
+                                for i, answer in enumerate(IOI_LIMIT["answers"])}} for layer, head in name_movers]
+    return {"prompt": IOI_LIMIT["prompt"], "article": IOI_LIMIT["article"],
+            "next_token": {answer: {"prob": float(probs[token]), "rank": int(token_ranks(logits[None], token[None]))}
+                           for answer, token in zip(IOI_LIMIT["answers"], ids)},
+            "name_movers": movers, "name_mover_source": "the IOI paper's (GPT-2 small)" if movers else None}
+
+
 def fact_emergence(model, prompt: str, answer: str, prepend_bos: bool) -> dict:
     """Claim 5 for one fact: the answer's first token's lens rank at every boundary, and the first block after
     which it is the top token (None: never), as the capital-city experiment counts blocks."""
@@ -107,13 +183,15 @@ def one_liners(model, prepend_bos: bool) -> list[dict]:
             for i, ((name, prompt, answer), token) in enumerate(zip(ONE_LINERS, answers))]
 
 
-def run(model, out_dir: str | Path, prepend_bos: bool = False, others: tuple[str, ...] = ()) -> dict:
+def run(model, out_dir: str | Path, prepend_bos: bool = False, others: tuple[str, ...] = (), seed: int = 0) -> dict:
     """Every implemented claim on `model` (and the one-liners on each of `others`, loaded one at a time); writes
-    results.json."""
+    results.json and the figures drawn from it."""
     start = time.perf_counter()
-    results = {**provenance(model, None), "prepend_bos": prepend_bos, **applicability(model),
-               "word_vectors": word_vectors(model),
+    paper_shape = (model.cfg.n_layers, model.cfg.n_heads) == (12, 12)
+    results = {**provenance(model, seed), "prepend_bos": prepend_bos, **applicability(model),
+               "word_vectors": word_vectors(model), "heads": head_jobs(model, seed),
                "facts": [fact_emergence(model, prompt, answer, prepend_bos) for prompt, answer in FACTS],
+               "ioi_limit": ioi_limit(model, PAPER_HEADS["name_mover"] if paper_shape else []),
                "one_liners": {model.interp_source.spec: one_liners(model, prepend_bos)},
                "article": {"nearest": NEAREST, "analogies": [list(row) for row in ANALOGIES],
                            "facts": "simple associations such as Donald -> Trump appear in early layers",
@@ -125,7 +203,37 @@ def run(model, out_dir: str | Path, prepend_bos: bool = False, others: tuple[str
     results["seconds"] = time.perf_counter() - start
     results = jsonable(results)
     write_json(Path(out_dir) / "results.json", results)
+    figures_from_results(results, out_dir)
     return results
+
+
+def figures_from_results(results: dict, out_dir: str | Path) -> list[Path]:
+    """The heads' scores as layer x head grids, and each fact's lens rank across blocks."""
+    import matplotlib.pyplot as plt
+
+    from interp.plotting import STYLE, boundary_ticks, plot_layer_grid, save_figure
+
+    model, paths = results["model"], []
+    for kind, grid in results["heads"]["scores"].items():
+        what = "attention from ' his' to 'John'" if kind == "pronoun" else f"{kind.replace('_', ' ')} score"
+        paths += save_figure(plot_layer_grid(grid, f"{what} ({model})", what, center=0.0), out_dir,
+                             f"article_heads_{kind}")
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+        for fact in results["facts"]:
+            ax.plot(range(len(fact["ranks"])), fact["ranks"], marker="o", markersize=3,
+                    label=f"{fact['prompt']!r} -> {fact['answer']!r}")
+        ticks = boundary_ticks(len(results["facts"][0]["ranks"]))
+        step = max(1, len(ticks) // 12)
+        ax.set_xticks(range(len(ticks))[::step], ticks[::step])
+        ax.set_yscale("log")
+        ax.invert_yaxis()
+        ax.set_xlabel("residual stream after block")
+        ax.set_ylabel("logit-lens rank of the answer")
+        ax.set_title(f"Where a fact appears ({model})")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+    return paths + save_figure(fig, out_dir, "article_facts")
 
 
 def summary(results: dict) -> str:
@@ -138,8 +246,13 @@ def summary(results: dict) -> str:
         for row in found["analogies"]:
             lines.append(f"  {row['query']:>28} -> {row['nearest'][0][0].strip():<12} "
                          f"expected {row['expected'].strip()!r} at rank {row['expected_rank']}")
+    for kind, top in results["heads"]["top"].items():
+        lines.append(f"{kind:>15} heads: " + " ".join(f"{h['head'][0]}.{h['head'][1]} ({h['score']:.2f})"
+                                                      for h in top[:3]))
     for fact in results["facts"]:
         lines.append(f"{fact['prompt']!r} -> {fact['answer']!r}: top after block {fact['first_top_block']}")
+    limit = results["ioi_limit"]["next_token"]
+    lines.append("IOI's limit: " + ", ".join(f"{answer!r} p={row['prob']:.3f}" for answer, row in limit.items()))
     for spec, rows in results["one_liners"].items():
         for row in rows:
             lines.append(f"{spec:>12} {row['name']:>18}: {row['answer']!r} p={row['prob']:.3f} rank {row['rank']} "
@@ -152,13 +265,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--models", default="", metavar="A,B,...",
                         help="more models for the behaviour one-liners, side by side (e.g. gpt2-medium,gpt2-large)")
     parser.add_argument("--out", help="output directory (default results/article/<model>/)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random sequences for the head scores")
     add_prepend_bos(parser, default=False)
 
 
 def run_from_args(args) -> None:
     others = tuple(spec.strip() for spec in args.models.split(",") if spec.strip())
     model = load(args)
-    results = run(model, args.out or default_out_dir("article", args.model), args.prepend_bos, others)
+    results = run(model, args.out or default_out_dir("article", args.model), args.prepend_bos, others, args.seed)
     print(summary(results))
 
 

@@ -42,7 +42,7 @@ from interp.cli import add_model, add_prepend_bos, add_workers, load, workers_fo
 from interp.data.ioi import PAPER_HEADS, Corruption, IOIDataset, TemplateOrder, dataset_json, ioi_datasets
 from interp.data.ioi_words import ORGANISM_NAMES, PAPER_NAMES
 from interp.errors import InterpError
-from interp.lens import lens_logits
+from interp.lens import head_logit_contributions, lens_logits
 from interp.metrics import answer_probs, logit_diffs
 from interp.patching import logit_diff_metric, path_patch
 from interp.results import default_out_dir, provenance, read_json, write_json
@@ -81,25 +81,13 @@ def attention(model, data: IOIDataset, from_key: str, to_keys: list[str]) -> tor
         for name in names])
 
 
-@torch.inference_mode()
 def direct_logit_attribution(model, data: IOIDataset, **ablation) -> torch.Tensor:
     """[layer, head]: each head's mean direct contribution to logit(IO) - logit(S) at END, through the final
     LayerNorm's scale of the whole residual (optionally with components ablated)."""
-    names = [f"blocks.{layer}.attn.hook_z" for layer in range(model.cfg.n_layers)] + ["ln_final.hook_scale"]
-    store = {}
     with ablated(model, **ablation) if ablation else nullcontext():
-        _, cache = run_with_selective_cache(model, data.tokens, names)
-        store.update(cache.cache_dict)
-    rows, end = torch.arange(len(data)), data.positions["END"]
-    # in float32 whatever the model's dtype: these are sums of many small terms
-    direction = (model.W_U[:, data.io_ids] - model.W_U[:, data.s_ids]).float()  # [d_model, batch]
-    scale = store["ln_final.hook_scale"][rows, end].float()  # [batch, 1]
-    out = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
-    for layer in range(model.cfg.n_layers):
-        z = store[f"blocks.{layer}.attn.hook_z"][rows, end].float()  # [batch, head, d_head]
-        head_out = torch.einsum("bhd,hdm->bhm", z, model.W_O[layer].float()) / scale[:, :, None]
-        out[layer] = torch.einsum("bhm,mb->bh", head_out, direction).mean(0)
-    return out
+        contributions = head_logit_contributions(model, data.tokens, data.positions["END"],
+                                                 torch.stack([data.io_ids, data.s_ids], -1))
+    return (contributions[..., 0] - contributions[..., 1]).mean(0)
 
 
 def copy_scores(model, data: IOIDataset, head_list, sign: int = 1) -> dict[str, float]:

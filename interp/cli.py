@@ -115,12 +115,16 @@ def cmd_plot(args) -> None:
         paths = plotting.ioi_figures(data, out)
     elif "curve" in data and "edge_names" in data:
         paths = plotting.discovery_figures(data, out)
+    elif "one_liners" in data:
+        from interp.circuits.article import figures_from_results
+
+        paths = figures_from_results(data, out)
     elif "emergence_layer" in data:
         from interp.circuits.capitals import figures_from_results
 
         paths = figures_from_results(data, out)
     else:
-        raise InterpError(f"{args.results} is not a results file of interp lens, ioi, capitals or discover")
+        raise InterpError(f"{args.results} is not a results file of interp lens, ioi, capitals, discover or article")
     for path in paths:
         print(path)
 

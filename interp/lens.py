@@ -29,6 +29,27 @@ def lens_logits(model, residual: torch.Tensor) -> torch.Tensor:
     return model.unembed(model.ln_final(residual))
 
 
+@torch.inference_mode()
+def head_logit_contributions(model, tokens: torch.Tensor, positions: torch.Tensor, token_ids: torch.Tensor
+                             ) -> torch.Tensor:
+    """[batch, layer, head, n]: each head's direct contribution to the logits of each prompt's `token_ids`
+    ([batch, n]) at its position (`positions`, one per prompt): the head's output there through the final
+    LayerNorm's scale of the whole residual, times the unembedding; in float32 whatever the model's dtype (these
+    are sums of many small terms)."""
+    names = [f"blocks.{layer}.attn.hook_z" for layer in range(model.cfg.n_layers)] + ["ln_final.hook_scale"]
+    _, cache = run_with_selective_cache(model, tokens, names)
+    rows = torch.arange(len(tokens))
+    positions = torch.as_tensor(positions)
+    unembed = model.W_U[:, torch.as_tensor(token_ids).to(model.W_U.device)].float()  # [d_model, batch, n]
+    scale = cache["ln_final.hook_scale"][rows, positions].float()  # [batch, 1]
+    contributions = []
+    for layer in range(model.cfg.n_layers):
+        z = cache[f"blocks.{layer}.attn.hook_z"][rows, positions].float()  # [batch, head, d_head]
+        head_out = torch.einsum("bhd,hdm->bhm", z, model.W_O[layer].float()) / scale[:, :, None]
+        contributions.append(torch.einsum("bhm,mbn->bhn", head_out, unembed.to(head_out.device)).cpu())
+    return torch.stack(contributions, 1)
+
+
 @dataclass
 class LensResult:
     """The lens over one prompt. Boundary i is the embeddings (i = 0) or the output of block i - 1."""

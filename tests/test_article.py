@@ -103,6 +103,11 @@ def test_the_command_by_hub_name_and_beside_other_models(from_hub_cache, tmp_pat
     assert [fact["answer"] for fact in results["facts"]] == [answer for _, answer in article.FACTS]
     assert list(results["one_liners"]) == ["gpt2", "organism"]
     assert "expected 'queen' at rank" in capsys.readouterr().out
+    figures = sorted(path.name for path in tmp_path.glob("*.png"))
+    assert figures == ["article_facts.png"] + [f"article_heads_{kind}.png" for kind in
+                                               ("duplicate_token", "induction", "previous_token", "pronoun")]
+    assert main(["plot", str(tmp_path / "results.json"), "--out", str(tmp_path / "again")]) == 0
+    assert sorted(path.name for path in (tmp_path / "again").glob("*.png")) == figures
 
 
 def test_the_claims_do_not_apply_to_the_organism(tmp_path, capsys):
@@ -111,3 +116,42 @@ def test_the_claims_do_not_apply_to_the_organism(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == ("organism: the article's claims do not apply: organism is not trained on "
                                                "English text (its vocabulary use is synthetic): the article's claims "
                                                "are about GPT-2 and do not apply to it")
+
+
+@pytest.fixture(scope="module")
+def planted_ioi():
+    return load_model("planted:ioi", device="cpu")
+
+
+def test_head_detector_finds_the_planted_previous_token_heads(planted_ioi):
+    """TransformerLens's detector on repeated random words, through the bridge: the planted previous-token heads
+    (and only they) put nearly all their attention on the previous token."""
+    from interp.planted.ioi import ioi_layout
+
+    jobs = article.head_jobs(planted_ioi)
+    top = [tuple(h["head"]) for h in jobs["top"]["previous_token"] if h["score"] > 0.5]
+    assert sorted(top) == sorted(ioi_layout()["previous_token"])
+    for text in jobs["sequences"]:
+        ids = encode(text)
+        assert ids[: len(ids) // 2] == ids[len(ids) // 2:]
+
+
+def test_pronoun_attention_against_transformers(tiny_checkpoint, tiny_model):
+    hf = GPT2LMHeadModel.from_pretrained(tiny_checkpoint, attn_implementation="eager").eval()
+    tokens = [50256] + encode(article.PRONOUN["prompt"])
+    his, john = tokens.index(encode(" his")[0]), tokens.index(encode("John")[0])
+    with torch.no_grad():
+        attentions = hf(torch.tensor([tokens]), output_attentions=True).attentions
+    expected = torch.stack([layer[0, :, his, john] for layer in attentions])
+    measured = torch.tensor(article.head_jobs(tiny_model)["scores"]["pronoun"])
+    torch.testing.assert_close(measured, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_ioi_limit_on_the_planted_circuit(planted_ioi):
+    """The planted name movers copy the indirect object: from the last token they look at Mary more than at John
+    and write Mary more; the model says Mary, not the valet's ' the'."""
+    found = article.ioi_limit(planted_ioi, planted_ioi.interp_source.circuit["name_mover"])
+    assert found["next_token"][" Mary"]["rank"] == 1 and found["next_token"][" the"]["rank"] > 100
+    for mover in found["name_movers"]:
+        assert mover["attention"][" Mary"] > mover["attention"][" John"]
+        assert mover["direct_logit"][" Mary"] > mover["direct_logit"][" John"] > mover["direct_logit"][" the"]
