@@ -8,9 +8,19 @@ Method, claim by claim:
     nearest tokens to " cat" (the article: dog, kitten, pet), and analogies a : b :: c : ? answered by b - a + c,
     each scored by the rank of the expected word among the whole vocabulary with the three question words left
     out; a word that splits into several tokens is represented by its first token (and listed as split).
+ 2. Context changes the vector. The residual stream at a word, block by block, in sentences that use it in one
+    of two senses: the mean cosine between sentences of one sense and between sentences of the two senses. The
+    article predicts that the senses of a polysemous word (" magazine": the thing you hold, the company) stay
+    closer than those of a homonym (" bank": money, a river's side): a smaller gap between within and across.
  3. Heads have jobs. TransformerLens's head detector scores every head as a previous-token, duplicate-token and
     induction head on sequences of random common words said twice; and the pronoun head: which heads attend from
     " his" to "John" in "John wants his bank to cash the".
+ 4. Feed-forward layers as key-value memories, layer by layer (Geva et al.). For seeded random neurons of the
+    first two and the last two blocks: the contexts of a bundled sample of ordinary English (36 short texts on
+    six topics, written for the project, CC0) where each fires most, and the tokens its value vector promotes.
+    A neuron's trigger is shallow when most of its top contexts end in the same token, semantic when most come
+    from texts of one topic with different last tokens, mixed otherwise; the article (after Geva et al.) expects
+    shallow triggers early and semantic ones late.
  5. Where a fact appears. The logit lens at the prompt's last position, block by block: the first block after
     which the fact's answer is the top token, for "Donald" -> " Trump" (the article places such simple
     associations early) and for the capital of Poland.
@@ -21,7 +31,6 @@ Method, claim by claim:
  7. Behaviour one-liners. The probability and rank of the expected answer's first token as the next token:
     "the cat sat on a" -> " mat", coffee with cream and sugar, the false-belief story, the reversal pair. With
     several models, the same table side by side (the article: GPT-2 fails the false-belief test).
-Claims 2 (context changes a word's vector) and 4 (key-value memories layer by layer) are not measured yet.
 
 These are claims about GPT-2 trained on English. On the organism, the planted models and random weights the
 measurements still run (same code path) but the results say plainly that the claims do not apply to them.
@@ -31,6 +40,7 @@ from __future__ import annotations
 import random
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -38,8 +48,10 @@ import torch
 from interp.cache import run_with_selective_cache
 from interp.circuits.capitals import first_lead_blocks
 from interp.cli import add_model, add_prepend_bos, load
+from interp.data import DATA_DIR
 from interp.data.ioi import PAPER_HEADS
-from interp.lens import head_logit_contributions, logit_lens
+from interp.lens import boundary_hooks, head_logit_contributions, logit_lens
+from interp.memories import top_contexts, value_tokens
 from interp.metrics import token_ranks
 from interp.models import load_model
 from interp.results import default_out_dir, jsonable, provenance, write_json
@@ -60,6 +72,38 @@ ANALOGIES = [  # (a, b, c, expected): a is to b as c is to expected
     (" man", " doctor", " woman", " nurse"),  # the article's bias example: doctor - man + woman
 ]
 FACTS = [("Donald", " Trump"), ("The capital of Poland is", " Warsaw")]
+SENSES = {  # a polysemous word (two related senses) and a homonym (two unrelated ones), four sentences per sense
+    " magazine": {
+        "the thing you hold": [
+            "She rolled up the magazine and swatted the fly.",
+            "A glossy magazine lay open on the coffee table.",
+            "He tore a page out of the magazine to wrap the gift.",
+            "The dentist's waiting room had a stack of old magazine copies.",
+        ],
+        "the company": [
+            "The magazine hired three new editors last spring.",
+            "She quit her job at the magazine to start her own firm.",
+            "The magazine was sued by the senator over the story.",
+            "After the merger, the magazine moved its offices to Chicago.",
+        ],
+    },
+    " bank": {
+        "money": [
+            "She deposited her paycheck at the bank on Friday.",
+            "The bank raised its interest rates again this year.",
+            "He asked the bank for a loan to buy the house.",
+            "Robbers broke into the bank vault overnight.",
+        ],
+        "river": [
+            "They had a picnic on the grassy bank of the river.",
+            "The canoe drifted toward the muddy bank downstream.",
+            "Willows grew along the steep bank of the stream.",
+            "He sat on the river bank and watched the fish.",
+        ],
+    },
+}
+MEMORY_NEURONS = 4  # random neurons per block
+TOP_CONTEXTS = 5
 HEAD_KINDS = {"previous_token": "previous_token_head", "duplicate_token": "duplicate_token_head",
               "induction": "induction_head"}  # interp's names -> TransformerLens's head detector's
 PRONOUN = {"prompt": "John wants his bank to cash the", "from": " his", "to": "John",
@@ -96,6 +140,77 @@ def word_vectors(model) -> dict:
                     "analogies": [analogy(model, a, b, c, expected, k=5, space=space)
                                   for a, b, c, expected in ANALOGIES]}
             for space in SPACES}
+
+
+def context_vectors(model, prepend_bos: bool) -> dict:
+    """Claim 2: per word and boundary, the mean cosine between its residual-stream vectors in sentences of the same
+    sense ("within", both senses averaged) and of different senses ("across"), and their gap."""
+    hooks = boundary_hooks(model.cfg.n_layers)
+    results = {}
+    for word, senses in SENSES.items():
+        token = encode(word, model.tokenizer)[0]
+        by_sense = []
+        for sentences in senses.values():
+            vectors = []
+            for sentence in sentences:
+                tokens = prompt_tokens(model, sentence, prepend_bos=prepend_bos)
+                position = tokens[0].tolist().index(token)
+                _, cache = run_with_selective_cache(model, tokens, hooks)
+                vectors.append(torch.stack([cache[name][0, position].float() for name in hooks]).cpu())
+            by_sense.append(torch.nn.functional.normalize(torch.stack(vectors), dim=-1))  # [sentence, boundary, d]
+        within = torch.stack([mean_cosine(vectors, vectors) for vectors in by_sense]).mean(0)
+        across = mean_cosine(*by_sense)
+        results[word] = {"senses": list(senses), "within": within.tolist(), "across": across.tolist(),
+                         "gap": (within - across).tolist()}
+    polysemous, homonym = (results[word]["gap"] for word in SENSES)
+    blocks = range(1, len(polysemous))  # the embeddings (boundary 0) see no context
+    results["prediction_holds"] = {"blocks": sum(homonym[b] > polysemous[b] for b in blocks),
+                                   "of": len(blocks), "last_block": homonym[-1] > polysemous[-1]}
+    return results
+
+
+def mean_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """[boundary]: the mean cosine over pairs of unit vectors [n, boundary, d] x [m, boundary, d], a vector never
+    paired with itself."""
+    cosines = torch.einsum("nld,mld->lnm", a, b)
+    if a is b:
+        pairs = ~torch.eye(len(a), dtype=torch.bool)
+        return cosines[:, pairs].mean(-1)
+    return cosines.flatten(1).mean(-1)
+
+
+def english_sample() -> tuple[list[str], list[str]]:
+    """(texts, their topics): the bundled sample of ordinary English (interp/data/english_sample.tsv)."""
+    rows = [line.split("\t") for line in (DATA_DIR / "english_sample.tsv").read_text(encoding="utf-8").splitlines()
+            if line and not line.startswith("#")]
+    return [text for _, text in rows], [topic for topic, _ in rows]
+
+
+def trigger_kind(contexts: list[dict], topics: list[str]) -> str:
+    """shallow: most top contexts end in the same token; semantic: most come from one topic's texts instead."""
+    majority = len(contexts) // 2 + 1
+    if Counter(c["token"] for c in contexts).most_common(1)[0][1] >= majority:
+        return "shallow"
+    if Counter(topics[c["text"]] for c in contexts).most_common(1)[0][1] >= majority:
+        return "semantic"
+    return "mixed"
+
+
+def memories_by_layer(model, texts: list[str], topics: list[str], layers: list[int], seed: int = 0,
+                      prepend_bos: bool = False) -> dict:
+    """Claim 4: seeded random neurons of each layer, their top contexts in `texts`, their value tokens, the kind of
+    their trigger, and per layer the count of each kind."""
+    generator = torch.Generator().manual_seed(seed)
+    results = {"n_texts": len(texts), "topics": sorted(set(topics)), "layers": {}}
+    for layer in layers:
+        neurons = torch.randperm(model.cfg.d_mlp, generator=generator)[:MEMORY_NEURONS].tolist()
+        contexts = top_contexts(model, layer, neurons, texts, k=TOP_CONTEXTS, prepend_bos=prepend_bos)
+        found = [{"neuron": neuron, "trigger": trigger_kind(contexts[neuron], topics),
+                  "top_contexts": [{**c, "topic": topics[c["text"]]} for c in contexts[neuron]],
+                  "value_tokens": [{"token": t, "logit": v} for t, v in value_tokens(model, layer, neuron, k=8)]}
+                 for neuron in neurons]
+        results["layers"][str(layer)] = {"neurons": found, "kinds": dict(Counter(n["trigger"] for n in found))}
+    return results
 
 
 def repeated_sequences(model, n: int = 10, length: int = 20, seed: int = 0) -> list[str]:
@@ -187,9 +302,14 @@ def run(model, out_dir: str | Path, prepend_bos: bool = False, others: tuple[str
     """Every implemented claim on `model` (and the one-liners on each of `others`, loaded one at a time); writes
     results.json and the figures drawn from it."""
     start = time.perf_counter()
-    paper_shape = (model.cfg.n_layers, model.cfg.n_heads) == (12, 12)
+    n_layers = model.cfg.n_layers
+    paper_shape = (n_layers, model.cfg.n_heads) == (12, 12)
     results = {**provenance(model, seed), "prepend_bos": prepend_bos, **applicability(model),
-               "word_vectors": word_vectors(model), "heads": head_jobs(model, seed),
+               "word_vectors": word_vectors(model), "context_vectors": context_vectors(model, prepend_bos),
+               "heads": head_jobs(model, seed),
+               "memories": memories_by_layer(model, *english_sample(), layers=sorted({0, 1, n_layers - 2,
+                                                                                      n_layers - 1}),
+                                             seed=seed, prepend_bos=prepend_bos),
                "facts": [fact_emergence(model, prompt, answer, prepend_bos) for prompt, answer in FACTS],
                "ioi_limit": ioi_limit(model, PAPER_HEADS["name_mover"] if paper_shape else []),
                "one_liners": {model.interp_source.spec: one_liners(model, prepend_bos)},
@@ -233,7 +353,22 @@ def figures_from_results(results: dict, out_dir: str | Path) -> list[Path]:
         ax.set_title(f"Where a fact appears ({model})")
         ax.legend(fontsize=8)
         fig.tight_layout()
-    return paths + save_figure(fig, out_dir, "article_facts")
+    paths += save_figure(fig, out_dir, "article_facts")
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+        for (word, colour) in zip(SENSES, ("C0", "C3")):
+            data = results["context_vectors"][word]
+            ax.plot(data["within"], color=colour, label=f"{word!r}: same sense")
+            ax.plot(data["across"], color=colour, linestyle="--", label=f"{word!r}: {' vs '.join(data['senses'])}")
+        ticks = boundary_ticks(len(data["within"]))
+        step = max(1, len(ticks) // 12)
+        ax.set_xticks(range(len(ticks))[::step], ticks[::step])
+        ax.set_xlabel("residual stream after block")
+        ax.set_ylabel("mean cosine between sentences")
+        ax.set_title(f"Context changes the vector ({model})")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+    return paths + save_figure(fig, out_dir, "article_context")
 
 
 def summary(results: dict) -> str:
@@ -246,6 +381,14 @@ def summary(results: dict) -> str:
         for row in found["analogies"]:
             lines.append(f"  {row['query']:>28} -> {row['nearest'][0][0].strip():<12} "
                          f"expected {row['expected'].strip()!r} at rank {row['expected_rank']}")
+    for word in SENSES:
+        gap = results["context_vectors"][word]["gap"]
+        lines.append(f"{word!r}: within - across sense cosine {gap[1]:.3f} after block 0, {gap[-1]:.3f} at the end")
+    holds = results["context_vectors"]["prediction_holds"]
+    lines.append(f"  the homonym's senses further apart than the polysemous word's after {holds['blocks']} of "
+                 f"{holds['of']} blocks")
+    for layer, found in results["memories"]["layers"].items():
+        lines.append(f"memories, block {layer}: {found['kinds']}")
     for kind, top in results["heads"]["top"].items():
         lines.append(f"{kind:>15} heads: " + " ".join(f"{h['head'][0]}.{h['head'][1]} ({h['score']:.2f})"
                                                       for h in top[:3]))

@@ -201,7 +201,7 @@ def build_parser() -> Parser:
     capitals_parser.set_defaults(run=capitals.run_args)
 
     article_parser = commands.add_parser("article", help="the explainer's claims about GPT-2, measured (word vectors, "
-                                         "where a fact appears, behaviour one-liners)")
+                                         "context, heads, memories, facts, IOI's limit, one-liners)")
     article.add_arguments(article_parser)
     article_parser.set_defaults(run=article.run_from_args)
 

@@ -49,7 +49,8 @@ def answer_neurons(model, prompt: str, layer: int, token: str, k: int = 3, *, pr
 def top_contexts(model, layer: int, neurons: Sequence[int], texts: Sequence[str], k: int = 5, window: int = 8, *,
                  prepend_bos: bool = True) -> dict[int, list[dict]]:
     """For each neuron, the k (text, position) pairs of a text sample where it fires most: the activation, the
-    token there and the `window` tokens before it (a BOS is never one of them: it is the same in every text)."""
+    text's index, the token there and the `window` tokens before it (a BOS is never one of them: it is the same
+    in every text)."""
     check_neurons(model, layer, neurons)
     name = f"blocks.{layer}.mlp.hook_post"
     start = int(prepend_bos)
@@ -65,6 +66,6 @@ def top_contexts(model, layer: int, neurons: Sequence[int], texts: Sequence[str]
         contexts[neuron] = []
         for activation, text, position in sorted(hits, key=lambda h: (-h[0], h[1], h[2]))[:k]:
             tokens = str_tokens(prompt_ids(texts[text], model.tokenizer, prepend_bos=prepend_bos), model.tokenizer)
-            contexts[neuron].append({"activation": activation, "token": tokens[position],
+            contexts[neuron].append({"activation": activation, "text": text, "token": tokens[position],
                                      "context": "".join(tokens[max(start, position - window):position])})
     return contexts

@@ -88,9 +88,9 @@ def test_fact_emergence_finds_the_planted_capital_block():
 
     planted = load_model("planted:capitals", device="cpu")
     facts = [article.fact_emergence(planted, item.prompt, " " + item.answer, prepend_bos=False)
-             for item in task_items("capitals", 6)]
+             for item in task_items("capitals", 4)]
     answered = [fact for fact in facts if fact["top_at_output"]]
-    assert len(answered) >= 3  # answers outside the planted vocabulary are not recalled
+    assert len(answered) >= 2  # answers outside the planted vocabulary are not recalled
     for fact in answered:
         assert fact["first_top_block"] == 19 and fact["ranks"][20] == 1 and fact["ranks"][19] > 1
 
@@ -104,8 +104,10 @@ def test_the_command_by_hub_name_and_beside_other_models(from_hub_cache, tmp_pat
     assert list(results["one_liners"]) == ["gpt2", "organism"]
     assert "expected 'queen' at rank" in capsys.readouterr().out
     figures = sorted(path.name for path in tmp_path.glob("*.png"))
-    assert figures == ["article_facts.png"] + [f"article_heads_{kind}.png" for kind in
-                                               ("duplicate_token", "induction", "previous_token", "pronoun")]
+    assert figures == ["article_context.png", "article_facts.png"] + [
+        f"article_heads_{kind}.png" for kind in ("duplicate_token", "induction", "previous_token", "pronoun")]
+    assert set(results["memories"]["layers"]) == {"0", "1", "10", "11"}
+    assert results["context_vectors"]["prediction_holds"]["of"] == 12
     assert main(["plot", str(tmp_path / "results.json"), "--out", str(tmp_path / "again")]) == 0
     assert sorted(path.name for path in (tmp_path / "again").glob("*.png")) == figures
 
@@ -155,3 +157,85 @@ def test_ioi_limit_on_the_planted_circuit(planted_ioi):
     for mover in found["name_movers"]:
         assert mover["attention"][" Mary"] > mover["attention"][" John"]
         assert mover["direct_logit"][" Mary"] > mover["direct_logit"][" John"] > mover["direct_logit"][" the"]
+
+
+def test_context_vectors_against_transformers(tiny_checkpoint, tiny_model):
+    """The bridge's residual stream is HF's centred over d_model (weight processing): cosines of centred HF hidden
+    states are the reference (the last hidden state HF returns is after ln_f, so it is left out)."""
+    hf = GPT2LMHeadModel.from_pretrained(tiny_checkpoint).eval()
+    found = article.context_vectors(tiny_model, prepend_bos=False)
+
+    def mean_cosine(a, b, same):
+        cosines = np.einsum("nld,mld->lnm", a, b)
+        keep = ~np.eye(len(a), dtype=bool) if same else np.ones((len(a), len(b)), dtype=bool)
+        return cosines[:, keep].mean(-1)
+
+    for word, senses in article.SENSES.items():
+        token, by_sense = encode(word)[0], []
+        for sentences in senses.values():
+            rows = []
+            for sentence in sentences:
+                ids = encode(sentence)
+                with torch.no_grad():
+                    hidden = hf(torch.tensor([ids]), output_hidden_states=True).hidden_states[:-1]
+                rows.append(np.stack([h[0, ids.index(token)].double().numpy() for h in hidden]))
+            vectors = np.stack(rows)
+            vectors -= vectors.mean(-1, keepdims=True)
+            by_sense.append(vectors / np.linalg.norm(vectors, axis=-1, keepdims=True))
+        within = np.mean([mean_cosine(v, v, True) for v in by_sense], axis=0)
+        across = mean_cosine(*by_sense, False)
+        np.testing.assert_allclose(found[word]["within"][:-1], within, atol=1e-5)
+        np.testing.assert_allclose(found[word]["across"][:-1], across, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def planted_memory(tmp_path_factory):
+    """Block 0's neuron 0 has the key ' cat' and the value ' dog'; attention and positions add nothing."""
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=32))
+    cat, dog = encode(" cat")[0], encode(" dog")[0]
+    with torch.no_grad():
+        for block in hf.transformer.h:
+            for weights in (block.attn.c_attn, block.attn.c_proj):
+                weights.weight.zero_()
+                weights.bias.zero_()
+        hf.transformer.wpe.weight.zero_()
+        wte = hf.transformer.wte.weight
+        wte[dog] *= 3  # a value that stands out against the vocabulary's chance alignments
+        key = wte[cat] - wte[cat].mean()
+        mlp = hf.transformer.h[0].mlp
+        mlp.c_fc.weight[:, 0] = 20 * key / key.norm()
+        mlp.c_fc.bias[0] = -5
+        mlp.c_proj.weight[0] = 10 * wte[dog]
+    path = tmp_path_factory.mktemp("planted-memory")
+    hf.save_pretrained(path)
+    return load_model(str(path), device="cpu")
+
+
+def test_a_planted_memory_neuron_is_read_as_a_shallow_trigger(planted_memory):
+    from interp.memories import top_contexts, value_tokens
+
+    texts = ["The cat slept.", "Prices rose and the cat was fed.", "Rain fell on the cat and the roof.",
+             "A dog barked at the mailman.", "The team won the cup."]
+    topics = ["animals", "money", "weather", "animals", "sports"]
+    contexts = top_contexts(planted_memory, 0, [0], texts, k=3, prepend_bos=False)[0]
+    assert [c["token"] for c in contexts] == [" cat"] * 3 and sorted(c["text"] for c in contexts) == [0, 1, 2]
+    assert article.trigger_kind(contexts, topics) == "shallow"
+    assert value_tokens(planted_memory, 0, 0, k=1)[0][0] == " dog"
+
+
+def test_trigger_kinds_by_hand():
+    topics = ["money", "money", "money", "sports", "sports", "weather", "school"]
+    contexts = lambda tokens, texts: [{"token": t, "text": i} for t, i in zip(tokens, texts)]  # noqa: E731
+    assert article.trigger_kind(contexts([" bank", " bank", " bank", " loan", " goal"], [0, 3, 4, 1, 2]),
+                                topics) == "shallow"
+    assert article.trigger_kind(contexts([" bank", " loan", " rent", " goal", " cup"], [0, 1, 2, 3, 4]),
+                                topics) == "semantic"
+    assert article.trigger_kind(contexts([" bank", " goal", " rain", " exam", " rent"], [0, 3, 5, 6, 1]),
+                                topics) == "mixed"
+
+
+def test_the_english_sample_is_six_topics_of_six_texts():
+    texts, topics = article.english_sample()
+    assert len(texts) == 36 and sorted(set(topics)) == ["animals", "cooking", "money", "school", "sports", "weather"]
+    assert all(topics.count(topic) == 6 for topic in set(topics))

@@ -182,7 +182,7 @@ def test_capital_is_country_plus_one_vector():
 
 @pytest.mark.slow
 def test_interp_capitals_recovers_the_planted_mechanism(tmp_path):
-    assert main(["capitals", "--model", "planted:capitals", "--n-prompts", "20", "--ablation-ks", "0,5",
+    assert main(["capitals", "--model", "planted:capitals", "--n-prompts", "12", "--ablation-ks", "0,5",
                  "--n-texts", "10", "--out", str(tmp_path), "--quiet"]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     capitals = results["tasks"]["capitals"]
