@@ -140,7 +140,7 @@ def test_discovery_finds_a_seeded_layout_blind(tmp_path, seed):
     model.save_pretrained(tmp_path)
     blind = load_model(str(tmp_path), device="cpu")
     assert blind.interp_source.circuit is None
-    clean, corrupt = Protocol().datasets(blind, 8, seed)
+    clean, corrupt = Protocol().datasets(blind, 6, seed)
     found = discover(blind, clean, corrupt, quiet=True)["heads"]
     assert {name: sorted(found[name]) for name in CLASSES} == ioi_layout(seed)
 

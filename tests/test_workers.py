@@ -140,9 +140,8 @@ def test_random_gpt2_on_ray_equals_one_process(cluster):
     model = load_model("random:gpt2", device="cpu")
     clean, corrupt = Protocol().datasets(model, 6, 0)
     with RayWorkers(ModelRecipe("random:gpt2", "cpu", "float32"), 2, quiet=True) as workers:
-        for site in ("resid_pre", "head_out"):
-            arguments = (model, *IOI_PROMPTS, " Mary", " John", site)
-            assert_same(patch_grid_for_cli(*arguments), patch_grid_for_cli(*arguments, workers=workers))
+        arguments = (model, *IOI_PROMPTS, " Mary", " John", "head_out")
+        assert_same(patch_grid_for_cli(*arguments), patch_grid_for_cli(*arguments, workers=workers))
         single = discover(model, clean, corrupt, quiet=True)
         shared = discover(model, clean, corrupt, quiet=True, workers=workers)
     assert_same({name: grid.tolist() for name, grid in single["grids"].items()},
@@ -155,14 +154,15 @@ def interp_command(*argv):
 
 
 @pytest.mark.slow
-def test_patch_command_with_workers(tmp_path):
-    argv = ["patch", "--model", "organism", "--clean", "When Mary and John went to the store, John gave a drink to",
-            "--corrupt", "When Mary and John went to the store, Anna gave a drink to", "--answer", " Mary",
-            "--wrong", " John", "--json", "--device", "cpu"]
+def test_patch_command_joins_a_running_cluster(cluster):
+    """`--ray-address`: the command joins the cluster this test process runs, with two workers of its own."""
+    address = ray.get_runtime_context().gcs_address
+    argv = ["patch", "--model", "organism", "--clean", IOI_PROMPTS[0], "--corrupt", IOI_PROMPTS[1], "--answer",
+            " Mary", "--wrong", " John", "--json", "--device", "cpu"]
     single = json.loads(subprocess.run(interp_command(*argv), capture_output=True, text=True, check=True).stdout)
-    shared = json.loads(subprocess.run(interp_command(*argv, "--workers", "2"), capture_output=True, text=True,
-                                       check=True).stdout)
-    assert (single["workers"], shared["workers"], shared["ray_address"]) == (1, 2, "local")
+    shared = json.loads(subprocess.run(interp_command(*argv, "--ray-address", address, "--workers", "2"),
+                                       capture_output=True, text=True, check=True).stdout)
+    assert (single["workers"], shared["workers"], shared["ray_address"]) == (1, 2, address)
     assert_same(single, shared)
 
 
