@@ -108,8 +108,8 @@ HEAD_KINDS = {"previous_token": "previous_token_head", "duplicate_token": "dupli
               "induction": "induction_head"}  # interp's names -> TransformerLens's head detector's
 PRONOUN = {"prompt": "John wants his bank to cash the", "from": " his", "to": "John",
            "article": "an attention head matches the pronoun his with the man it refers to, John"}
-IOI_LIMIT = {"prompt": "When Mary and John went to the restaurant, John gave his keys to", "answers": [" the", " Mary",
-                                                                                                 " John"],
+IOI_LIMIT = {"prompt": "When Mary and John went to the restaurant, John gave his keys to",
+             "answers": [" the", " Mary", " John"],
              "article": "the next word is more likely \"the\" (the valet) than either name"}
 ONE_LINERS = [
     ("mat", "the cat sat on a", " mat"),
