@@ -369,7 +369,8 @@ def run(model, out_dir: str | Path, seed: int = 0, quiet: bool = False, n_prompt
         raise InterpError(f"the key-value memories need a text sample of at least 1 text, not {n_texts}")
     say = (lambda message: None) if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     seconds_since_start, start = {}, time.time()
-    results = {**provenance(model, seed), **workers.describe(), "n_layers": model.cfg.n_layers, "prepend_bos": prepend_bos,
+    results = {**provenance(model, seed), **workers.describe(), "n_layers": model.cfg.n_layers,
+               "prepend_bos": prepend_bos,
                "protocol": protocol.json(loaded), "tasks": {}, "transplant": {}, "skipped_tasks": {}}
     readings = {}
     for task in protocol.tasks:

@@ -115,9 +115,9 @@ def test_the_command_by_hub_name_and_beside_other_models(from_hub_cache, tmp_pat
 def test_the_claims_do_not_apply_to_the_organism(tmp_path, capsys):
     assert main(["article", "--model", "organism", "--out", str(tmp_path)]) == 0
     assert not json.loads((tmp_path / "results.json").read_text())["applies"]
-    assert capsys.readouterr().out.strip() == ("organism: the article's claims do not apply: organism is not trained on "
-                                               "English text (its vocabulary use is synthetic): the article's claims "
-                                               "are about GPT-2 and do not apply to it")
+    assert capsys.readouterr().out.strip() == (
+        "organism: the article's claims do not apply: organism is not trained on English text (its vocabulary use is "
+        "synthetic): the article's claims are about GPT-2 and do not apply to it")
 
 
 @pytest.fixture(scope="module")
