@@ -120,6 +120,13 @@ ONE_LINERS = [
     ("reversal, forward", "Tom Cruise's mother is", " Mary"),
     ("reversal, backward", "Mary Lee Pfeiffer's son is", " Tom"),
 ]
+ARTICLE = {  # what the article says, kept beside the measurements
+    "nearest": NEAREST, "analogies": [list(row) for row in ANALOGIES],
+    "context": "the senses of a polysemous word stay closer than the senses of a homonym",
+    "pronoun": PRONOUN["article"],
+    "memories": "feed-forward keys match shallow patterns in early layers, semantic ones in later layers",
+    "facts": "simple associations such as Donald -> Trump appear in early layers",
+    "ioi_limit": IOI_LIMIT["article"], "false_belief": "GPT-2 fails the false-belief test"}
 
 
 def applicability(model) -> dict:
@@ -299,76 +306,94 @@ def one_liners(model, prepend_bos: bool) -> list[dict]:
 
 
 def run(model, out_dir: str | Path, prepend_bos: bool = False, others: tuple[str, ...] = (), seed: int = 0) -> dict:
-    """Every implemented claim on `model` (and the one-liners on each of `others`, loaded one at a time); writes
+    """Every claim measured on `model` (and the one-liners on each of `others`, loaded one at a time); writes
     results.json and the figures drawn from it."""
     start = time.perf_counter()
     n_layers = model.cfg.n_layers
     paper_shape = (n_layers, model.cfg.n_heads) == (12, 12)
-    results = {**provenance(model, seed), "prepend_bos": prepend_bos, **applicability(model),
-               "word_vectors": word_vectors(model), "context_vectors": context_vectors(model, prepend_bos),
-               "heads": head_jobs(model, seed),
-               "memories": memories_by_layer(model, *english_sample(), layers=sorted({0, 1, n_layers - 2,
-                                                                                      n_layers - 1}),
-                                             seed=seed, prepend_bos=prepend_bos),
-               "facts": [fact_emergence(model, prompt, answer, prepend_bos) for prompt, answer in FACTS],
-               "ioi_limit": ioi_limit(model, PAPER_HEADS["name_mover"] if paper_shape else []),
-               "one_liners": {model.interp_source.spec: one_liners(model, prepend_bos)},
-               "article": {"nearest": NEAREST, "analogies": [list(row) for row in ANALOGIES],
-                           "facts": "simple associations such as Donald -> Trump appear in early layers",
-                           "false_belief": "GPT-2 fails the false-belief test"}}
+    measured = {"prepend_bos": prepend_bos, **applicability(model),
+                "word_vectors": word_vectors(model), "context_vectors": context_vectors(model, prepend_bos),
+                "heads": head_jobs(model, seed),
+                "memories": memories_by_layer(model, *english_sample(), layers=sorted({0, 1, n_layers - 2,
+                                                                                       n_layers - 1}),
+                                              seed=seed, prepend_bos=prepend_bos),
+                "facts": [fact_emergence(model, prompt, answer, prepend_bos) for prompt, answer in FACTS],
+                "ioi_limit": ioi_limit(model, PAPER_HEADS["name_mover"] if paper_shape else []),
+                "one_liners": {model.interp_source.spec: one_liners(model, prepend_bos)}}
     for spec in others:
         other = load_model(spec, device=str(model.cfg.device), dtype=model.cfg.dtype)
-        results["one_liners"][spec] = one_liners(other, prepend_bos)
+        measured["one_liners"][spec] = one_liners(other, prepend_bos)
         del other
-    results["seconds"] = time.perf_counter() - start
-    results = jsonable(results)
+    measured["seconds"] = time.perf_counter() - start
+    return write_results(model, measured, out_dir, seed)
+
+
+def write_results(model, measured: dict, out_dir: str | Path, seed: int) -> dict:
+    """The measurements with their provenance and the article's statements beside them: results.json and the
+    figures drawn from it."""
+    results = jsonable({**provenance(model, seed), **measured, "article": ARTICLE})
     write_json(Path(out_dir) / "results.json", results)
     figures_from_results(results, out_dir)
     return results
 
 
 def figures_from_results(results: dict, out_dir: str | Path) -> list[Path]:
-    """The heads' scores as layer x head grids, and each fact's lens rank across blocks."""
+    """Every figure of the results: the heads' grids, the facts' lens ranks, the context cosines."""
+    from interp.plotting import save_figure
+
+    paths = []
+    for kind in results["heads"]["scores"]:
+        paths += save_figure(plot_heads(results, kind), out_dir, f"article_heads_{kind}")
+    paths += save_figure(plot_facts(results), out_dir, "article_facts")
+    return paths + save_figure(plot_context(results), out_dir, "article_context")
+
+
+def plot_heads(results: dict, kind: str):
+    """One head score (or the pronoun attention) as a layers x heads grid."""
+    from interp.plotting import plot_layer_grid
+
+    what = "attention from ' his' to 'John'" if kind == "pronoun" else f"{kind.replace('_', ' ')} score"
+    return plot_layer_grid(results["heads"]["scores"][kind], f"{what} ({results['model']})", what, center=0.0)
+
+
+def plot_facts(results: dict):
+    """Each fact's answer: its logit-lens rank at the last position, boundary by boundary."""
     import matplotlib.pyplot as plt
 
-    from interp.plotting import STYLE, boundary_ticks, plot_layer_grid, save_figure
+    from interp.plotting import STYLE, boundary_axis
 
-    model, paths = results["model"], []
-    for kind, grid in results["heads"]["scores"].items():
-        what = "attention from ' his' to 'John'" if kind == "pronoun" else f"{kind.replace('_', ' ')} score"
-        paths += save_figure(plot_layer_grid(grid, f"{what} ({model})", what, center=0.0), out_dir,
-                             f"article_heads_{kind}")
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(6, 3.4))
         for fact in results["facts"]:
-            ax.plot(range(len(fact["ranks"])), fact["ranks"], marker="o", markersize=3,
-                    label=f"{fact['prompt']!r} -> {fact['answer']!r}")
-        ticks = boundary_ticks(len(results["facts"][0]["ranks"]))
-        step = max(1, len(ticks) // 12)
-        ax.set_xticks(range(len(ticks))[::step], ticks[::step])
+            ax.plot(fact["ranks"], marker="o", markersize=3, label=f"{fact['prompt']!r} -> {fact['answer']!r}")
+        boundary_axis(ax, len(results["facts"][0]["ranks"]))
         ax.set_yscale("log")
         ax.invert_yaxis()
-        ax.set_xlabel("residual stream after block")
         ax.set_ylabel("logit-lens rank of the answer")
-        ax.set_title(f"Where a fact appears ({model})")
+        ax.set_title(f"Where a fact appears ({results['model']})")
         ax.legend(fontsize=8)
         fig.tight_layout()
-    paths += save_figure(fig, out_dir, "article_facts")
+    return fig
+
+
+def plot_context(results: dict):
+    """Per word, the mean cosine of its vectors between sentences of one sense (solid) and of the two (dashed)."""
+    import matplotlib.pyplot as plt
+
+    from interp.plotting import STYLE, boundary_axis
+
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(6, 3.4))
-        for (word, colour) in zip(SENSES, ("C0", "C3")):
+        for word, colour in zip(SENSES, ("C0", "C3")):
             data = results["context_vectors"][word]
             ax.plot(data["within"], color=colour, label=f"{word!r}: same sense")
             ax.plot(data["across"], color=colour, linestyle="--", label=f"{word!r}: {' vs '.join(data['senses'])}")
-        ticks = boundary_ticks(len(data["within"]))
-        step = max(1, len(ticks) // 12)
-        ax.set_xticks(range(len(ticks))[::step], ticks[::step])
-        ax.set_xlabel("residual stream after block")
+        boundary_axis(ax, len(data["within"]))
         ax.set_ylabel("mean cosine between sentences")
-        ax.set_title(f"Context changes the vector ({model})")
+        ax.set_title(f"Context changes the vector ({results['model']})")
         ax.legend(fontsize=7)
         fig.tight_layout()
-    return paths + save_figure(fig, out_dir, "article_context")
+    return fig
 
 
 def summary(results: dict) -> str:

@@ -255,9 +255,13 @@ def plot_lens(data: dict, title: str | None = None):
     return fig
 
 
-def boundary_ticks(n_boundaries: int) -> list[str]:
-    """Short labels of the lens boundaries: the embeddings, then block numbers from 0."""
-    return ["emb"] + [str(block) for block in range(n_boundaries - 1)]
+def boundary_axis(ax, n_boundaries: int) -> None:
+    """Label the x axis with the residual-stream boundaries: the embeddings, then block numbers from 0 (at most
+    about 12 ticks)."""
+    ticks = ["emb"] + [str(block) for block in range(n_boundaries - 1)]
+    step = max(1, n_boundaries // 12)
+    ax.set_xticks(range(n_boundaries)[::step], ticks[::step])
+    ax.set_xlabel("residual stream after block")
 
 
 def plot_lens_trajectories(tasks: dict, model: str):
@@ -271,12 +275,9 @@ def plot_lens_trajectories(tasks: dict, model: str):
                 x = range(len(ranks["median"]))
                 ax.plot(x, ranks["median"], marker="o", markersize=3, color=color, label=key)
                 ax.fill_between(x, ranks["q25"], ranks["q75"], color=color, alpha=0.2, linewidth=0)
-            ticks = boundary_ticks(len(x))
-            step = max(1, len(ticks) // 12)
-            ax.set_xticks(list(x)[::step], ticks[::step])
+            boundary_axis(ax, len(x))
             ax.axvline(data["emergence_layer"] + 1, color="gray", linestyle=":", linewidth=1)
             ax.set_yscale("log")
-            ax.set_xlabel("residual stream after block")
             ax.set_title(f"{task} (emerges at block {data['emergence_layer']}, n={data['n_measured']})")
         axes[0, 0].invert_yaxis()  # shared y: rank 1 on top in every panel
         axes[0, 0].set_ylabel("logit-lens rank at the last position")

@@ -10,6 +10,7 @@ NOTEBOOK_DIR = Path(__file__).parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 ON_GPT2 = {  # notebook -> the parameters of a run on the paper's model, kept small for the suite
     "00_tour.ipynb": {"MODEL": "gpt2"},
+    "article.ipynb": {"MODEL": "gpt2"},
     "ioi.ipynb": {"MODEL": "gpt2", "N": 8},
     "capitals.ipynb": {"MODEL": "gpt2-medium", "N_PROMPTS": 3, "N_TEXTS": 5, "ABLATION_KS": [0, 1]},
 }
