@@ -482,17 +482,6 @@ def test_organism_end_to_end(tmp_path):
     print(capitals.summary(results))
 
 
-def test_gpt2_medium_code_path(tmp_path):
-    """The GPT-2 medium architecture (random weights: no answers, so everything is measured on all prompts)."""
-    model = load_model("random:gpt2-medium", device="cpu")
-    results = capitals.run(model, tmp_path, quiet=True, n_prompts=2, tasks=["capitals", "colored_objects"],
-                           ablation_ks=[24], n_texts=2)
-    check_results(results, tmp_path, 24, tasks=["capitals", "colored_objects"])
-    assert results["skipped_tasks"] == {} and results["tasks"]["colored_objects"]["table"] == "generated"
-    assert results["n_layers"] == 24 and results["model"] == "random:gpt2-medium"
-    assert results["tasks"]["capitals"]["measured_on"] == "all prompts (the model answers fewer than two)"
-
-
 def test_results_are_deterministic_and_figures_regenerate(tiny_model, tmp_path):
     first = capitals.run(tiny_model, tmp_path / "a", quiet=True, n_prompts=3, n_texts=5, ablation_ks=[0, 2])
     capitals.run(tiny_model, tmp_path / "b", quiet=True, n_prompts=3, n_texts=5, ablation_ks=[0, 2])

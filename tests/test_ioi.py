@@ -1,10 +1,10 @@
-"""The IOI reproduction end to end: on the organism it must find a circuit that explains the behaviour; on
-random:gpt2 (the GPT-2 small code path) it must run to completion."""
+"""The IOI reproduction end to end: on the organism it must find a circuit that explains the behaviour (GPT-2
+small's shape runs in tests/test_real_path.py, by hub name)."""
 import json
 
 import pytest
 
-from interp.circuits.ioi import Protocol, run, selected
+from interp.circuits.ioi import run, selected
 from interp.models import load_model
 
 
@@ -51,14 +51,3 @@ def test_organism_results_file(organism_run):
     assert set(data["minimality"]) == {f"{l}.{h}@{p}" for l, h, p in data["evaluation"]["nodes"]}
     assert {p.name for p in out.glob("*.png")} >= {"ioi_direct_effect.png", "ioi_circuit.png",
                                                    "ioi_completeness.png"}
-
-
-def test_random_gpt2_runs_to_completion(tmp_path):
-    protocol = Protocol(random_knockouts=2, greedy_steps=1, greedy_candidates=2)  # the suite's time: the criteria's cost is in forwards
-    results = run(load_model("random:gpt2", device="cpu"), tmp_path, n=8, seed=0, quiet=True, protocol=protocol)
-    assert set(results["heads"]) == {"name_mover", "negative_name_mover", "backup_name_mover", "s_inhibition",
-                                     "induction", "duplicate_token", "previous_token"}
-    assert (tmp_path / "results.json").exists()
-    paper = results["paper_circuit"]  # GPT-2 small's shape: the paper's 26 heads evaluated beside the found circuit
-    assert len(paper["nodes"]) == 26 and set(paper["completeness"]["classes"]) == set(results["heads"])
-    assert len(paper["minimality"]["9.0@END"]["k_v"]) == 13  # the paper's own K_v: name movers and negative ones

@@ -4,8 +4,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from interp.data.ioi import abba, fill, ioi_datasets, templates_for
 from interp.data.ioi_words import BABA_TEMPLATES, ORGANISM_NAMES, PAPER_NAMES

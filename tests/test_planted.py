@@ -147,7 +147,7 @@ def test_discovery_finds_a_seeded_layout_blind(tmp_path, seed):
 
 @pytest.mark.slow
 def test_interp_ioi_recovers_the_planted_circuit(tmp_path, capsys):
-    assert main(["ioi", "--model", "planted:ioi", "--n", "10", "--out", str(tmp_path), "--quiet",
+    assert main(["ioi", "--model", "planted:ioi", "--n", "6", "--out", str(tmp_path), "--quiet",
                  "--random-knockouts", "2", "--greedy-steps", "1", "--greedy-candidates", "2"]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["model"] == "planted:ioi"

@@ -89,7 +89,12 @@ def test_gpt2_commands_from_the_hf_cache(capsys, from_hub_cache, tmp_path):
             "--out", tmp_path)
     results = json.loads((tmp_path / "results.json").read_text())
     check_ioi_dataset(results, 8)
-    assert results["model"] == "gpt2" and "paper_comparison" in results and len(results["paper_circuit"]["nodes"]) == 26
+    assert results["model"] == "gpt2" and "paper_comparison" in results
+    assert set(results["heads"]) == {"name_mover", "negative_name_mover", "backup_name_mover", "s_inhibition",
+                                     "induction", "duplicate_token", "previous_token"}
+    paper = results["paper_circuit"]  # GPT-2 small's shape: the paper's 26 heads evaluated beside the found circuit
+    assert len(paper["nodes"]) == 26 and set(paper["completeness"]["classes"]) == set(results["heads"])
+    assert len(paper["minimality"]["9.0@END"]["k_v"]) == 13  # the paper's own K_v: name movers and negative ones
     assert run_cli(capsys, "plot", tmp_path / "results.json").count(".png") >= 2
     run_cli(capsys, "discover", "--model", "gpt2", "--n", 2, "--method", "eap", "--quiet", "--out", tmp_path / "edges")
     edges = json.loads((tmp_path / "edges" / "results.json").read_text())
@@ -103,7 +108,10 @@ def test_gpt2_medium_capitals_from_the_hf_cache(capsys, from_hub_cache, tmp_path
     results = json.loads((tmp_path / "results.json").read_text())
     check_capitals_results(results)
     assert results["n_layers"] == 24 and results["transplant"]["capitals"]["positions"] == "all"
-    assert "paper_comparison" in results
+    assert "paper_comparison" in results and results["skipped_tasks"] == {}
+    assert results["tasks"]["colored_objects"]["table"] == "generated"
+    # random weights of the real shape answer nothing, so the mechanism is measured on every prompt
+    assert results["tasks"]["capitals"]["measured_on"] == "all prompts (the model answers fewer than two)"
     assert run_cli(capsys, "plot", tmp_path / "results.json").count(".png") == 3
 
 
