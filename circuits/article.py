@@ -23,7 +23,8 @@ Method, claim by claim:
     shallow triggers early and semantic ones late.
  5. Where a fact appears. The logit lens at the prompt's last position, block by block: the first block after
     which the fact's answer is the top token, for "Donald" -> " Trump" (the article places such simple
-    associations early) and for the capital of Poland.
+    associations early) and for the capital of Poland on the capital-city experiment's one-shot prompt, whose
+    emergence layer in GPT-2 medium is block 19 (Merullo et al.).
  6. IOI's limit. "When Mary and John went to the restaurant, John gave his keys to": the article expects " the"
     (the valet), not a name. The probabilities of " the", " Mary" and " John", and what the name movers (the
     paper's, on GPT-2 small's shape) do there: where they look from the last token, and what they write for each
@@ -49,7 +50,9 @@ from interp.cache import run_with_selective_cache
 from interp.circuits.capitals import first_lead_blocks
 from interp.cli import add_model, add_prepend_bos, load
 from interp.data import DATA_DIR
+from interp.data.capitals import CAPITALS_DEMONSTRATION
 from interp.data.ioi import PAPER_HEADS
+from interp.data.tasks import TASKS
 from interp.lens import boundary_hooks, head_logit_contributions, logit_lens
 from interp.memories import top_contexts, value_tokens
 from interp.metrics import token_ranks
@@ -71,7 +74,11 @@ ANALOGIES = [  # (a, b, c, expected): a is to b as c is to expected
     (" mouse", " mice", " dollar", " dollars"),
     (" man", " doctor", " woman", " nurse"),  # the article's bias example: doctor - man + woman
 ]
-FACTS = [("Donald", " Trump"), ("The capital of Poland is", " Warsaw")]
+FACTS = {  # name -> (prompt, answer): the article's association, and the capital-city experiment's own prompt
+    "Donald -> Trump": ("Donald", " Trump"),
+    "Poland -> Warsaw (Merullo et al.'s prompt)": (TASKS["capitals"].prompt("Poland", (CAPITALS_DEMONSTRATION,)),
+                                                   " Warsaw"),
+}
 SENSES = {  # a polysemous word (two related senses) and a homonym (two unrelated ones), four sentences per sense
     " magazine": {
         "the thing you hold": [
@@ -125,7 +132,8 @@ ARTICLE = {  # what the article says, kept beside the measurements
     "context": "the senses of a polysemous word stay closer than the senses of a homonym",
     "pronoun": PRONOUN["article"],
     "memories": "feed-forward keys match shallow patterns in early layers, semantic ones in later layers",
-    "facts": "simple associations such as Donald -> Trump appear in early layers",
+    "facts": "simple associations such as Donald -> Trump appear in early layers (for comparison, Merullo et al.: "
+             "in GPT-2 medium the capital first leads after block 19)",
     "ioi_limit": IOI_LIMIT["article"], "false_belief": "GPT-2 fails the false-belief test"}
 
 
@@ -291,6 +299,12 @@ def fact_emergence(model, prompt: str, answer: str, prepend_bos: bool) -> dict:
             "top_at_output": int(ranks[-1]) == 1}
 
 
+def facts(model, prepend_bos: bool) -> list[dict]:
+    """Claim 5 for each of `FACTS`, named."""
+    return [{"name": name, **fact_emergence(model, prompt, answer, prepend_bos)}
+            for name, (prompt, answer) in FACTS.items()]
+
+
 def one_liners(model, prepend_bos: bool) -> list[dict]:
     """Claim 7: each expected answer's first token, its probability and rank as the next token, and the model's
     own top token."""
@@ -317,7 +331,7 @@ def run(model, out_dir: str | Path, prepend_bos: bool = False, others: tuple[str
                 "memories": memories_by_layer(model, *english_sample(), layers=sorted({0, 1, n_layers - 2,
                                                                                        n_layers - 1}),
                                               seed=seed, prepend_bos=prepend_bos),
-                "facts": [fact_emergence(model, prompt, answer, prepend_bos) for prompt, answer in FACTS],
+                "facts": facts(model, prepend_bos),
                 "ioi_limit": ioi_limit(model, PAPER_HEADS["name_mover"] if paper_shape else []),
                 "one_liners": {model.interp_source.spec: one_liners(model, prepend_bos)}}
     for spec in others:
@@ -365,7 +379,7 @@ def plot_facts(results: dict):
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(6, 3.4))
         for fact in results["facts"]:
-            ax.plot(fact["ranks"], marker="o", markersize=3, label=f"{fact['prompt']!r} -> {fact['answer']!r}")
+            ax.plot(fact["ranks"], marker="o", markersize=3, label=fact["name"])
         boundary_axis(ax, len(results["facts"][0]["ranks"]))
         ax.set_yscale("log")
         ax.invert_yaxis()
@@ -418,7 +432,7 @@ def summary(results: dict) -> str:
         lines.append(f"{kind:>15} heads: " + " ".join(f"{h['head'][0]}.{h['head'][1]} ({h['score']:.2f})"
                                                       for h in top[:3]))
     for fact in results["facts"]:
-        lines.append(f"{fact['prompt']!r} -> {fact['answer']!r}: top after block {fact['first_top_block']}")
+        lines.append(f"{fact['name']}: top after block {fact['first_top_block']}")
     limit = results["ioi_limit"]["next_token"]
     lines.append("IOI's limit: " + ", ".join(f"{answer!r} p={row['prob']:.3f}" for answer, row in limit.items()))
     for spec, rows in results["one_liners"].items():

@@ -93,6 +93,8 @@ def test_fact_emergence_finds_the_planted_capital_block():
     assert len(answered) >= 2  # answers outside the planted vocabulary are not recalled
     for fact in answered:
         assert fact["first_top_block"] == 19 and fact["ranks"][20] == 1 and fact["ranks"][19] > 1
+    trump, poland = article.facts(planted, prepend_bos=False)  # the command's own facts: the capital's prompt
+    assert poland["answer"] == " Warsaw" and poland["first_top_block"] == 19 and trump["first_top_block"] is None
 
 
 def test_the_command_by_hub_name_and_beside_other_models(from_hub_cache, tmp_path, capsys):
@@ -100,7 +102,7 @@ def test_the_command_by_hub_name_and_beside_other_models(from_hub_cache, tmp_pat
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["applies"] and results["model"] == "gpt2"
     assert len(results["word_vectors"]["embed"]["analogies"]) == len(article.ANALOGIES)
-    assert [fact["answer"] for fact in results["facts"]] == [answer for _, answer in article.FACTS]
+    assert [fact["answer"] for fact in results["facts"]] == [answer for _, answer in article.FACTS.values()]
     assert list(results["one_liners"]) == ["gpt2", "organism"]
     assert "expected 'queen' at rank" in capsys.readouterr().out
     figures = sorted(path.name for path in tmp_path.glob("*.png"))
