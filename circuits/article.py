@@ -432,7 +432,8 @@ def summary(results: dict) -> str:
         lines.append(f"{kind:>15} heads: " + " ".join(f"{h['head'][0]}.{h['head'][1]} ({h['score']:.2f})"
                                                       for h in top[:3]))
     for fact in results["facts"]:
-        lines.append(f"{fact['name']}: top after block {fact['first_top_block']}")
+        where = "at no block" if fact["first_top_block"] is None else f"after block {fact['first_top_block']}"
+        lines.append(f"{fact['name']}: {fact['answer']!r} is the top token {where}")
     limit = results["ioi_limit"]["next_token"]
     lines.append("IOI's limit: " + ", ".join(f"{answer!r} p={row['prob']:.3f}" for answer, row in limit.items()))
     for spec, rows in results["one_liners"].items():
