@@ -175,8 +175,8 @@ def context_vectors(model, prepend_bos: bool) -> dict:
             by_sense.append(torch.nn.functional.normalize(torch.stack(vectors), dim=-1))  # [sentence, boundary, d]
         within = torch.stack([mean_cosine(vectors, vectors) for vectors in by_sense]).mean(0)
         across = mean_cosine(*by_sense)
-        results[word] = {"senses": list(senses), "within": within.tolist(), "across": across.tolist(),
-                         "gap": (within - across).tolist()}
+        results[word] = {"senses": list(senses), "sentences": senses, "within": within.tolist(),
+                         "across": across.tolist(), "gap": (within - across).tolist()}
     polysemous, homonym = (results[word]["gap"] for word in SENSES)
     blocks = range(1, len(polysemous))  # the embeddings (boundary 0) see no context
     results["prediction_holds"] = {"blocks": sum(homonym[b] > polysemous[b] for b in blocks),
@@ -216,7 +216,7 @@ def memories_by_layer(model, texts: list[str], topics: list[str], layers: list[i
     """Claim 4: seeded random neurons of each layer, their top contexts in `texts`, their value tokens, the kind of
     their trigger, and per layer the count of each kind."""
     generator = torch.Generator().manual_seed(seed)
-    results = {"n_texts": len(texts), "topics": sorted(set(topics)), "layers": {}}
+    results = {"n_texts": len(texts), "topics": sorted(set(topics)), "texts": list(zip(topics, texts)), "layers": {}}
     for layer in layers:
         neurons = torch.randperm(model.cfg.d_mlp, generator=generator)[:MEMORY_NEURONS].tolist()
         contexts = top_contexts(model, layer, neurons, texts, k=TOP_CONTEXTS, prepend_bos=prepend_bos)

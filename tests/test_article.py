@@ -109,6 +109,11 @@ def test_the_command_by_hub_name_and_beside_other_models(from_hub_cache, tmp_pat
     assert figures == ["article_context.png", "article_facts.png"] + [
         f"article_heads_{kind}.png" for kind in ("duplicate_token", "induction", "previous_token", "pronoun")]
     assert set(results["memories"]["layers"]) == {"0", "1", "10", "11"}
+    sample = results["memories"]["texts"]  # the triggers' kinds recomputed from the file alone
+    assert [text for _, text in sample] == article.english_sample()[0]
+    for layer in results["memories"]["layers"].values():
+        for neuron in layer["neurons"]:
+            assert article.trigger_kind(neuron["top_contexts"], [topic for topic, _ in sample]) == neuron["trigger"]
     assert results["context_vectors"]["prediction_holds"]["of"] == 12
     assert main(["plot", str(tmp_path / "results.json"), "--out", str(tmp_path / "again")]) == 0
     assert sorted(path.name for path in (tmp_path / "again").glob("*.png")) == figures
@@ -172,9 +177,9 @@ def test_context_vectors_against_transformers(tiny_checkpoint, tiny_model):
         keep = ~np.eye(len(a), dtype=bool) if same else np.ones((len(a), len(b)), dtype=bool)
         return cosines[:, keep].mean(-1)
 
-    for word, senses in article.SENSES.items():
+    for word in article.SENSES:
         token, by_sense = encode(word)[0], []
-        for sentences in senses.values():
+        for sentences in found[word]["sentences"].values():  # the sentences as the results keep them
             rows = []
             for sentence in sentences:
                 ids = encode(sentence)
