@@ -56,7 +56,7 @@ from interp.data.tasks import TASKS
 from interp.lens import boundary_hooks, head_logit_contributions, logit_lens
 from interp.memories import top_contexts, value_tokens
 from interp.metrics import token_ranks
-from interp.models import load_model
+from interp.models import find_checkpoint, load_model
 from interp.results import default_out_dir, jsonable, provenance, write_json
 from interp.tokens import encode, prompt_tokens, str_tokens
 from interp.vectors import final_logits
@@ -454,6 +454,8 @@ def add_arguments(parser) -> None:
 
 def run_from_args(args) -> None:
     others = tuple(spec.strip() for spec in args.models.split(",") if spec.strip())
+    for spec in others:  # a missing model is said now, not after the measurements
+        find_checkpoint(spec)
     model = load(args)
     results = run(model, args.out or default_out_dir("article", args.model), args.prepend_bos, others, args.seed)
     print(summary(results))

@@ -110,15 +110,38 @@ def hub_checkpoint_dir(name: str) -> Path:
         f"or pass the path of a local checkpoint directory as the model spec")
 
 
+def find_checkpoint(spec: str) -> Path | None:
+    """The checkpoint directory a spec loads from (None: weights made in memory, random or planted), or a one-line
+    error saying why there is none: an unknown spec, weights missing offline, a directory that is no checkpoint.
+    Nothing is loaded, so a command can check every model it will need before it starts."""
+    if spec.startswith("random:"):
+        if spec.removeprefix("random:") not in GPT2_SIZES:
+            raise InterpError(f"unknown model spec {spec!r}; known: {', '.join(known_specs())}")
+        return None
+    if spec.startswith("planted:"):
+        from interp.planted import parse_planted
+
+        parse_planted(spec)
+        return None
+    if spec == "organism":
+        if not (ORGANISM_DIR / "config.json").is_file():
+            raise InterpError(f"the organism checkpoint is missing from {ORGANISM_DIR}; "
+                              "rebuild it with `interp organism train`")
+        return ORGANISM_DIR
+    if spec in GPT2_SIZES:
+        return hub_checkpoint_dir(spec)
+    if os.sep in spec or spec.startswith(".") or Path(spec).exists():
+        return check_checkpoint_dir(Path(spec).expanduser())
+    raise InterpError(f"unknown model spec {spec!r}; known: {', '.join(known_specs())}")
+
+
 def load_hf_model(spec: str, dtype: torch.dtype, seed: int):
     """(GPT2LMHeadModel, tokenizer, ModelSource) for a spec."""
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
+    directory = find_checkpoint(spec)
     if spec.startswith("random:"):
-        name = spec.removeprefix("random:")
-        if name not in GPT2_SIZES:
-            raise InterpError(f"unknown model spec {spec!r}; known: {', '.join(known_specs())}")
-        n_layer, n_head, n_embd = GPT2_SIZES[name]
+        n_layer, n_head, n_embd = GPT2_SIZES[spec.removeprefix("random:")]
         config = GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -132,18 +155,6 @@ def load_hf_model(spec: str, dtype: torch.dtype, seed: int):
         edges = planted_edges(spec)
         return model.to(dtype), gpt2_tokenizer(), ModelSource(spec, None, None, circuit,
                                                               None if edges is None else tuple(edges))
-
-    if spec == "organism":
-        if not (ORGANISM_DIR / "config.json").is_file():
-            raise InterpError(f"the organism checkpoint is missing from {ORGANISM_DIR}; "
-                              "rebuild it with `interp organism train`")
-        directory = ORGANISM_DIR
-    elif spec in GPT2_SIZES:
-        directory = hub_checkpoint_dir(spec)
-    elif os.sep in spec or spec.startswith(".") or Path(spec).exists():
-        directory = check_checkpoint_dir(Path(spec).expanduser())
-    else:
-        raise InterpError(f"unknown model spec {spec!r}; known: {', '.join(known_specs())}")
 
     try:
         model = GPT2LMHeadModel.from_pretrained(directory, dtype=dtype)

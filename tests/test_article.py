@@ -127,6 +127,19 @@ def test_the_claims_do_not_apply_to_the_organism(tmp_path, capsys):
         "synthetic): the article's claims are about GPT-2 and do not apply to it")
 
 
+@pytest.mark.parametrize("spec, problem", [("gpt2-xl", "weights for 'gpt2-xl' were not found in the Hugging Face cache"),
+                                           ("planted:nope", "unknown planted model 'planted:nope'")])
+def test_a_missing_model_is_said_before_the_measurements(spec, problem, tmp_path, monkeypatch, capsys):
+    from conftest import use_hf_cache
+
+    use_hf_cache(monkeypatch, tmp_path / "empty-cache")
+    monkeypatch.setattr(article, "word_vectors", lambda model: pytest.fail("measured before the models were checked"))
+    assert main(["article", "--model", "organism", "--models", f"organism,{spec}", "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith(f"interp: error: {problem}")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.fixture(scope="module")
 def planted_ioi():
     return load_model("planted:ioi", device="cpu")

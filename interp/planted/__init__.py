@@ -15,27 +15,32 @@ from interp.planted.ioi import ioi_edges, ioi_layout
 SPECS = ("planted:ioi", "planted:ioi:SEED", "planted:capitals")
 
 
-def build_planted(spec: str):
-    """(GPT2LMHeadModel, the circuit planted in it: {class: [(layer, head), ...]} or None) for a planted spec."""
-    from interp.planted import capitals, ioi
-
+def parse_planted(spec: str) -> tuple[str, int | None]:
+    """("ioi", its seed or None) or ("capitals", None) for a planted spec; a one-line error for any other."""
     parts = spec.split(":")
     if parts[:2] == ["planted", "ioi"] and len(parts) <= 3:
         if len(parts) == 3 and not parts[2].isdigit():
             raise InterpError(f"the seed in {spec!r} must be a whole number (planted:ioi:SEED)")
-        seed = int(parts[2]) if len(parts) == 3 else None
-        return ioi.build(seed), ioi_layout(seed)
+        return "ioi", int(parts[2]) if len(parts) == 3 else None
     if spec == "planted:capitals":
-        return capitals.build(), None
+        return "capitals", None
     raise InterpError(f"unknown planted model {spec!r}; known: {', '.join(SPECS)}")
+
+
+def build_planted(spec: str):
+    """(GPT2LMHeadModel, the circuit planted in it: {class: [(layer, head), ...]} or None) for a planted spec."""
+    from interp.planted import capitals, ioi
+
+    kind, seed = parse_planted(spec)
+    if kind == "ioi":
+        return ioi.build(seed), ioi_layout(seed)
+    return capitals.build(), None
 
 
 def planted_edges(spec: str) -> list[str] | None:
     """The edges of the circuit planted in a model (EAP-IG / MIB names), where they are known: planted:ioi[:SEED]."""
-    parts = spec.split(":")
-    if parts[:2] == ["planted", "ioi"]:
-        return ioi_edges(int(parts[2]) if len(parts) == 3 else None)
-    return None
+    kind, seed = parse_planted(spec)
+    return ioi_edges(seed) if kind == "ioi" else None
 
 
-__all__ = ["build_planted", "ioi_edges", "ioi_layout", "planted_edges", "SPECS"]
+__all__ = ["build_planted", "ioi_edges", "ioi_layout", "parse_planted", "planted_edges", "SPECS"]
