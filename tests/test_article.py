@@ -120,9 +120,12 @@ def test_the_command_by_hub_name_and_beside_other_models(from_hub_cache, tmp_pat
 
 
 def test_the_claims_do_not_apply_to_the_organism(tmp_path, capsys):
-    assert main(["article", "--model", "organism", "--out", str(tmp_path)]) == 0
-    assert not json.loads((tmp_path / "results.json").read_text())["applies"]
-    assert capsys.readouterr().out.strip() == (
+    for out in ("a", "b"):
+        assert main(["article", "--model", "organism", "--out", str(tmp_path / out)]) == 0
+    results = (tmp_path / "a" / "results.json").read_bytes()
+    assert results == (tmp_path / "b" / "results.json").read_bytes()  # the same bytes: wall time is in timing.json
+    assert not json.loads(results)["applies"] and (tmp_path / "a" / "timing.json").is_file()
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (
         "organism: the article's claims do not apply: organism is not trained on English text (its vocabulary use is "
         "synthetic): the article's claims are about GPT-2 and do not apply to it")
 
