@@ -130,8 +130,9 @@ def test_the_claims_do_not_apply_to_the_organism(tmp_path, capsys):
         "synthetic): the article's claims are about GPT-2 and do not apply to it")
 
 
-@pytest.mark.parametrize("spec, problem", [("gpt2-xl", "weights for 'gpt2-xl' were not found in the Hugging Face cache"),
-                                           ("planted:nope", "unknown planted model 'planted:nope'")])
+@pytest.mark.parametrize("spec, problem", [
+    ("gpt2-xl", "weights for 'gpt2-xl' were not found in the Hugging Face cache"),
+    ("planted:nope", "unknown planted model 'planted:nope'")])
 def test_a_missing_model_is_said_before_the_measurements(spec, problem, tmp_path, monkeypatch, capsys):
     from conftest import use_hf_cache
 

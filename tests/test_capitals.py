@@ -453,12 +453,12 @@ RESULT_KEYS = {"model", "emergence_layer", "switch_test", "transplant", "ablatio
 FIGURES = {f"{name}.{suffix}" for name in ("lens_trajectories", "transplant", "ablation") for suffix in ("png", "svg")}
 
 
-def check_results(results, out_dir, n_layers, tasks=capitals.TASK_NAMES):
+def check_results(results, out_dir, n_layers):
     assert RESULT_KEYS <= set(results) and "paper_comparison" not in results
     assert json.loads((out_dir / "results.json").read_text()) == results
     assert {p.name for p in out_dir.iterdir()} == {"results.json", "timing.json"} | FIGURES
     assert 0 <= results["emergence_layer"] < n_layers
-    assert set(results["transplant"]) | set(results["skipped_tasks"]) == set(tasks)
+    assert set(results["transplant"]) | set(results["skipped_tasks"]) == set(capitals.TASK_NAMES)
     for transplant in results["transplant"].values():
         assert set(transplant) >= {"mrr_before", "mrr_after", "no_effect_rate", "layer"}
         assert transplant["layers"] == list(range(max(transplant["layer"] - 1, 0), n_layers))
