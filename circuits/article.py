@@ -211,10 +211,11 @@ def trigger_kind(contexts: list[dict], topics: list[str]) -> str:
     return "mixed"
 
 
-def memories_by_layer(model, texts: list[str], topics: list[str], layers: list[int], seed: int = 0,
-                      prepend_bos: bool = False) -> dict:
-    """Claim 4: seeded random neurons of each layer, their top contexts in `texts`, their value tokens, the kind of
-    their trigger, and per layer the count of each kind."""
+def memories_by_layer(model, seed: int = 0, prepend_bos: bool = False) -> dict:
+    """Claim 4: seeded random neurons of the first two and the last two blocks, their top contexts in the bundled
+    English sample, their value tokens, the kind of their trigger, and per block the count of each kind."""
+    texts, topics = english_sample()
+    layers = sorted({0, 1, model.cfg.n_layers - 2, model.cfg.n_layers - 1})
     generator = torch.Generator().manual_seed(seed)
     results = {"n_texts": len(texts), "topics": sorted(set(topics)), "texts": list(zip(topics, texts)), "layers": {}}
     for layer in layers:
@@ -265,9 +266,15 @@ def top_heads(grid: torch.Tensor, k: int = 5) -> list[dict]:
     return [{"head": list(divmod(i, grid.shape[1])), "score": v} for v, i in zip(values.tolist(), flat.tolist())]
 
 
-def ioi_limit(model, name_movers: list[tuple[int, int]]) -> dict:
+def ioi_limit(model, name_movers: list[tuple[int, int]] | None = None) -> dict:
     """Claim 6: the next-token probabilities of " the" and the two names, and per name mover its attention from
-    the last token to each name and its direct contribution to each of the three logits."""
+    the last token to each name and its direct contribution to each of the three logits. The name movers default
+    to the IOI paper's on GPT-2 small's shape, and to none on any other."""
+    source = "given by the caller"
+    if name_movers is None:
+        paper_shape = (model.cfg.n_layers, model.cfg.n_heads) == (12, 12)
+        name_movers = PAPER_HEADS["name_mover"] if paper_shape else []
+        source = "the IOI paper's (GPT-2 small)" if paper_shape else None
     tokens = prompt_tokens(model, IOI_LIMIT["prompt"], prepend_bos=False)  # the IOI protocol: no BOS
     text = str_tokens(tokens[0], model.tokenizer)
     ids = torch.tensor([encode(answer, model.tokenizer)[0] for answer in IOI_LIMIT["answers"]])
@@ -285,7 +292,7 @@ def ioi_limit(model, name_movers: list[tuple[int, int]]) -> dict:
     return {"prompt": IOI_LIMIT["prompt"], "article": IOI_LIMIT["article"],
             "next_token": {answer: {"prob": float(probs[token]), "rank": int(token_ranks(logits[None], token[None]))}
                            for answer, token in zip(IOI_LIMIT["answers"], ids)},
-            "name_movers": movers, "name_mover_source": "the IOI paper's (GPT-2 small)" if movers else None}
+            "name_movers": movers, "name_mover_source": source}
 
 
 def fact_emergence(model, prompt: str, answer: str, prepend_bos: bool) -> dict:
@@ -324,16 +331,12 @@ def run(model, out_dir: str | Path, prepend_bos: bool = False, others: tuple[str
     results.json, the figures drawn from it and timing.json (wall time is kept out of the results, which are the
     same bytes on every run)."""
     start = time.perf_counter()
-    n_layers = model.cfg.n_layers
-    paper_shape = (n_layers, model.cfg.n_heads) == (12, 12)
     measured = {"prepend_bos": prepend_bos, **applicability(model),
                 "word_vectors": word_vectors(model), "context_vectors": context_vectors(model, prepend_bos),
                 "heads": head_jobs(model, seed),
-                "memories": memories_by_layer(model, *english_sample(), layers=sorted({0, 1, n_layers - 2,
-                                                                                       n_layers - 1}),
-                                              seed=seed, prepend_bos=prepend_bos),
+                "memories": memories_by_layer(model, seed, prepend_bos),
                 "facts": facts(model, prepend_bos),
-                "ioi_limit": ioi_limit(model, PAPER_HEADS["name_mover"] if paper_shape else []),
+                "ioi_limit": ioi_limit(model),
                 "one_liners": {model.interp_source.spec: one_liners(model, prepend_bos)}}
     for spec in others:
         other = load_model(spec, device=str(model.cfg.device), dtype=model.cfg.dtype)
