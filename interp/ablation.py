@@ -2,8 +2,9 @@
 
 Components are attention heads (their `z`, before W_O), whole attention layers or MLPs. Zero-ablating a head
 zeroes its processed `z`; weight processing has folded the head's value bias (and LN1's bias through W_V)
-into the layer's output bias, so that constant stays (as in TransformerLens). Mean ablation, the method of the IOI paper, is unaffected. Mean ablation can be
-taken within groups (e.g. IOI templates, so that positions line up): each prompt gets its own group's mean.
+into the layer's output bias, so that constant stays (as in TransformerLens). Mean ablation, the method of the IOI
+paper, is unaffected. Mean ablation can be taken within groups (e.g. IOI templates, so that positions line up): each
+prompt gets its own group's mean.
 Hooks live only inside the `ablated` context, which removes them whatever happens inside.
 """
 from __future__ import annotations

@@ -404,8 +404,8 @@ def test_cli_patch_command(model, capsys):
 
     clean, corrupt = "When Mary and John went to the store, John gave a drink to", \
         "When Mary and John went to the store, Paul gave a drink to"
-    code = main(["patch", "--clean", clean, "--corrupt", corrupt, "--answer", " Mary", "--wrong", " John", "--site", "head_out",
-                 "--model", model.interp_source.checkpoint_dir, "--device", "cpu", "--json"])
+    code = main(["patch", "--clean", clean, "--corrupt", corrupt, "--answer", " Mary", "--wrong", " John",
+                 "--site", "head_out", "--model", model.interp_source.checkpoint_dir, "--device", "cpu", "--json"])
     assert code == 0
     data = json.loads(capsys.readouterr().out)
     assert data["site"] == "head_out" and len(data["grid"]) == model.cfg.n_layers

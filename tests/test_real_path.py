@@ -73,7 +73,8 @@ def test_every_command_on_a_directory_with_tokenizer_files(capsys, tiny_hub_dir,
     run_cli(capsys, "capitals", "--model", model, "--n-prompts", 3, "--ablation-ks", "0,1", "--n-texts", 5,
             "--quiet", "--out", tmp_path / "capitals")
     check_capitals_results(json.loads((tmp_path / "capitals" / "results.json").read_text()))
-    run_cli(capsys, "discover", "--model", model, "--n", 4, "--method", "eap", "--quiet", "--out", tmp_path / "discover")
+    run_cli(capsys, "discover", "--model", model, "--n", 4, "--method", "eap", "--quiet",
+            "--out", tmp_path / "discover")
     check_ioi_dataset(json.loads((tmp_path / "discover" / "results.json").read_text()), 4)
     for run in ("ioi", "capitals", "discover"):
         assert "results.json" not in run_cli(capsys, "plot", tmp_path / run / "results.json")
