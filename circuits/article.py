@@ -43,6 +43,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -278,12 +279,13 @@ def ioi_limit(model, name_movers: list[tuple[int, int]] | None = None) -> dict:
     tokens = prompt_tokens(model, IOI_LIMIT["prompt"], prepend_bos=False)  # the IOI protocol: no BOS
     text = str_tokens(tokens[0], model.tokenizer)
     ids = torch.tensor([encode(answer, model.tokenizer)[0] for answer in IOI_LIMIT["answers"]])
-    logits = final_logits(model, [IOI_LIMIT["prompt"]], prepend_bos=False)[0]
-    probs, end = logits.softmax(-1), tokens.shape[1] - 1
+    end = tokens.shape[1] - 1
     names = {name: [i for i, token in enumerate(text) if token == name] for name in (" Mary", " John")}
     contributions = head_logit_contributions(model, tokens, torch.tensor([end]), ids[None])[0]  # [layer, head, 3]
-    patterns = run_with_selective_cache(model, tokens, [f"blocks.{layer}.attn.hook_pattern"
-                                                        for layer in sorted({layer for layer, _ in name_movers})])[1]
+    pattern_names = [f"blocks.{layer}.attn.hook_pattern" for layer in sorted({layer for layer, _ in name_movers})]
+    logits, patterns = run_with_selective_cache(model, tokens, pattern_names)  # the model's logits come with them
+    logits = logits[0, end].float().cpu()
+    probs = logits.softmax(-1)
     movers = [{"head": [layer, head],
                "attention": {name: float(patterns[f"blocks.{layer}.attn.hook_pattern"][0, head, end, where].sum())
                              for name, where in names.items()},
@@ -326,6 +328,16 @@ def one_liners(model, prepend_bos: bool) -> list[dict]:
             for i, ((name, prompt, answer), token) in enumerate(zip(ONE_LINERS, answers))]
 
 
+def one_liners_beside(model, others: Sequence[str], prepend_bos: bool) -> dict[str, list[dict]]:
+    """Claim 7 on `model` and on each of `others` (loaded one at a time, on its device and in its dtype)."""
+    table = {model.interp_source.spec: one_liners(model, prepend_bos)}
+    for spec in others:
+        other = load_model(spec, device=str(model.cfg.device), dtype=model.cfg.dtype)
+        table[spec] = one_liners(other, prepend_bos)
+        del other
+    return table
+
+
 def run(model, out_dir: str | Path, prepend_bos: bool = False, others: tuple[str, ...] = (), seed: int = 0) -> dict:
     """Every claim measured on `model` (and the one-liners on each of `others`, loaded one at a time); writes
     results.json, the figures drawn from it and timing.json (wall time is kept out of the results, which are the
@@ -337,11 +349,7 @@ def run(model, out_dir: str | Path, prepend_bos: bool = False, others: tuple[str
                 "memories": memories_by_layer(model, seed, prepend_bos),
                 "facts": facts(model, prepend_bos),
                 "ioi_limit": ioi_limit(model),
-                "one_liners": {model.interp_source.spec: one_liners(model, prepend_bos)}}
-    for spec in others:
-        other = load_model(spec, device=str(model.cfg.device), dtype=model.cfg.dtype)
-        measured["one_liners"][spec] = one_liners(other, prepend_bos)
-        del other
+                "one_liners": one_liners_beside(model, others, prepend_bos)}
     results = write_results(model, measured, out_dir, seed)
     write_json(Path(out_dir) / "timing.json", {"total_seconds": time.perf_counter() - start})
     return results
