@@ -26,35 +26,35 @@ names, templates 0-6 of each order drawn per prompt, no BOS token, p_ABC drawn a
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from interp.ablation import ablated, heads, mean_activations
 from interp.cache import run_with_selective_cache
-from interp.circuit import Node, NodeRuns, completeness, minimality
-from interp.cli import add_model, add_prepend_bos, add_workers, load, workers_for
-from interp.data.ioi import PAPER_HEADS, Corruption, IOIDataset, TemplateOrder, dataset_json, ioi_datasets
+from interp.circuits.ioi_evaluation import (evaluate_circuit, evaluation_nodes, known_circuits, node_runs,
+                                            paper_comparison, paper_numbers, random_circuits, template_holdout)
+from interp.circuits.ioi_selection import STEPS, THRESHOLD, Evidence, classes_of, selection_stability
+from interp.circuit import NodeRuns
+from interp.cli import add_bootstrap, add_model, add_prepend_bos, add_workers, load, workers_for
+from interp.data.ioi import Corruption, IOIDataset, TemplateOrder, dataset_json, ioi_datasets
 from interp.data.ioi_words import ORGANISM_NAMES, PAPER_NAMES
 from interp.errors import InterpError
 from interp.lens import head_logit_contributions, lens_logits
 from interp.metrics import answer_probs, logit_diffs
 from interp.patching import logit_diff_metric, path_patch
 from interp.results import default_out_dir, provenance, read_json, write_json
+from interp.stats import DEFAULT_RESAMPLES, Bootstrap, check_resamples, rounded
 from interp.tokens import str_tokens
 from interp.views import attention_view, save_view
 from interp.workers import Workers, fill_in
-
-THRESHOLD = 0.05  # a path-patching effect counts when it moves the logit difference by 5% of its clean value
-NAME_ATTENTION = 0.5  # a (negative) name mover puts more than half its attention from END on IO, S1 and S2
-CLASSES = ("name_mover", "negative_name_mover", "backup_name_mover", "s_inhibition", "induction",
-           "duplicate_token", "previous_token")
-
 
 def ld(model, data: IOIDataset, logits=None) -> torch.Tensor:
     """Per-prompt logit difference IO - S at END."""
@@ -64,30 +64,52 @@ def ld(model, data: IOIDataset, logits=None) -> torch.Tensor:
     return logit_diffs(logits, data.io_ids, data.s_ids, data.positions["END"])
 
 
-def selected(effect: torch.Tensor, sign: int, exclude=()) -> list[tuple[int, int]]:
-    """Heads whose relative effect passes THRESHOLD in the direction `sign`, strongest first."""
-    hits = [(sign * effect[l, h].item(), (l, h)) for l, h in torch.nonzero(sign * effect >= THRESHOLD).tolist()]
-    return [head for _, head in sorted(hits, reverse=True) if head not in exclude]
+# The paper's headline numbers (GPT-2 small, 100k prompts; faithfulness: F(C) / F(M) of its 26-head circuit).
+PAPER_NUMBERS = {"mean_logit_diff": 3.56, "io_over_s": 0.993, "io_prob": 0.49, "faithfulness": 0.87}
 
 
-def attention(model, data: IOIDataset, from_key: str, to_keys: list[str]) -> torch.Tensor:
-    """[layer, head, len(to_keys)]: mean attention from position `from_key` to each of `to_keys`."""
+def behaviour(model, data: IOIDataset, bootstrap: Bootstrap | None, logits=None) -> dict:
+    """The task's behaviour on p_IOI: per-prompt logit difference, IO probability and IO over S, their means and,
+    with a bootstrap over the prompts, the means' 95% intervals (`<name>_ci`)."""
+    if logits is None:
+        with torch.inference_mode():
+            logits = model(data.tokens)
+    diffs = ld(model, data, logits)
+    per_prompt = {"logit_diff": diffs, "io_prob": answer_probs(logits, data.io_ids, data.positions["END"]),
+                  "io_over_s": (diffs > 0).float()}
+    summary = {}
+    for name, key in (("mean_logit_diff", "logit_diff"), ("io_prob", "io_prob"), ("io_over_s", "io_over_s")):
+        summary[name] = per_prompt[key].mean().item()
+        if bootstrap is not None:
+            summary[f"{name}_ci"] = rounded(bootstrap.mean_interval(per_prompt[key].cpu().numpy()))
+    return {**summary, "per_prompt": {key: rounded(values.cpu().numpy()) for key, values in per_prompt.items()}}
+
+
+def attention_per_prompt(model, data: IOIDataset, from_key: str, to_keys: list[str]) -> torch.Tensor:
+    """[layer, head, len(to_keys), prompt]: attention from position `from_key` to each of `to_keys`."""
     names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
     _, cache = run_with_selective_cache(model, data.tokens, names)
     rows = torch.arange(len(data))
     query = data.positions[from_key]
     return torch.stack([
-        torch.stack([cache[name][rows, :, query, data.positions[key]].mean(0) for key in to_keys], -1)
+        torch.stack([cache[name][rows, :, query, data.positions[key]].T for key in to_keys], 1).float().cpu()
         for name in names])
 
 
-def direct_logit_attribution(model, data: IOIDataset, **ablation) -> torch.Tensor:
+def attention(model, data: IOIDataset, from_key: str, to_keys: list[str]) -> torch.Tensor:
+    """[layer, head, len(to_keys)]: mean attention from position `from_key` to each of `to_keys`."""
+    return attention_per_prompt(model, data, from_key, to_keys).mean(-1)
+
+
+def direct_logit_attribution(model, data: IOIDataset, per_prompt: bool = False, **ablation) -> torch.Tensor:
     """[layer, head]: each head's mean direct contribution to logit(IO) - logit(S) at END, through the final
-    LayerNorm's scale of the whole residual (optionally with components ablated)."""
+    LayerNorm's scale of the whole residual (optionally with components ablated); [layer, head, prompt] per
+    prompt."""
     with ablated(model, **ablation) if ablation else nullcontext():
         contributions = head_logit_contributions(model, data.tokens, data.positions["END"],
                                                  torch.stack([data.io_ids, data.s_ids], -1))
-    return (contributions[..., 0] - contributions[..., 1]).mean(0)
+    diffs = (contributions[..., 0] - contributions[..., 1]).permute(1, 2, 0)
+    return diffs if per_prompt else diffs.mean(-1)
 
 
 def copy_scores(model, data: IOIDataset, head_list, sign: int = 1) -> dict[str, float]:
@@ -107,155 +129,78 @@ def copy_scores(model, data: IOIDataset, head_list, sign: int = 1) -> dict[str, 
     return scores
 
 
-# Where each class does its work: the circuit's nodes are its heads at these positions only.
-CLASS_POSITIONS = {"name_mover": "END", "negative_name_mover": "END", "backup_name_mover": "END",
-                   "s_inhibition": "END", "induction": "S2", "duplicate_token": "S2", "previous_token": "S1+1"}
-# The paper's code orders GPT-2 small's name movers (with the backups) by importance; its minimality sets K_v
-# follow that order (see `k_sets`).
-PAPER_NAME_MOVER_ORDER = [(9, 9), (10, 0), (9, 6), (10, 10), (10, 6), (10, 2), (10, 1), (11, 2), (9, 7), (9, 0),
-                          (11, 9)]
-
-
-def circuit_nodes(classes: dict[str, list]) -> dict[str, list[Node]]:
-    return {name: [(layer, head, CLASS_POSITIONS[name]) for layer, head in members]
-            for name, members in classes.items()}
-
-
-def k_sets(by_class: dict[str, list[Node]], paper_sets: bool) -> dict[Node, list[Node]]:
-    """Minimality's K_v for every node v: v's class; with `paper_sets` (GPT-2 small's shape), the paper's own sets
-    where it gives them: a name mover's K_v is the importance-ordered name-mover list up to it, 9.0's and 11.9's
-    all name movers and the negative ones, 5.8's and 5.9's {11.10, 10.7, v}."""
-    nodes = [node for members in by_class.values() for node in members]
-    of_heads = lambda heads: [n for n in nodes if n[:2] in heads]  # noqa: E731
-    sets = {node: members for members in by_class.values() for node in members}
-    if not paper_sets:
-        return sets
-    for node in nodes:
-        head = node[:2]
-        if head in ((9, 0), (11, 9)):
-            sets[node] = of_heads(PAPER_NAME_MOVER_ORDER + PAPER_HEADS["negative_name_mover"])
-        elif head in ((5, 8), (5, 9)):
-            sets[node] = of_heads([(11, 10), (10, 7)]) + [node]
-        elif head in PAPER_NAME_MOVER_ORDER:
-            sets[node] = of_heads(PAPER_NAME_MOVER_ORDER[:PAPER_NAME_MOVER_ORDER.index(head) + 1])
-    return sets
-
-
-def node_runs(model, clean: IOIDataset, corrupt: IOIDataset, workers: Workers | None = None) -> NodeRuns:
-    """Node-level runs of p_IOI measured by the logit difference, means over p_ABC within template: built once,
-    shared by every circuit evaluated on the same prompts (runs of the same node sets are not repeated)."""
-    return NodeRuns.build(model, clean.tokens, clean.positions, corrupt.tokens, clean.template_ids,
-                          corrupt.template_ids,
-                          metric=logit_diff_metric(clean.io_ids, clean.s_ids, clean.positions["END"]),
-                          workers=workers)
-
-
-def evaluate_circuit(runs: NodeRuns, classes: dict[str, list], n_random: int = 10, greedy_steps: int = 5,
-                     greedy_candidates: int = 5, seed: int = 0) -> dict:
-    """The paper's evaluation of a circuit of (head, position) nodes, every other node mean-ablated over p_ABC
-    within template (`node_runs`): faithfulness, completeness (class, random and greedy knock-outs) and
-    minimality."""
-    model = runs.model
-    by_class = circuit_nodes(classes)
-    circuit = sorted(node for members in by_class.values() for node in members)  # same set, same evaluation
-    name_movers = by_class["name_mover"] + by_class["backup_name_mover"]
-    runs.prefetch([([], True), (circuit, False), (name_movers, True)])
-    f_model, f_circuit = runs.full_model(), runs.circuit(circuit)
-    paper_shape = (model.cfg.n_layers, model.cfg.n_heads) == (12, 12)
-    return {
-        "nodes": [list(node) for node in circuit], "model_logit_diff": f_model, "circuit_logit_diff": f_circuit,
-        "faithfulness": f_circuit / f_model, "faithfulness_gap": abs(f_model - f_circuit),
-        "completeness": completeness(runs, circuit, by_class, n_random, greedy_steps, greedy_candidates, seed),
-        "minimality": minimality(runs, circuit, k_sets(by_class, paper_shape), f_circuit),
-        "minimality_sets": "paper" if paper_shape else "class",
-        "name_movers_and_backups_knocked_out_logit_diff": runs.model_without(name_movers),
-    }
-
-
 def discover(model, clean: IOIDataset, corrupt: IOIDataset, quiet: bool = False, workers: Workers | None = None
              ) -> dict:
-    """The paper's discovery steps; returns classes, every measured grid, mechanism checks and costs. `workers`
-    share each path-patching step's senders out (default: all in this process)."""
-    metric = logit_diff_metric(clean.io_ids, clean.s_ids, clean.positions["END"])
+    """The paper's discovery steps; returns classes, every measured grid, the per-prompt `evidence` they come
+    from, mechanism checks and costs. `workers` share each path-patching step's senders out (default: all in this
+    process)."""
+    metric = logit_diff_metric(clean.io_ids, clean.s_ids, clean.positions["END"], per_prompt=True)
     all_senders = [(layer, head) for layer in range(model.cfg.n_layers) for head in range(model.cfg.n_heads)]
-    clean_ld = ld(model, clean).mean().item()
-    grids, cost, found = {}, {}, {name: [] for name in CLASSES}
+    everyone = np.full((1, len(clean)), 1 / len(clean))
+    evidence = Evidence(ld(model, clean).cpu().numpy(), {},
+                        attention_per_prompt(model, clean, "END", ["IO", "S1", "S2"]).numpy(),
+                        attention_per_prompt(model, clean, "S2", ["S1", "S1+1"]).numpy())
+    cost = {}
     steps = tqdm(total=5, desc="IOI discovery", disable=quiet)
 
-    def step(name: str, receivers, n_senders: int) -> torch.Tensor:
+    def found() -> dict[str, list[tuple[int, int]]]:
+        return classes_of(evidence.effects(everyone))
+
+    def step(name: str, receivers) -> None:
         start = time.perf_counter()
 
         def from_senders(replica, senders: list[tuple[int, int]]) -> torch.Tensor:
             return path_patch(replica, clean.tokens, corrupt.tokens, metric, receivers, senders)
 
         shares = (workers or Workers(model)).map(from_senders, all_senders, f"path patching ({name})")
-        patched = fill_in(shares).to(model.cfg.device)
-        effect = ((patched - clean_ld) / abs(clean_ld)).nan_to_num(0.0)
-        grids[name] = effect
+        evidence.patched[name] = fill_in(shares).cpu().numpy()
         # forward passes of N prompts: the clean and corrupt runs, then one patched run per sender
-        cost[name] = {"forward_passes": (2 + n_senders) * len(clean), "seconds": time.perf_counter() - start}
-        steps.update()
-        return effect
+        cost[name] = {"forward_passes": (2 + len(all_senders)) * len(clean), "seconds": time.perf_counter() - start}
 
-    n_heads_total = model.cfg.n_layers * model.cfg.n_heads
-    at_end = attention(model, clean, "END", ["IO", "S1", "S2"])  # [layer, head, 3]
-    # Name movers move the name they look at into the logits: of the heads with a direct effect, only those
-    # that put most of their attention from END on the names are (negative) name movers.
-    looks_at_names = {(l, h) for l, h in torch.nonzero(at_end.sum(-1) > NAME_ATTENTION).tolist()}
-    direct = step("direct_effect", "resid_final", n_heads_total)
-    found["name_mover"] = [h for h in selected(direct, -1) if h in looks_at_names]
-    found["negative_name_mover"] = [h for h in selected(direct, +1) if h in looks_at_names]
-    if found["name_mover"]:
-        into_queries = step("into_name_mover_queries", [(l, h, "q") for l, h in found["name_mover"]],
-                            n_heads_total)
-        found["s_inhibition"] = selected(into_queries, -1, exclude=found["name_mover"])
-    else:
+    step("direct_effect", "resid_final")
+    steps.update()
+    for name, receiver_class, receiver_input in (("into_name_mover_queries", "name_mover", "q"),
+                                                 ("into_s_inhibition_values", "s_inhibition", "v"),
+                                                 ("into_induction_keys", "induction", "k")):
+        if found()[receiver_class]:
+            step(name, [(l, h, receiver_input) for l, h in found()[receiver_class]])
         steps.update()
 
-    looks = attention(model, clean, "S2", ["S1", "S1+1"])  # [layer, head, 2]
-    if found["s_inhibition"]:
-        into_values = step("into_s_inhibition_values", [(l, h, "v") for l, h in found["s_inhibition"]],
-                           n_heads_total)
-        for head in selected(into_values, -1, exclude=found["s_inhibition"] + found["name_mover"]):
-            to_s1, to_s1_plus_1 = looks[head].tolist()
-            found["induction" if to_s1_plus_1 > to_s1 else "duplicate_token"].append(head)
-    else:
-        steps.update()
-    if found["induction"]:
-        into_keys = step("into_induction_keys", [(l, h, "k") for l, h in found["induction"]], n_heads_total)
-        found["previous_token"] = selected(into_keys, -1, exclude=[h for v in found.values() for h in v])
-    else:
-        steps.update()
-
-    if found["name_mover"]:
+    name_movers = found()["name_mover"]
+    if name_movers:
         # Backup name movers: knock the name movers out (mean over p_ABC); whose direct effect rises?
         start = time.perf_counter()
-        means = mean_activations(model, corrupt.tokens, heads(found["name_mover"]), groups=corrupt.template_ids)
-        before = direct_logit_attribution(model, clean)
-        after = direct_logit_attribution(model, clean, components=heads(found["name_mover"]), method="mean",
-                                         means=means, groups=clean.template_ids)
-        rise = (after - before) / abs(clean_ld)
-        grids["backup_rise"] = rise
-        found["backup_name_mover"] = selected(rise, +1, exclude=found["name_mover"] + found["negative_name_mover"])
+        means = mean_activations(model, corrupt.tokens, heads(name_movers), groups=corrupt.template_ids)
+        evidence.dla_before = direct_logit_attribution(model, clean, per_prompt=True).numpy()
+        evidence.dla_after = direct_logit_attribution(model, clean, per_prompt=True, components=heads(name_movers),
+                                                      method="mean", means=means, groups=clean.template_ids).numpy()
         cost["backup"] = {"forward_passes": 3 * len(clean), "seconds": time.perf_counter() - start}
     steps.update()
     steps.close()
+    classes, effects = found(), evidence.effects(everyone)
+    grids = {name: torch.as_tensor(effects[name][..., 0]) for name in (*STEPS, "backup_rise") if name in effects}
+    return {"heads": classes, "grids": grids, "evidence": evidence,
+            "mechanism": mechanism_checks(model, clean, classes, effects), "cost": cost}
 
+
+def mechanism_checks(model, clean: IOIDataset, found: dict[str, list], effects: dict[str, np.ndarray]) -> dict:
+    """The paper's checks of each class's mechanism: where its heads look, and the name movers' copy scores."""
+    at_end, looks = effects["attention_end"][..., 0], effects["attention_s2"][..., 0]
     mechanism = {
-        "name_mover_attention": {f"{l}.{h}": {"to_IO": at_end[l, h, 0].item(),
-                                              "to_S": (at_end[l, h, 1] + at_end[l, h, 2]).item()}
+        "name_mover_attention": {f"{l}.{h}": {"to_IO": float(at_end[l, h, 0]),
+                                              "to_S": float(at_end[l, h, 1] + at_end[l, h, 2])}
                                  for l, h in found["name_mover"] + found["backup_name_mover"]},
         "name_mover_copy_score": copy_scores(model, clean, found["name_mover"]),
         "negative_name_mover_copy_score": copy_scores(model, clean, found["negative_name_mover"], sign=-1),
-        "s_inhibition_attention_to_S2": {f"{l}.{h}": at_end[l, h, 2].item() for l, h in found["s_inhibition"]},
-        "attention_from_S2": {f"{l}.{h}": {"to_S1": looks[l, h, 0].item(), "to_S1+1": looks[l, h, 1].item()}
+        "s_inhibition_attention_to_S2": {f"{l}.{h}": float(at_end[l, h, 2]) for l, h in found["s_inhibition"]},
+        "attention_from_S2": {f"{l}.{h}": {"to_S1": float(looks[l, h, 0]), "to_S1+1": float(looks[l, h, 1])}
                               for l, h in found["induction"] + found["duplicate_token"]},
     }
     if found["previous_token"]:
         prev = attention(model, clean, "S1+1", ["S1"])
         mechanism["previous_token_attention_to_S1"] = {f"{l}.{h}": prev[l, h, 0].item()
                                                        for l, h in found["previous_token"]}
-    return {"heads": found, "grids": grids, "mechanism": mechanism, "cost": cost}
+    return mechanism
 
 
 def example_attention(model, data: IOIDataset, head_list) -> dict:
@@ -266,29 +211,6 @@ def example_attention(model, data: IOIDataset, head_list) -> dict:
                                         [f"blocks.{layer}.attn.hook_pattern" for layer in layers])
     return {"tokens": str_tokens(data.tokens[0, :length], model.tokenizer),
             "heads": {f"{l}.{h}": cache[f"blocks.{l}.attn.hook_pattern"][0, h].tolist() for l, h in head_list}}
-
-
-def paper_comparison(found: dict[str, list], reference: dict[str, list] = PAPER_HEADS) -> dict:
-    """Per class, precision and recall of the found heads against a known circuit: the paper's (GPT-2 small), or
-    the one a planted model was built with."""
-    comparison = {}
-    for name, heads in reference.items():
-        known = [tuple(head) for head in heads]
-        hits = len(set(map(tuple, found[name])) & set(known))
-        comparison[name] = {"precision": hits / len(found[name]) if found[name] else None,
-                            "recall": hits / len(known) if known else None, "known": known, "found": found[name]}
-    return comparison
-
-
-def known_circuits(model) -> dict[str, dict]:
-    """Circuits to evaluate beside the found one, never used to find it: the paper's 26 heads on GPT-2 small's
-    shape, and the circuit a planted model was built with (`interp.planted`)."""
-    known = {}
-    if (model.cfg.n_layers, model.cfg.n_heads) == (12, 12):
-        known["paper"] = PAPER_HEADS
-    if model.interp_source.circuit is not None:
-        known["planted"] = model.interp_source.circuit
-    return known
 
 
 NAME_LISTS = {"paper": PAPER_NAMES, "organism": ORGANISM_NAMES}
@@ -306,6 +228,9 @@ class Protocol:
     random_knockouts: int = 10  # completeness: random subsets of the circuit
     greedy_steps: int = 5  # completeness: the greedy search's largest knock-out set
     greedy_candidates: int = 5  # completeness: nodes tried at each greedy step
+    bootstrap: int = DEFAULT_RESAMPLES  # resamples of the prompts, within template (0: no intervals)
+    random_circuits: int = 100  # random circuits of the found one's size, for its faithfulness' p-value (0: off)
+    template_holdout: bool = True  # classes found on half of the templates, evaluated on the other half
 
     def datasets(self, model, n: int, seed: int) -> tuple[IOIDataset, IOIDataset]:
         if self.names not in NAME_LISTS:
@@ -320,26 +245,39 @@ class Protocol:
 
 def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = False,
         protocol: Protocol = Protocol(), workers: Workers | None = None) -> dict:
-    """The whole reproduction: dataset, discovery, evaluation (and the `known_circuits` evaluated the same way);
-    writes results.json (with the exact dataset, so that every number can be recomputed from the file) and the
-    figures. `workers` share the path-patching senders and the evaluation's node sets out."""
+    """The whole reproduction: dataset, discovery, evaluation (and the `known_circuits` evaluated the same way),
+    each with how sure it is; writes results.json (with the exact dataset and every per-prompt value, so that every
+    number can be recomputed from the file) and the figures. `workers` share the path-patching senders and the
+    evaluation's node sets out."""
     workers = workers or Workers(model)
     from interp.plotting import ioi_figures
 
     torch.manual_seed(seed)
     start = time.perf_counter()
     clean, corrupt = protocol.datasets(model, n, seed)
-    with torch.inference_mode():
-        logits = model(clean.tokens)
-    diffs = ld(model, clean, logits)
+    bootstrap = Bootstrap.over(clean.template_ids.tolist(), protocol.bootstrap, seed)
+    observed = behaviour(model, clean, bootstrap)
     discovered = discover(model, clean, corrupt, quiet, workers)
+    cost = dict(discovered["cost"])
     evaluation_start = time.perf_counter()
-    runs = node_runs(model, clean, corrupt, workers)
+    runs = node_runs(model, clean, corrupt, workers, bootstrap)
     evaluation = protocol.evaluate(runs, discovered["heads"], seed)
-    known = {name: (heads, protocol.evaluate(runs, heads, seed)) for name, heads in known_circuits(model).items()}
+    known = {name: (members, protocol.evaluate(runs, members, seed))
+             for name, members in known_circuits(model).items()}
     # forward passes of N prompts: the p_ABC means, then one run per distinct node set
-    cost = {**discovered["cost"], "evaluation": {"forward_passes": (1 + len(runs.scores)) * n,
-                                                 "seconds": time.perf_counter() - evaluation_start}}
+    cost["evaluation"] = {"forward_passes": (1 + len(runs.scores)) * n,
+                          "seconds": time.perf_counter() - evaluation_start}
+    sureness = {}
+    if bootstrap is not None:
+        sureness["selection"] = timed(cost, "selection_stability", 0, lambda: selection_stability(
+            discovered["evidence"], bootstrap, discovered["heads"]))
+    circuit = evaluation_nodes(discovered["heads"])
+    if protocol.template_holdout and circuit:
+        sureness["template_holdout"] = timed(cost, "template_holdout", n * 2, lambda: template_holdout(
+            runs, discovered["evidence"], clean.template_ids.tolist(), discovered["heads"], seed))
+    if protocol.random_circuits and circuit:
+        sureness["random_circuits"] = timed(cost, "random_circuits", n * protocol.random_circuits,
+                                            lambda: random_circuits(runs, circuit, protocol.random_circuits, seed))
     info = provenance(model, seed)
     results = {
         **info,
@@ -347,30 +285,33 @@ def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = F
         "n_prompts": n,
         "protocol": asdict(protocol),
         "prepend_bos": protocol.prepend_bos,
-        "mean_logit_diff": diffs.mean().item(),
-        "io_prob": answer_probs(logits, clean.io_ids, clean.positions["END"]).mean().item(),
-        "io_over_s": (diffs > 0).float().mean().item(),
+        "bootstrap": None if bootstrap is None else bootstrap.describe(),
+        **{key: value for key, value in observed.items() if key != "per_prompt"},
         "corrupt_mean_logit_diff": ld(model, corrupt).mean().item(),
         "threshold": THRESHOLD,
         "heads": {name: [list(h) for h in members] for name, members in discovered["heads"].items()},
+        **sureness,
         "faithfulness": evaluation["faithfulness"],
         "completeness": evaluation["completeness"],
         "minimality": evaluation["minimality"],
         "evaluation": evaluation,
         "mechanism": discovered["mechanism"],
         "grids": {name: grid.tolist() for name, grid in discovered["grids"].items()},
+        "per_prompt": {**observed["per_prompt"], **discovered["evidence"].to_json()},
         "forward_passes": sum(step["forward_passes"] for step in cost.values()),
         "example_attention": example_attention(model, clean, discovered["heads"]["name_mover"][:4]),
         "example_prompts": clean.prompts[:3],
         "dataset": dataset_json(clean, corrupt, NAME_LISTS[protocol.names]),
     }
-    for name, (heads, evaluated) in known.items():
-        results[f"{name}_circuit"] = {"heads": {c: [list(h) for h in members] for c, members in heads.items()},
-                                      **{key: evaluated[key] for key in ("nodes", "circuit_logit_diff", "faithfulness",
-                                                                         "faithfulness_gap", "completeness",
-                                                                         "minimality")}}
+    for name, (known_heads, evaluated) in known.items():
+        results[f"{name}_circuit"] = {"heads": {c: [list(h) for h in members] for c, members in known_heads.items()},
+                                      **{key: value for key, value in evaluated.items() if key != "minimality_sets"}}
     if info["model"] == "gpt2":
         results["paper_comparison"] = paper_comparison(discovered["heads"])
+        results["paper_numbers"] = paper_numbers(
+            {**{key: (observed[key], observed.get(f"{key}_ci")) for key in ("mean_logit_diff", "io_over_s", "io_prob")},
+             "faithfulness": (results["paper_circuit"]["faithfulness"],
+                              results["paper_circuit"].get("faithfulness_ci"))}, PAPER_NUMBERS)
     if model.interp_source.circuit is not None:
         results["planted_comparison"] = paper_comparison(discovered["heads"], model.interp_source.circuit)
     out_dir = Path(out_dir)
@@ -382,6 +323,14 @@ def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = F
                   out_dir / "ioi_attention.html", title=f"IOI circuit heads in {info['model']}")
     write_json(out_dir / "timing.json", {"total_seconds": time.perf_counter() - start, "steps": cost})
     return results
+
+
+def timed(cost: dict, name: str, forward_passes: int, compute):
+    """compute(), its wall time and forward passes (of N prompts) recorded under cost[name]."""
+    start = time.perf_counter()
+    result = compute()
+    cost[name] = {"forward_passes": forward_passes, "seconds": time.perf_counter() - start}
+    return result
 
 
 def add_arguments(parser) -> None:
@@ -400,23 +349,45 @@ def add_arguments(parser) -> None:
     parser.add_argument("--greedy-steps", type=int, default=5, help="completeness: greedy knock-out size (5)")
     parser.add_argument("--greedy-candidates", type=int, default=5,
                         help="completeness: nodes drawn and tried at each greedy step (5)")
+    add_bootstrap(parser)
+    parser.add_argument("--random-circuits", type=int, default=100, metavar="N",
+                        help="random circuits of the found circuit's size for its faithfulness' p-value (100; 0: off)")
+    parser.add_argument("--template-holdout", action=argparse.BooleanOptionalAction, default=True,
+                        help="find the classes on half of the templates, evaluate on the other half (default: yes)")
     add_prepend_bos(parser, default=False)
     add_workers(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run_from_args(args) -> None:
+    if args.random_circuits < 0:
+        raise InterpError(f"--random-circuits takes a number >= 0 (0 turns the test off), not {args.random_circuits}")
     protocol = Protocol(names=args.names, order=args.order, n_templates=args.n_templates, corruption=args.corruption,
                         prepend_bos=args.prepend_bos, random_knockouts=args.random_knockouts,
-                        greedy_steps=args.greedy_steps, greedy_candidates=args.greedy_candidates)
+                        greedy_steps=args.greedy_steps, greedy_candidates=args.greedy_candidates,
+                        bootstrap=check_resamples(args.bootstrap), random_circuits=args.random_circuits,
+                        template_holdout=args.template_holdout)
     model = load(args)
     with workers_for(args, model) as pool:
         results = run(model, args.out or default_out_dir("ioi", args.model), args.n, args.seed, args.quiet, protocol,
                       pool)
-    print(f"mean logit diff {results['mean_logit_diff']:.3f}, IO over S {results['io_over_s']:.3f}, "
-          f"faithfulness {results['faithfulness']:.3f}")
+    print(", ".join(f"{label} {results[key]:.3f}{with_interval(results.get(key + '_ci'))}" for label, key in (
+        ("mean logit diff", "mean_logit_diff"), ("IO over S", "io_over_s"))) + ", faithfulness "
+          f"{results['faithfulness']:.3f}{with_interval(results['evaluation'].get('faithfulness_ci'))}")
+    stable = results.get("selection", {}).get("found", {})
     for name, members in results["heads"].items():
-        print(f"{name:>20}: {' '.join(f'{l}.{h}' for l, h in members) or '-'}")
+        print(f"{name:>20}: " + (" ".join(f"{l}.{h}" + (f" ({stable[name][f'{l}.{h}']:.2f})" if stable else "")
+                                          for l, h in members) or "-"))
+    if stable:
+        print("(selection frequency over the bootstrap resamples in brackets)")
+    if "random_circuits" in results:
+        test = results["random_circuits"]
+        print(f"against {test['n']} random circuits of {test['size']} nodes: percentile {test['percentile']:.0f}, "
+              f"p = {test['p_value']:.3f}")
+
+
+def with_interval(interval) -> str:
+    return "" if interval is None else f" [{interval[0]:.3f}, {interval[1]:.3f}]"
 
 if __name__ == "__main__":
     from interp.cli import main

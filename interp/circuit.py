@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
@@ -24,6 +25,7 @@ from torch import Tensor
 from interp.ablation import all_heads, check_head, mean_activations
 from interp.errors import InterpError
 from interp.engine import Metric, Reader, Transformer, make_reader
+from interp.stats import Bootstrap, rounded
 from interp.workers import Workers
 
 Node = tuple[int, int, str]  # (layer, head, position name)
@@ -45,14 +47,20 @@ class NodeRuns:
     engine: Transformer
     reader: Reader
     workers: Workers | None = None  # where `prefetch` runs node sets (None: here)
+    bootstrap: Bootstrap | None = None  # resamples of the prompts for the criteria's intervals (None: none)
     scores: dict = field(default_factory=dict)  # (kind, frozenset of nodes) -> F: criteria ask for the same sets
+    # (F per prompt for a per-prompt metric: the criteria read its mean, the bootstrap its values)
 
     @classmethod
     def build(cls, model, tokens, positions, reference_tokens, groups, reference_groups,
-              metric: Metric | Callable[[Tensor], float], workers: Workers | None = None) -> NodeRuns:
-        """`metric`: a `Metric`, or a function of the full logits [batch, pos, vocab]."""
+              metric: Metric | Callable[[Tensor], float], workers: Workers | None = None,
+              bootstrap: Bootstrap | None = None) -> NodeRuns:
+        """`metric`: a `Metric`, or a function of the full logits [batch, pos, vocab]; a per-prompt metric keeps
+        every run's values per prompt (and, with a `bootstrap`, the criteria get intervals)."""
         means = mean_activations(model, reference_tokens, all_heads(model), groups=reference_groups)
-        return cls.on(model, tokens, positions, groups, means, metric, workers)
+        runs = cls.on(model, tokens, positions, groups, means, metric, workers)
+        runs.bootstrap = bootstrap
+        return runs
 
     @classmethod
     def on(cls, model, tokens, positions, groups, means, metric, workers: Workers | None = None) -> NodeRuns:
@@ -83,14 +91,15 @@ class NodeRuns:
         return masks
 
     @torch.inference_mode()
-    def run(self, masks: dict[int, Tensor]) -> float:
+    def run(self, masks: dict[int, Tensor]) -> Tensor:
+        """The metric of one run (a scalar, or one value per prompt on the CPU for a per-prompt metric)."""
         def replace(layer: int, z: Tensor) -> Tensor:
             if not masks[layer].any():
                 return z
             mean = self.means[f"blocks.{layer}.attn.hook_z"].to(z.device)[self.groups.to(z.device)]
             return torch.where(masks[layer].to(z.device)[..., None], mean[:, : z.shape[1]].to(z.dtype), z)
 
-        return self.engine.run(self.tokens, self.reader, keep=(), edit_z=replace).value.item()
+        return self.engine.run(self.tokens, self.reader, keep=(), edit_z=replace).value.cpu()
 
     def prefetch(self, sets: Iterable[tuple[Iterable[Node], bool]]) -> None:
         """Score the (nodes, ablate_nodes) sets not scored yet, shared out to the workers."""
@@ -105,11 +114,16 @@ class NodeRuns:
         for part in self.workers.map(partial(score_node_sets, shared), keys, "circuit runs"):
             self.scores.update(part)
 
-    def score(self, nodes: Iterable[Node], ablate_nodes: bool) -> float:
+    def values(self, nodes: Iterable[Node], ablate_nodes: bool) -> Tensor:
+        """The run's metric as the metric gives it: per prompt for a per-prompt metric."""
         key = (ablate_nodes, frozenset(self.check(nodes)))
         if key not in self.scores:
             self.scores[key] = self.run(self.masks(key[1], ablate_nodes))
         return self.scores[key]
+
+    def score(self, nodes: Iterable[Node], ablate_nodes: bool) -> float:
+        """The run's metric averaged over prompts (a scalar metric's own value)."""
+        return self.values(nodes, ablate_nodes).mean().item()
 
     def circuit(self, nodes: Iterable[Node]) -> float:
         """F(C): everything but the nodes mean-ablated."""
@@ -135,10 +149,30 @@ def without(circuit: Sequence[Node], knocked: Iterable[Node]) -> list[Node]:
     return [node for node in circuit if node not in knocked]
 
 
+def with_uncertainty(runs: NodeRuns, result: dict, sets: dict[str, tuple[Sequence[Node], bool]],
+                     gap: str | None = None) -> dict:
+    """`result` with, for each named run (nodes, ablate_nodes), its per-prompt values (`<name>_per_prompt`, for a
+    per-prompt metric) and, with the runs' bootstrap, the interval of its mean (`<name>_ci`) and of `gap`, the
+    absolute difference of the two runs' means."""
+    values = {name: runs.values(nodes, ablate).numpy() for name, (nodes, ablate) in sets.items()}
+    if any(v.ndim != 1 for v in values.values()):
+        return result
+    result.update({f"{name}_per_prompt": rounded(v) for name, v in values.items()})
+    if runs.bootstrap is not None:
+        result.update({f"{name}_ci": rounded(runs.bootstrap.mean_interval(v)) for name, v in values.items()})
+        if gap is not None:
+            result[f"{gap}_ci"] = rounded(runs.bootstrap.statistic_interval(lambda a, b: np.abs(a - b),
+                                                                            *values.values()))
+    return result
+
+
 def knockout(runs: NodeRuns, circuit: Sequence[Node], knocked: Sequence[Node]) -> dict:
     """F(C \\ K), F(M \\ K) and their gap for one knock-out set K."""
-    f_c, f_m = runs.circuit(without(circuit, knocked)), runs.model_without(knocked)
-    return {"nodes": [list(node) for node in knocked], "circuit": f_c, "model": f_m, "incompleteness": abs(f_c - f_m)}
+    kept = without(circuit, knocked)
+    f_c, f_m = runs.circuit(kept), runs.model_without(knocked)
+    return with_uncertainty(runs, {"nodes": [list(node) for node in knocked], "circuit": f_c, "model": f_m,
+                                   "incompleteness": abs(f_c - f_m)},
+                            {"circuit": (kept, False), "model": (knocked, True)}, gap="incompleteness")
 
 
 def knockout_sets(circuit: Sequence[Node], knocked_sets: Iterable[Sequence[Node]]) -> list[tuple[list[Node], bool]]:
@@ -203,8 +237,11 @@ def minimality(runs: NodeRuns, circuit: Sequence[Node], k_sets: dict[Node, Seque
         with_v = runs.circuit(without(circuit, [n for n in k_v if n != node]))
         without_v = runs.circuit(without(circuit, k_v))
         score = abs(with_v - without_v)
-        scores[node_name(node)] = {"k_v": [node_name(n) for n in k_v], "absolute": score,
-                                   "relative": score / abs(f_circuit) if f_circuit else None}
+        scores[node_name(node)] = with_uncertainty(
+            runs, {"k_v": [node_name(n) for n in k_v], "absolute": score,
+                   "relative": score / abs(f_circuit) if f_circuit else None},
+            {"with_v": (without(circuit, [n for n in k_v if n != node]), False),
+             "without_v": (without(circuit, k_v), False)}, gap="absolute")
     return scores
 
 

@@ -37,7 +37,8 @@ DEFAULT_WORKING_MEMORY = 64 * 2**20
 
 @dataclass(frozen=True)
 class Metric:
-    """A scalar function of the logits at a few positions per prompt and, optionally, a few vocabulary columns.
+    """A function of the logits at a few positions per prompt and, optionally, a few vocabulary columns, to a scalar
+    (the mean over prompts) or to one value per prompt.
 
     `fn` receives logits[batch, n_read, n_columns]: the positions `positions` of each prompt (an int for every
     prompt, one int per prompt, or a [batch, n_read] tensor; negative counts from the end; None = every position)
@@ -51,8 +52,10 @@ class Metric:
 
 
 def logit_diff_metric(answer_ids: int | Sequence[int] | Tensor, wrong_ids: int | Sequence[int] | Tensor,
-                      positions: int | Sequence[int] | Tensor = -1) -> Metric:
-    """Mean over prompts of logit(answer) - logit(wrong) at `positions` (one id for all prompts, or one per prompt).
+                      positions: int | Sequence[int] | Tensor = -1, per_prompt: bool = False) -> Metric:
+    """Mean over prompts of logit(answer) - logit(wrong) at `positions` (one id for all prompts, or one per prompt);
+    with `per_prompt`, one value per prompt (every sweep then keeps a trailing prompt axis, whose mean is the grid
+    of the mean metric).
 
     Logit differences are unchanged by the bridge's weight processing, which shifts each position's logits by a
     constant.
@@ -70,7 +73,8 @@ def logit_diff_metric(answer_ids: int | Sequence[int] | Tensor, wrong_ids: int |
                               "per prompt")
         prompt = torch.arange(n_batch, device=logits.device)
         column = prompt % n_answers  # each prompt's own answer, or the one answer of all
-        return (logits[prompt, :, column] - logits[prompt, :, n_answers + column]).mean()
+        diffs = (logits[prompt, :, column] - logits[prompt, :, n_answers + column]).mean(-1)
+        return diffs if per_prompt else diffs.mean()
 
     return Metric(logit_diff, positions, torch.cat([answers, wrongs]))
 
@@ -88,11 +92,15 @@ class Reader:
         """Positions after the last one read never influence the metric (causal attention)."""
         return int(self.positions.max()) + 1
 
-    def __call__(self, logits: Float[Tensor, "batch n_read n_columns"]) -> Float[Tensor, ""]:
-        """The metric, in float32 whatever the model's dtype (a bfloat16 logit difference keeps ~3 digits)."""
+    def __call__(self, logits: Float[Tensor, "batch n_read n_columns"]) -> Float[Tensor, ""] | Float[Tensor, " batch"]:
+        """The metric, in float32 whatever the model's dtype (a bfloat16 logit difference keeps ~3 digits): a
+        scalar, or one value per prompt."""
         value = torch.as_tensor(self.fn(logits.float()))
+        if value.ndim == 1 and len(value) == len(logits):
+            return value
         if value.numel() != 1:
-            raise InterpError(f"the metric must return a scalar; it returned shape {tuple(value.shape)}")
+            raise InterpError(f"the metric must return a scalar or one value per prompt ({len(logits)}); it returned "
+                              f"shape {tuple(value.shape)}")
         return value.reshape(())
 
 
@@ -400,9 +408,10 @@ def chunks(cells: list[Cell], max_rows: Callable[[int], int]):
 
 
 def evaluate_cells(tf: Transformer, base: Run, reader: Reader, cells: list[Cell], n_values: int,
-                   max_rows: Callable[[int], int]) -> Float[Tensor, "n_values"]:
-    """The metric of every variant of every cell, in grid order (NaN where no cell puts a value)."""
-    values = torch.full((n_values,), float("nan"), device=base.value.device)
+                   max_rows: Callable[[int], int]) -> Float[Tensor, "n_values *prompt"]:
+    """The metric of every variant of every cell, in grid order (NaN where no cell puts a value); per-prompt metrics
+    add a trailing prompt axis."""
+    values = torch.full((n_values, *base.value.shape), float("nan"), device=base.value.device)
     for start, chunk in chunks(cells, max_rows):
         if start >= reader.n_pos_needed:  # the patch changes no position the metric can see
             for cell, rows in chunk:

@@ -170,7 +170,7 @@ def sweep(model, clean_tokens, corrupt_tokens, metric, site: str, direction: str
             per_layer = math.prod(shape[1:])
             cells = [cell for cell in cells if cell.indices[0] // per_layer in set(layers)]
         values = evaluate_cells(s.tf, base, s.reader, cells, math.prod(shape), max_rows)
-    return values.reshape(shape).clone(), base.value.clone(), source.value.clone()
+    return values.reshape(shape + base.value.shape).clone(), base.value.clone(), source.value.clone()
 
 
 def activation_patch(model, clean_tokens: Int[Tensor, "batch pos"], corrupt_tokens: Int[Tensor, "batch pos"],
@@ -226,9 +226,9 @@ def check_receivers(model, receivers) -> dict[int, list[tuple[str, list[int]]]] 
 def path_patch(model, clean_tokens: Int[Tensor, "batch pos"], corrupt_tokens: Int[Tensor, "batch pos"],
                metric: Metric | Callable, receivers: str | Sequence[tuple[int, int, str]],
                senders: Sequence[tuple[int, int]] | None = None, max_memory: int | None = None
-               ) -> Float[Tensor, "layer head"]:
+               ) -> Float[Tensor, "layer head *prompt"]:
     """Path patching from each sender head to the receivers: the metric per sender ([layer, head], NaN where a head
-    is not a sender).
+    is not a sender; a per-prompt metric adds a prompt axis).
 
     For each sender (batched over senders): run the clean input with every head's output frozen to its clean value
     except the sender's, which takes its corrupted value, MLPs and LayerNorms recomputed, and record the receivers:
@@ -249,10 +249,10 @@ def path_patch(model, clean_tokens: Int[Tensor, "batch pos"], corrupt_tokens: In
     max_rows = row_budget(tf, reader, n_batch, n_pos, fixed, max_memory, itemsize)
     last_layer = tf.n_layers if final_receivers is None else max(final_receivers)
 
-    grid = torch.full((tf.n_layers, tf.n_heads), float("nan"), device=model.cfg.device)
     with torch.inference_mode():
         clean = tf.run(s.base_tokens, reader, clean_keep)
         corrupt = tf.run(s.source_tokens, reader, ["z"])
+        grid = torch.full((tf.n_layers, tf.n_heads, *clean.value.shape), float("nan"), device=model.cfg.device)
         cells = []
         for layer in sorted({layer for layer, _ in senders}):
             heads = [head for sender_layer, head in senders if sender_layer == layer]
@@ -279,7 +279,7 @@ def path_patch(model, clean_tokens: Int[Tensor, "batch pos"], corrupt_tokens: In
                 joins = [(first, lambda: clean.resid[first][None].expand(len(indices), -1, -1, -1))]
                 logits = tf.propagate(clean, reader, 0, joins, receiver_edit(recorded))
             for row, index in enumerate(indices):
-                grid.view(-1)[index] = reader(logits[row])
+                grid.view(-1, *clean.value.shape)[index] = reader(logits[row])
     return grid.clone()
 
 

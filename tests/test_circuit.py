@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from interp.circuit import NodeRuns, completeness, greedy_knockout, knockout, minimality, node_name, without
-from interp.circuits.ioi import PAPER_HEADS, circuit_nodes, k_sets, ld
-from interp.data.ioi import ioi_datasets
+from interp.circuits.ioi import ld
+from interp.circuits.ioi_evaluation import circuit_nodes, k_sets
+from interp.data.ioi import PAPER_HEADS, ioi_datasets
+from interp.engine import logit_diff_metric
 
 CIRCUIT = [(1, 2, "END"), (1, 0, "END"), (0, 3, "S2"), (0, 1, "S1+1")]
 
@@ -67,6 +69,24 @@ def test_circuit_and_knockouts_match_the_hand_computation(setting):
     assert runs.full_model() == pytest.approx(ld(model, clean).mean().item(), abs=1e-5)
     kept = runs.masks(CIRCUIT, ablate_nodes=False)  # one kept (prompt, position) per prompt and node
     assert [int((~kept[layer]).sum()) for layer in (0, 1)] == [2 * len(clean), 2 * len(clean)]
+
+
+def test_per_prompt_runs_average_to_the_mean_metric(setting):
+    """A per-prompt metric keeps each run's values per prompt; their mean is the scalar metric's F, and each prompt's
+    value is that prompt's own logit difference in the hand computation."""
+    model, clean, corrupt, runs = setting
+    per_prompt = NodeRuns.build(model, clean.tokens, clean.positions, corrupt.tokens, clean.template_ids,
+                                corrupt.template_ids, metric=logit_diff_metric(clean.io_ids, clean.s_ids,
+                                                                               clean.positions["END"], per_prompt=True))
+    values = per_prompt.values(CIRCUIT, ablate_nodes=False)
+    assert values.shape == (len(clean),)
+    assert values.mean().item() == pytest.approx(runs.circuit(CIRCUIT), abs=1e-5)
+    assert per_prompt.circuit(CIRCUIT) == pytest.approx(runs.circuit(CIRCUIT), abs=1e-5)
+    knocked = CIRCUIT[:2]
+    assert per_prompt.values(knocked, ablate_nodes=True).mean().item() == pytest.approx(
+        runs.model_without(knocked), abs=1e-5)
+    result = knockout(per_prompt, CIRCUIT, knocked)
+    assert len(result["circuit_per_prompt"]) == len(clean) and "circuit_ci" not in result  # no bootstrap: no interval
 
 
 def test_minimality_by_hand(setting):

@@ -4,17 +4,40 @@ import json
 
 import pytest
 
-from interp.circuits.ioi import run, selected
+import numpy as np
+
+from interp.circuits.ioi import run
+from interp.circuits.ioi_selection import THRESHOLD, class_masks
+from interp.cli import main
 from interp.models import load_model
 
 
-def test_selected_by_threshold():
-    import torch
+def hand_bootstrap(values, groups, n_resamples, seed, statistic=np.mean):
+    """The documented resampling, written out with index arrays: for each group in order of first appearance, as
+    many draws with replacement as it has prompts; the 2.5th and 97.5th percentiles of the statistic."""
+    values, groups = np.asarray(values, dtype=np.float64), np.asarray(groups)
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(groups == g) for g in dict.fromkeys(groups.tolist())]
+    draws = np.concatenate([m[rng.integers(0, len(m), size=(n_resamples, len(m)))] for m in members], axis=1)
+    return np.percentile([statistic(values[..., row]) for row in draws], [2.5, 97.5], axis=0)
 
-    effect = torch.tensor([[0.0, -0.2, 0.01], [-0.06, 0.3, -0.04]])
-    assert selected(effect, -1) == [(0, 1), (1, 0)]  # strongest first
-    assert selected(effect, +1) == [(1, 1)]
-    assert selected(effect, -1, exclude=[(0, 1)]) == [(1, 0)]
+
+def test_class_rule_by_hand():
+    """Two weightings of a 2 x 3 model: thresholds, the attention condition, receivers and exclusions."""
+    direct = np.array([[0.0, -0.2, 0.01], [-0.06, 0.3, -0.04]])
+    effects = {"direct_effect": np.stack([direct, direct * 0.1], -1),
+               "into_name_mover_queries": np.stack([np.array([[-0.1, -0.3, 0.0], [0.0, 0.0, -0.049]])] * 2, -1),
+               "attention_end": np.stack([np.full((2, 3, 3), 0.3)] * 2, -1),
+               "attention_s2": np.zeros((2, 3, 2, 2))}
+    effects["attention_end"][0, 0] = 0.1  # head 0.0 looks elsewhere
+    masks = class_masks(effects)
+    assert np.argwhere(masks["name_mover"][..., 0]).tolist() == [[0, 1], [1, 0]]
+    assert np.argwhere(masks["negative_name_mover"][..., 0]).tolist() == [[1, 1]]
+    # 0.1 passes into the queries but is a name mover; 0.0 passes and is not
+    assert np.argwhere(masks["s_inhibition"][..., 0]).tolist() == [[0, 0]]
+    # the second weighting finds no name movers, so no step that patches into them counts
+    assert not masks["name_mover"][..., 1].any() and not masks["s_inhibition"][..., 1].any()
+    assert THRESHOLD == 0.05
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +68,64 @@ def test_organism_results_file(organism_run):
     assert "paper_circuit" not in data  # the organism does not have GPT-2 small's shape
     assert data["protocol"] == {"names": "paper", "order": "mixed", "n_templates": None, "corruption": "paper",
                                 "prepend_bos": False, "random_knockouts": 10, "greedy_steps": 5,
-                                "greedy_candidates": 5}
+                                "greedy_candidates": 5, "bootstrap": 1000, "random_circuits": 100,
+                                "template_holdout": True}
     completeness = data["evaluation"]["completeness"]
     assert len(completeness["random"]) == 10 and 1 <= len(completeness["greedy"]) <= 5
     assert set(data["minimality"]) == {f"{l}.{h}@{p}" for l, h, p in data["evaluation"]["nodes"]}
     assert {p.name for p in out.glob("*.png")} >= {"ioi_direct_effect.png", "ioi_circuit.png",
                                                    "ioi_completeness.png"}
+
+
+def test_intervals_are_the_percentile_bootstrap_of_the_files_per_prompt_values(organism_run):
+    """Every interval recomputed by hand from results.json alone: the per-prompt values, the template ids and the
+    documented seed."""
+    _, out = organism_run
+    data = json.loads((out / "results.json").read_text())
+    groups, n_resamples, seed = data["dataset"]["template_ids"], data["bootstrap"]["n_resamples"], data["seed"]
+    per_prompt = data["per_prompt"]
+    for key, name in (("mean_logit_diff", "logit_diff"), ("io_prob", "io_prob"), ("io_over_s", "io_over_s")):
+        assert np.mean(per_prompt[name]) == pytest.approx(data[key], abs=1e-5)
+        assert data[f"{key}_ci"] == pytest.approx(hand_bootstrap(per_prompt[name], groups, n_resamples, seed),
+                                                  abs=1e-5)
+    # the direct-effect grid: today's mean grid from the per-prompt values, and its intervals
+    clean, patched = np.array(per_prompt["clean_logit_diff"]), np.array(per_prompt["patched_logit_diff"]["direct_effect"])
+    relative = lambda p, c: (p.mean(-1) - c.mean()) / abs(c.mean())  # noqa: E731
+    assert np.allclose(relative(patched, clean), data["grids"]["direct_effect"], atol=1e-5)
+    both = np.concatenate([patched.reshape(-1, len(clean)), clean[None]])
+    expected = hand_bootstrap(both, groups, n_resamples, seed, statistic=lambda v: relative(v[:-1], v[-1]))
+    intervals = np.array(data["selection"]["grid_intervals"]["direct_effect"])
+    assert np.allclose(intervals.reshape(-1, 2), expected.T, atol=1e-5)
+    # faithfulness: a ratio of two per-prompt series' means, resampled together
+    evaluation = data["evaluation"]
+    fm, fc = np.array(evaluation["model_logit_diff_per_prompt"]), np.array(evaluation["circuit_logit_diff_per_prompt"])
+    assert fc.mean() / fm.mean() == pytest.approx(evaluation["faithfulness"], abs=1e-4)
+    expected = hand_bootstrap(np.stack([fc, fm]), groups, n_resamples, seed, statistic=lambda v: v[0].mean() / v[1].mean())
+    assert evaluation["faithfulness_ci"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_selection_frequencies_and_significance_from_the_file(organism_run):
+    results, out = organism_run
+    selection = results["selection"]
+    for name, heads in results["heads"].items():
+        assert set(selection["found"][name]) == {f"{l}.{h}" for l, h in heads}
+        for head, frequency in selection["found"][name].items():
+            layer, index = map(int, head.split("."))
+            assert selection["frequency"][name][layer][index] == pytest.approx(frequency, abs=1e-4)
+            assert (head in selection["stable"][name]) == (frequency >= 0.95)
+    assert 0 <= selection["jaccard"]["ci"][0] <= selection["jaccard"]["mean"] <= 1
+    test = results["random_circuits"]
+    closeness = abs(1 - test["faithfulness"])
+    random_closeness = np.abs(1 - np.array(test["random_faithfulness"]))
+    assert test["p_value"] == pytest.approx((1 + (random_closeness <= closeness + 1e-6).sum()) / (test["n"] + 1))
+    assert all(len(nodes) == test["size"] for nodes in test["random_nodes"])
+    holdout = results["template_holdout"]
+    assert sorted(holdout["templates"][0] + holdout["templates"][1]) == sorted(set(results["dataset"]["template_ids"]))
+    assert [d["found_on"] for d in holdout["directions"]] == holdout["templates"]
+
+
+@pytest.mark.parametrize("value", ["-1", "x"])
+def test_bad_bootstrap_is_one_line(value, capsys):
+    assert main(["ioi", "--model", "organism", "--bootstrap", value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--bootstrap" in err
