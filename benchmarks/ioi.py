@@ -7,7 +7,9 @@ runs them.
 random:gpt2 the steps after the first find nothing and are skipped). The anchor, measured in the same process, is
 one forward pass of the N clean prompts; each step is reported in seconds, in prompt-forwards (one prompt through
 the model once) and in anchors. The last line printed is
-`ioi n=<N> wall_s=<s> forward_s=<anchor> prompt_forwards=<k> wall_vs_forward=<x>x discovery_s=<s> evaluation_s=<s>`.
+`ioi n=<N> wall_s=<s> forward_s=<anchor> prompt_forwards=<k> wall_vs_forward=<x>x discovery_s=<s> evaluation_s=<s>
+selection_stability_share=<fraction> template_holdout_s=<s> random_circuits_s=<s>`: the selection frequencies'
+share of the run (they resample numbers, not forwards); the hold-out and the random circuits are their own costs.
 """
 from __future__ import annotations
 
@@ -25,6 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from interp.circuits.ioi import Protocol, run  # noqa: E402
 from interp.models import load_model  # noqa: E402
+
+
+SURENESS_STEPS = ("selection_stability", "template_holdout", "random_circuits")
 
 
 def forward_seconds(model, tokens, repeats: int = 3) -> float:
@@ -55,13 +60,21 @@ def run_benchmark(model_spec: str = "planted:ioi", quiet: bool = False, n: int =
         say(f"{name:>26}: {step['seconds']:8.1f} s  {step['forward_passes']:7d} prompt-forwards  "
             f"{step['seconds'] / anchor:7.0f} anchors")
     evaluation = steps["evaluation"]["seconds"]
+    separate = {name: steps.get(name, {"seconds": 0.0})["seconds"] for name in SURENESS_STEPS}
     report = {"model": model_spec, "n": n, "threads": torch.get_num_threads(), "wall_seconds": wall,
               "forward_seconds": anchor, "prompt_forwards": results["forward_passes"], "steps": steps,
-              "discovery_seconds": sum(step["seconds"] for name, step in steps.items() if name != "evaluation"),
-              "evaluation_seconds": evaluation, "classes_found": {k: len(v) for k, v in results["heads"].items()}}
+              "discovery_seconds": sum(step["seconds"] for name, step in steps.items()
+                                       if name not in ("evaluation", *SURENESS_STEPS)),
+              "evaluation_seconds": evaluation, **{f"{name}_seconds": seconds for name, seconds in separate.items()},
+              "classes_found": {k: len(v) for k, v in results["heads"].items()}}
+    # the selection frequencies resample numbers, not forwards: their share of the run without the two tests that
+    # do run the model (the hold-out and the random circuits, reported on their own)
+    share = separate["selection_stability"] / (wall - separate["template_holdout"] - separate["random_circuits"])
     say(f"ioi n={n} wall_s={wall:.1f} forward_s={anchor:.3f} prompt_forwards={report['prompt_forwards']} "
         f"wall_vs_forward={wall / anchor:.0f}x discovery_s={report['discovery_seconds']:.1f} "
-        f"evaluation_s={evaluation:.1f}")
+        f"evaluation_s={evaluation:.1f} selection_stability_share={share:.4f} "
+        f"template_holdout_s={separate['template_holdout']:.1f} random_circuits_s={separate['random_circuits']:.1f}")
+    report["selection_stability_share"] = share
     return report
 
 

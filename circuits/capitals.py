@@ -16,6 +16,11 @@ The same for the paper's "uppercasing" (BIG-bench's Reasoning about Colored Obje
 and past tense, each with its own emergence layer. Around it: the MLP neurons that write the answer read as
 key-value memories, and word-vector analogies on the embedding matrix.
 
+Every mean over prompts is reported with its per-prompt values (`per_prompt`, one entry per prompt of the task,
+None where it was not measured) and a percentile bootstrap 95% interval (`<name>_ci`): the prompts resampled
+within task (`interp.stats.Bootstrap`, seeded by the run's seed), each quantity recomputed on the resample's own
+prompts; the emergence layer (a mode over prompts) is recomputed on each resample too.
+
 The defaults follow the authors' released code: their 248-row world-capitals table, France -> Paris as every
 capital prompt's demonstration, filler words drawn per prompt, the o-vector written at every position of blocks
 (its block - 1)..last, no BOS token. Each is an option, recorded in results.json under "protocol".
@@ -26,6 +31,7 @@ the last position. Run: `python circuits/capitals.py --model organism` (or `inte
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections import Counter
@@ -33,10 +39,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 
+import numpy as np
 import torch
 
 from interp.ablation import check_components, mlps
-from interp.cli import add_model, add_prepend_bos, add_workers, load, workers_for
+from interp.cli import add_bootstrap, add_model, add_prepend_bos, add_workers, load, workers_for
 from interp.data import load_pairs
 from interp.data.capitals import (CUE_FREE_REPEATS, FILLER_WORDS, FIXED_FILLER, KNOWN_TASKS, N_COLORED_OBJECTS,
                                   TASK_NAMES, Item, argument_answer_ids, demonstration_json, example_json, first_ids,
@@ -46,6 +53,7 @@ from interp.lens import boundary_hooks
 from interp.memories import answer_neurons, top_contexts, value_tokens
 from interp.organism.corpus import CorpusGenerator
 from interp.results import default_out_dir, jsonable, provenance, write_json
+from interp.stats import DEFAULT_RESAMPLES, Bootstrap, check_resamples, contains, rounded
 from interp.tokens import encode, first_token_id, prompt_ids
 from interp.metrics import token_ranks
 from interp.word_vectors import analogy
@@ -87,6 +95,8 @@ class Reading:
     argument_ranks: torch.Tensor  # [n, n_layers + 1]: lens rank of the argument at each boundary (1 = top)
     answer_ranks: torch.Tensor  # [n, n_layers + 1]
     prepend_bos: bool  # how its prompts were tokenized; the prompts built from them follow suit
+    indices: torch.Tensor  # [n]: each prompt's place among the prompts read (a subset keeps them)
+    n_read: int  # how many prompts were read
 
     @property
     def answered(self) -> torch.Tensor:
@@ -94,7 +104,16 @@ class Reading:
 
     def subset(self, mask: torch.Tensor) -> Reading:
         return Reading([item for item, keep in zip(self.items, mask) if keep], self.residuals[mask],
-                       self.mlp_outputs[mask], self.argument_ranks[mask], self.answer_ranks[mask], self.prepend_bos)
+                       self.mlp_outputs[mask], self.argument_ranks[mask], self.answer_ranks[mask], self.prepend_bos,
+                       self.indices[mask], self.n_read)
+
+    def place(self, values) -> list[float | int | None]:
+        """Per-prompt values [n] (NaN where the measurement does not apply) as results.json keeps every per-prompt
+        series: one entry per prompt read, None where it was not measured. All series of a task then line up
+        with its prompts, which the bootstrap resamples (a subset's values are resampled with the subset)."""
+        placed = torch.full((self.n_read,), float("nan"), dtype=torch.float64)
+        placed[self.indices] = torch.as_tensor(values, dtype=torch.float64)
+        return [None if math.isnan(v) else int(v) if v.is_integer() else v for v in placed.tolist()]
 
 
 def read(model, items: Sequence[Item], prepend_bos: bool = True) -> Reading:
@@ -104,7 +123,7 @@ def read(model, items: Sequence[Item], prepend_bos: bool = True) -> Reading:
     residuals = torch.stack([cache[name] for name in boundaries], dim=1)
     ranks = lens_ranks(model, residuals, argument_answer_ids(items))
     return Reading(list(items), residuals, torch.stack([cache[name] for name in outputs], dim=1),
-                   ranks[..., 0], ranks[..., 1], prepend_bos)
+                   ranks[..., 0], ranks[..., 1], prepend_bos, torch.arange(len(items)), len(items))
 
 
 def measured(reading: Reading) -> tuple[Reading, str]:
@@ -155,16 +174,19 @@ def lead_counts(blocks: list[int | None]) -> dict[str, int]:
 def switch_test(model, reading: Reading, layer: int) -> dict:
     """On the prompts where the answer leads right after block `layer`: subtract that block's MLP output from the
     block's output and read the lens again. How often is the argument back on top, how often is the answer
-    gone? (Block output minus MLP output is the residual between the block's attention and its MLP.)"""
+    gone? (Block output minus MLP output is the residual between the block's attention and its MLP.) Per prompt
+    (`per_prompt`, None where the answer does not lead there): argument back on top, answer lost (1 or 0)."""
     check_components(model, mlps([layer]))
     leads = reading.answer_ranks[:, layer + 1] == 1
-    if not leads.any():
-        return {"layer": layer, "n": 0, "rate": None, "answer_lost_rate": None}
-    subset = reading.subset(leads)
-    without_mlp = subset.residuals[:, layer + 1] - subset.mlp_outputs[:, layer]
-    ranks = lens_ranks(model, without_mlp, argument_answer_ids(subset.items))
-    return {"layer": layer, "n": len(subset.items), "rate": (ranks[:, 0] == 1).float().mean(),
-            "answer_lost_rate": (ranks[:, 1] > 1).float().mean()}
+    on_top, lost = torch.full((2, len(reading.items)), float("nan"))
+    if leads.any():
+        subset = reading.subset(leads)
+        without_mlp = subset.residuals[:, layer + 1] - subset.mlp_outputs[:, layer]
+        ranks = lens_ranks(model, without_mlp, argument_answer_ids(subset.items))
+        on_top[leads], lost[leads] = (ranks[:, 0] == 1).float(), (ranks[:, 1] > 1).float()
+    return {"layer": layer, "n": int(leads.sum()), "rate": on_top[leads].mean().item() if leads.any() else None,
+            "answer_lost_rate": lost[leads].mean().item() if leads.any() else None,
+            "per_prompt": {"argument_on_top": reading.place(on_top), "answer_lost": reading.place(lost)}}
 
 
 def transplant_blocks(layer: int, n_layers: int, start: Literal["layer-1", "layer"] = "layer-1") -> list[int]:
@@ -183,19 +205,20 @@ def transplant(model, reading: Reading, layer: int, source: int = 0,
     from a file, said to come from block `layer`; every prompt is then a target). Written over the MLP outputs of
     the `transplant_blocks` at `positions` of the other items' cue-free prompts ("all": each MLP becomes a
     constant function, as in the authors' code; or token indices, -1 the last), does it promote each one's own
-    answer? Ranks of the answer in the model's output, before and after."""
+    answer? Ranks of the answer in the model's output, before and after; per target prompt (`per_prompt`, None at
+    the source) the reciprocal ranks and whether it had no effect (1 or 0)."""
     check_components(model, mlps([layer]))
     if vector is None:
         if not 0 <= source < len(reading.items):
             raise InterpError(f"source prompt {source} is out of range: there are {len(reading.items)} prompts")
-        targets = [item for i, item in enumerate(reading.items) if i != source]
+        targets = reading.subset(torch.arange(len(reading.items)) != source)
         o_vector, origin, file = reading.mlp_outputs[source, layer], reading.items[source].argument, None
-        if not targets:
+        if not targets.items:
             raise InterpError("the transplant needs at least two prompts: one lends its o-vector to the others")
     else:
-        targets, o_vector, origin = list(reading.items), vector.vector, vector.path
+        targets, o_vector, origin = reading, vector.vector, vector.path
         file = {"path": vector.path, "sha256": vector.sha256}
-    prompts, answers = [item.cue_free for item in targets], first_ids([item.answer for item in targets])
+    prompts, answers = [item.cue_free for item in targets.items], first_ids([item.answer for item in targets.items])
     layers = transplant_blocks(layer, model.cfg.n_layers, start)
     before = token_ranks(final_logits(model, prompts, prepend_bos=reading.prepend_bos), answers)
     with mlp_outputs_replaced(model, o_vector, layers, positions):
@@ -203,49 +226,54 @@ def transplant(model, reading: Reading, layer: int, source: int = 0,
     mrr_before, mrr_after = (1 / before).mean(), (1 / after).mean()
     return {"layer": layer, "start": start, "layers": layers,
             "positions": positions if positions == "all" else list(positions),
-            "source": origin, "o_vector_file": file, "n": len(targets),
+            "source": origin, "o_vector_file": file, "n": len(prompts),
             "mrr_before": mrr_before, "mrr_after": mrr_after,
             "rank_before": 1 / mrr_before, "rank_after": 1 / mrr_after,  # the "rank" the paper quotes
-            "no_effect_rate": (after >= before).float().mean()}
+            "no_effect_rate": (after >= before).float().mean(),
+            "per_prompt": {"reciprocal_rank_before": targets.place(1 / before),
+                           "reciprocal_rank_after": targets.place(1 / after),
+                           "no_effect": targets.place(after >= before)}}
 
 
-def accuracies_without_last_mlps(model, prompts: Sequence[str], answers: torch.Tensor, ks: Sequence[int],
-                                 means: dict | None, prepend_bos: bool = True, workers: Workers | None = None
-                                 ) -> list[float]:
-    """For each k, the share of prompts whose top next token is the answer's first token with the MLPs of the last
-    k blocks zeroed (or replaced by `means`): every k in one batched run per prompt length. `workers` share the
-    batches out."""
-    def correct_in(replica, batches: list[tuple[list[int], torch.Tensor]]) -> torch.Tensor:
-        correct = torch.zeros(len(ks))
-        for indices, tokens in batches:
-            top = predictions_without_last_mlps(replica, tokens, ks, means).cpu()
-            correct += (top == answers[indices]).float().sum(1)
-        return correct
+def correct_without_last_mlps(model, prompts: Sequence[str], answers: torch.Tensor, ks: Sequence[int],
+                               means: dict | None, prepend_bos: bool = True, workers: Workers | None = None
+                               ) -> torch.Tensor:
+    """[len(ks), n_prompts]: whether each prompt's top next token is the answer's first token with the MLPs of the
+    last k blocks zeroed (or replaced by `means`), for each k: every k in one batched run per prompt length.
+    `workers` share the batches out."""
+    def correct_in(replica, batches: list[tuple[list[int], torch.Tensor]]) -> list[torch.Tensor]:
+        return [predictions_without_last_mlps(replica, tokens, ks, means).cpu() == answers[indices]
+                for indices, tokens in batches]
 
     batches = list(prompt_batches(model, prompts, prepend_bos=prepend_bos))
-    correct = torch.stack((workers or Workers(model)).map(correct_in, batches, "MLP ablations")).sum(0)
-    return (correct / len(prompts)).tolist()
+    correct = torch.zeros(len(ks), len(prompts), dtype=torch.bool)
+    for (indices, _), part in zip(batches, (workers or Workers(model)).map_items(correct_in, batches,
+                                                                                "MLP ablations")):
+        correct[:, indices] = part
+    return correct
 
 
-def ablation_curves(model, items: Sequence[Item], ks: Sequence[int], prepend_bos: bool = True,
-                    workers: Workers | None = None) -> dict:
-    """Accuracy on abstractive and extractive prompts with the MLPs of the last k blocks ablated (the paper's
-    "top FFN layers"), by zero and by mean ablation (means over both prompt sets, see `mean_mlp_outputs`)."""
+def ablation_curves(model, reading: Reading, ks: Sequence[int], workers: Workers | None = None) -> dict:
+    """Accuracy on the reading's abstractive and extractive prompts with the MLPs of the last k blocks ablated (the
+    paper's "top FFN layers"), by zero and by mean ablation (means over both prompt sets, see `mean_mlp_outputs`);
+    per prompt (`per_prompt`), whether each is answered (1 or 0)."""
     n_layers = model.cfg.n_layers
     bad = [k for k in ks if not 0 <= k <= n_layers]
     if bad or not ks:
         raise InterpError(f"ablation sizes {list(bad or ks)} are invalid: give k in 0..{n_layers} (MLPs removed)")
+    items = reading.items
     abstractive, extractive = [item.prompt for item in items], [item.extractive for item in items]
     answers = first_ids([item.answer for item in items])
-    means = mean_mlp_outputs(model, abstractive + extractive, range(n_layers), prepend_bos=prepend_bos)
+    means = mean_mlp_outputs(model, abstractive + extractive, range(n_layers), prepend_bos=reading.prepend_bos)
     curves = {}
     for method, replacement in (("zero", None), ("mean", means)):
-        accuracy = {name: accuracies_without_last_mlps(model, prompts, answers, ks, replacement, prepend_bos,
-                                                       workers)
-                    for name, prompts in (("abstractive", abstractive), ("extractive", extractive))}
+        correct = {name: correct_without_last_mlps(model, prompts, answers, ks, replacement, reading.prepend_bos,
+                                                   workers)
+                   for name, prompts in (("abstractive", abstractive), ("extractive", extractive))}
         curves[method] = {k: {"layers": list(range(n_layers - k, n_layers)),
-                              "abstractive_accuracy": accuracy["abstractive"][i],
-                              "extractive_accuracy": accuracy["extractive"][i]} for i, k in enumerate(ks)}
+                              **{f"{name}_accuracy": rows[i].float().mean().item() for name, rows in correct.items()},
+                              "per_prompt": {name: reading.place(rows[i]) for name, rows in correct.items()}}
+                          for i, k in enumerate(ks)}
     return {"n": len(items), "removed": "the MLPs of the last k blocks", **curves}
 
 
@@ -289,15 +317,103 @@ def analogies(model) -> list[dict]:
     return rows
 
 
+# --- How sure: bootstrap intervals over prompts ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TaskResamples:
+    """The run's bootstrap (stratified by task) seen from one task's prompts: columns start..start + n of it.
+
+    A quantity measured on some of them (the answered prompts; those where the answer leads at the switch test's
+    block) is resampled with them: in each resample it is recomputed on the prompts of its own that the resample
+    drew, which also carries how many of them there are. A resample that draws none leaves that quantity out."""
+
+    bootstrap: Bootstrap
+    start: int
+    n: int
+
+    @property
+    def counts(self) -> np.ndarray:  # [n_resamples, n]: how often each of the task's prompts is drawn
+        return self.bootstrap.counts[:, self.start:self.start + self.n]
+
+    def means(self, series) -> np.ndarray:
+        """A per-prompt series (None where not measured) -> its mean in each resample (NaN where none is drawn)."""
+        values = np.asarray(series, dtype=np.float64)
+        measured = ~np.isnan(values)
+        with np.errstate(invalid="ignore"):
+            return (self.counts @ np.where(measured, values, 0.0)) / (self.counts @ measured)
+
+    def modes(self, series, n_blocks: int) -> np.ndarray:
+        """Per-prompt blocks (None where not measured) -> the most frequent in each resample, the earliest on ties
+        (`emergence_layer`'s rule; counted in integers, so ties stay ties), NaN where none is drawn."""
+        tally = self.counts @ (np.asarray(series, dtype=np.float64)[:, None] == np.arange(n_blocks))
+        return np.where(tally.sum(1) > 0, tally.argmax(1), np.nan)
+
+    def interval(self, samples) -> list[float] | None:
+        """The percentile interval over the resamples where the statistic is defined (None: in none)."""
+        samples = np.asarray(samples, dtype=np.float64)
+        drawn = samples[~np.isnan(samples)]
+        return rounded(self.bootstrap.interval(drawn)) if drawn.size else None
+
+
+def add_intervals(summary: dict, resamples: TaskResamples, means: dict[str, str], of_mean=lambda mean: mean) -> None:
+    """`<name>_ci` beside each reported `name` of `summary`: the interval of `of_mean` of the mean of its
+    per-prompt series (`means[name]`, a key of `summary["per_prompt"]`, kept last)."""
+    for name, series in means.items():
+        summary[f"{name}_ci"] = resamples.interval(of_mean(resamples.means(summary["per_prompt"][series])))
+    summary["per_prompt"] = summary.pop("per_prompt")
+
+
+def add_uncertainty(results: dict, bootstrap: Bootstrap | None) -> None:
+    """Every mean over prompts of the results gets its bootstrap interval (`<name>_ci`), the emergence layer its
+    interval and its distribution over the resamples (`emergence_layer_bootstrap`: block -> share), from one set
+    of resamples of every task's prompts, in the order of `results["tasks"]`; nothing with no bootstrap."""
+    results["bootstrap"] = None if bootstrap is None else bootstrap.describe()
+    if bootstrap is None:
+        return
+    start = 0
+    for task, entry in results["tasks"].items():
+        resamples = TaskResamples(bootstrap, start, entry["n_prompts"])
+        start += entry["n_prompts"]
+        blocks = resamples.modes(entry["per_prompt"]["answer_peak_block"], results["n_layers"])
+        entry["emergence_layer_ci"] = resamples.interval(blocks)
+        drawn, times = np.unique(blocks[~np.isnan(blocks)], return_counts=True)
+        entry["emergence_layer_bootstrap"] = {str(int(b)): t / times.sum() for b, t in zip(drawn, times)}
+        add_intervals(entry, resamples, {"accuracy": "answered"})
+        add_intervals(entry["switch_test"], resamples, {"rate": "argument_on_top", "answer_lost_rate": "answer_lost"})
+        transplanted = results["transplant"][task]
+        if task != "capitals" or results["protocol"]["o_vector_layer"] is None:  # the block is the measured one
+            transplanted["layer_ci"] = entry["emergence_layer_ci"]
+        add_intervals(transplanted, resamples, {"mrr_before": "reciprocal_rank_before",
+                                                "mrr_after": "reciprocal_rank_after", "no_effect_rate": "no_effect"})
+        add_intervals(transplanted, resamples, {"rank_before": "reciprocal_rank_before",
+                                                "rank_after": "reciprocal_rank_after"}, np.reciprocal)
+        if task == "capitals":
+            for method in ("zero", "mean"):
+                for curve in results["ablation"][method].values():
+                    add_intervals(curve, resamples, {"abstractive_accuracy": "abstractive",
+                                                     "extractive_accuracy": "extractive"})
+    results["emergence_layer_ci"] = results["tasks"]["capitals"]["emergence_layer_ci"]
+
+
 # --- The experiment --------------------------------------------------------------------------------------------
+
+def compared(paper: float, ours: dict, key: str) -> dict:
+    """The paper's value beside ours (`ours[key]`), with our interval and whether it holds the paper's value
+    when there is one (`ours[key + "_ci"]`)."""
+    row = {"paper": paper, "ours": ours[key]}
+    interval = ours.get(f"{key}_ci")
+    if interval is not None:
+        row.update(ours_ci=interval, inside_interval=contains(interval, paper))
+    return row
+
 
 def paper_comparison(results: dict) -> dict:
     paper, transplants = PAPER_GPT2_MEDIUM, results["transplant"]
     return {
-        "emergence_layer": {"paper": paper["emergence_layer"], "ours": results["emergence_layer"]},
-        "o_vector_layer": {task: {"paper": layer, "ours": transplants[task]["layer"]}
+        "emergence_layer": compared(paper["emergence_layer"], results, "emergence_layer"),
+        "o_vector_layer": {task: compared(layer, transplants[task], "layer")
                            for task, layer in paper["o_vector_layer"].items() if task in transplants},
-        **{key: {task: {"paper": value, "ours": transplants[task][key]}
+        **{key: {task: compared(value, transplants[task], key)
                  for task, value in paper[key].items() if task in transplants}
            for key in ("rank_before", "rank_after", "no_effect_rate")},
     }
@@ -305,7 +421,8 @@ def paper_comparison(results: dict) -> dict:
 
 def lens_reading(model, items: Sequence[Item], prepend_bos: bool) -> tuple[Reading, dict]:
     """A task's prompts read with the logit lens: the reading the mechanism is measured on, and what results.json
-    says of it (accuracy, emergence layer, trajectories, switch test, first-token collisions)."""
+    says of it (accuracy, emergence layer, trajectories, switch test, first-token collisions; per prompt, whether
+    it is answered, both lens curves and, on the measured prompts, the block `emergence_layer` counts)."""
     reading = read(model, items, prepend_bos)
     subset, basis = measured(reading)
     layer = emergence_layer(subset.answer_ranks)
@@ -317,7 +434,10 @@ def lens_reading(model, items: Sequence[Item], prepend_bos: bool) -> tuple[Readi
         "measured_arguments": [item.argument for item in subset.items], "emergence_layer": layer,
         "argument_first_leads": lead_counts(first_lead_blocks(subset.argument_ranks)),
         "answer_first_leads": lead_counts(first_lead_blocks(subset.answer_ranks)),
-        "trajectory": trajectory(subset), "switch_test": switch_test(model, subset, layer)}
+        "trajectory": trajectory(subset), "switch_test": switch_test(model, subset, layer),
+        "per_prompt": {"answered": reading.place(reading.answered), "argument_ranks": reading.argument_ranks.tolist(),
+                       "answer_ranks": reading.answer_ranks.tolist(),
+                       "answer_peak_block": subset.place(peak_blocks(subset.answer_ranks))}}
 
 
 @dataclass(frozen=True)
@@ -355,16 +475,18 @@ class Protocol:
 
 def run(model, out_dir: str | Path, seed: int = 0, quiet: bool = False, n_prompts: int | None = None,
         ablation_ks: Sequence[int] | None = None, n_texts: int = 200, prepend_bos: bool = False,
-        workers: Workers | None = None, **choices) -> dict:
+        workers: Workers | None = None, bootstrap: int = DEFAULT_RESAMPLES, **choices) -> dict:
     """The whole experiment; writes results.json, timing.json and the figures into out_dir, returns the results.
 
     n_prompts (per task; default all pairs of each table, `N_COLORED_OBJECTS` scenes), ablation_ks (default: a
     spread from 0 to all layers) and n_texts (the sample for the memories) trade detail for time. Every prompt
     starts with BOS when `prepend_bos` (not in the authors' code). `workers` share the ablation curves' prompt
-    batches out. `choices` are the fields of `Protocol`."""
+    batches out. `bootstrap` resamples of the prompts, within task and seeded by `seed`, give every mean its 95%
+    interval (0: none; see `add_uncertainty`). `choices` are the fields of `Protocol`."""
     workers = workers or Workers(model)
     protocol = Protocol(**choices)
     loaded = protocol.check(model)
+    n_resamples = check_resamples(bootstrap)
     if n_texts < 1:
         raise InterpError(f"the key-value memories need a text sample of at least 1 text, not {n_texts}")
     say = (lambda message: None) if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
@@ -400,8 +522,11 @@ def run(model, out_dir: str | Path, seed: int = 0, quiet: bool = False, n_prompt
     say("[capitals] ablation curves")
     ks = default_ks(model.cfg.n_layers) if ablation_ks is None else list(ablation_ks)
     results["ablation"] = {"measured_on": capitals["measured_on"],
-                           **ablation_curves(model, readings["capitals"].items, ks, prepend_bos, workers)}
+                           **ablation_curves(model, readings["capitals"], ks, workers)}
     seconds_since_start["ablation"] = time.time() - start
+    groups = [task for task, entry in results["tasks"].items() for _ in range(entry["n_prompts"])]
+    add_uncertainty(results, Bootstrap.over(groups, n_resamples, seed))
+    seconds_since_start["bootstrap"] = time.time() - start
 
     say("[capitals] key-value memories, word-vector analogies")
     texts = text_sample(model, n_texts, seed)
@@ -428,15 +553,26 @@ def figures_from_results(data: dict, out_dir: str | Path) -> list[Path]:
             *save_figure(plot_ablation_curves(data["ablation"], data["model"]), out_dir, "ablation")]
 
 
+def ci(summary: dict, key: str, form: str) -> str:
+    """` [low, high]` of `summary[key + "_ci"]` in the format `form`, or nothing without one."""
+    interval = summary.get(f"{key}_ci")
+    return "" if interval is None else f" [{interval[0]:{form}}, {interval[1]:{form}}]"
+
+
 def summary(results: dict) -> str:
     switch = results["switch_test"]
-    switched = (f"the argument is back on top in {switch['rate']:.0%} of {switch['n']} prompts" if switch["n"]
-                else "no prompt where the answer leads after that block")
-    lines = [f"{results['model']}: the answer emerges at block {results['emergence_layer']}; switch test: {switched}"]
+    switched = (f"the argument is back on top in {switch['rate']:.0%}{ci(switch, 'rate', '.0%')} of {switch['n']} "
+                "prompts" if switch["n"] else "no prompt where the answer leads after that block")
+    lines = [f"{results['model']}: the answer emerges at block {results['emergence_layer']}"
+             f"{ci(results, 'emergence_layer', 'g')}; switch test: {switched}"]
+    if results.get("bootstrap"):
+        lines.append(f"  [low, high]: 95% bootstrap intervals over prompts ({results['bootstrap']['n_resamples']} "
+                     "resamples within task)")
     lines += [f"  {task} skipped: {reason}" for task, reason in results["skipped_tasks"].items()]
     for task, t in results["transplant"].items():
-        lines.append(f"  o-vector {task} (block {t['layer']}): MRR {t['mrr_before']:.3f} -> {t['mrr_after']:.3f} "
-                     f"(rank {t['rank_before']:.1f} -> {t['rank_after']:.1f}), no effect {t['no_effect_rate']:.0%}")
+        lines.append(f"  o-vector {task} (block {t['layer']}): MRR {t['mrr_before']:.3f}{ci(t, 'mrr_before', '.3f')}"
+                     f" -> {t['mrr_after']:.3f}{ci(t, 'mrr_after', '.3f')} (rank {t['rank_before']:.1f} -> "
+                     f"{t['rank_after']:.1f}), no effect {t['no_effect_rate']:.0%}{ci(t, 'no_effect_rate', '.0%')}")
     for method in ("zero", "mean"):
         lines.append(f"  {method} ablation, last k MLPs: " + ", ".join(
             f"k={k} {v['abstractive_accuracy']:.2f}/{v['extractive_accuracy']:.2f}"
@@ -475,6 +611,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--o-vector-layer", type=int, default=None, metavar="L",
                         help="the block of the capitals o-vector (default: the capitals emergence layer)")
     add_prepend_bos(parser, default=False)
+    add_bootstrap(parser)
     add_workers(parser)
     parser.add_argument("--quiet", action="store_true")
 
@@ -491,11 +628,13 @@ def int_list(text: str) -> list[int]:
 
 
 def run_args(args: argparse.Namespace) -> dict:
+    check_resamples(args.bootstrap)  # before the model loads
     model = load(args)
     out_dir = Path(args.out) if args.out else default_out_dir("capitals", args.model)
     with workers_for(args, model) as pool:
         results = run(model, out_dir, seed=args.seed, quiet=args.quiet, n_prompts=args.n_prompts,
                       ablation_ks=args.ablation_ks, n_texts=args.n_texts, prepend_bos=args.prepend_bos, workers=pool,
+                      bootstrap=args.bootstrap,
                       tasks=args.tasks, capitals_table=args.capitals_table, demonstration=args.demonstration,
                       filler=args.filler, cue_free_repeats=args.cue_free_repeats,
                       transplant_positions="all" if args.transplant_positions == "all" else (-1,),

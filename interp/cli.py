@@ -29,6 +29,12 @@ def add_prepend_bos(parser, default: bool = True) -> None:
                              f"{'yes' if default else 'no'}; recorded in the results)")
 
 
+def add_bootstrap(parser) -> None:
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                        help="bootstrap resamples of the prompts (within template or task) for every mean's 95%% "
+                             "interval and every found component's selection frequency (default 1000; 0: off)")
+
+
 def add_workers(parser) -> None:
     parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help="share the sweeps out to N Ray workers, each with its own copy of the model (a local "
@@ -190,7 +196,7 @@ def build_parser() -> Parser:
     lens.add_argument("--out", help="directory for lens.json and the figure")
     lens.set_defaults(run=cmd_lens)
 
-    from interp.circuits import article, capitals, discover, ioi
+    from interp.circuits import article, capitals, check, discover, ioi
 
     ioi_parser = commands.add_parser("ioi", help="reproduce the IOI circuit (Wang et al.)")
     ioi.add_arguments(ioi_parser)
@@ -199,6 +205,11 @@ def build_parser() -> Parser:
     capitals_parser = commands.add_parser("capitals", help="reproduce the capital-city FFN vector (Merullo et al.)")
     capitals.add_arguments(capitals_parser)
     capitals_parser.set_defaults(run=capitals.run_args)
+
+    check_parser = commands.add_parser("check", help="acceptance test of real GPT-2 weights: TransformerLens's "
+                                       "recorded loss, the IOI paper's numbers, the capitals paper's logit lens")
+    check.add_arguments(check_parser)
+    check_parser.set_defaults(run=check.run_from_args)
 
     article_parser = commands.add_parser("article", help="the explainer's claims about GPT-2, measured (word vectors, "
                                          "context, heads, memories, facts, IOI's limit, one-liners)")
@@ -232,13 +243,14 @@ def build_parser() -> Parser:
 
     bench = commands.add_parser("bench", help="benchmarks (source checkout): patching and edge attribution vs "
                                 "TransformerLens, IOI's cost")
-    bench.add_argument("name", choices=["patching", "ioi", "discovery", "load", "scale"],
+    bench.add_argument("name", choices=["patching", "ioi", "discovery", "load", "scale", "noise"],
                        help="patching: interp vs TransformerLens; ioi: the whole IOI pipeline's cost; discovery: "
                        "EAP vs TransformerLens's edge attribution, EAP-IG, exact edge patching; load: loading time "
                        "and peak memory over the weights' bytes, per size; scale: IOI in one process vs on 1 and 2 "
-                       "Ray workers")
+                       "Ray workers; noise: IOI discovery on planted:ioi as the heads outside its circuit get noisier")
     bench.add_argument("--model", default=None,
-                       help="model spec (default: random:gpt2 for patching, planted:ioi for ioi, discovery and scale)")
+                       help="model spec (default: random:gpt2 for patching, planted:ioi for ioi, discovery, scale "
+                       "and noise)")
     bench.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     bench.add_argument("--json", action="store_true", help="print the full report as one JSON object")
     bench.set_defaults(run=cmd_bench)

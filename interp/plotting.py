@@ -40,9 +40,12 @@ def token_label(token: str) -> str:
 
 
 def plot_layer_grid(grid, title: str, label: str, marked: dict[str, list] | None = None,
-                    columns: list[str] | None = None, column_title: str = "head", center: float = 0.0):
+                    columns: list[str] | None = None, column_title: str = "head", center: float = 0.0,
+                    intervals=None, threshold: float | None = None):
     """A layers x (heads or positions) grid, diverging colours centred at `center`; named groups of
-    (layer, column) cells outlined; `columns` labels the columns (e.g. the prompt's tokens)."""
+    (layer, column) cells outlined; `columns` labels the columns (e.g. the prompt's tokens). With `intervals`
+    ([layer, column, 2]), cells whose interval crosses +-`threshold` get a cross, those whose interval crosses zero
+    a dot."""
     import numpy as np
 
     values = np.asarray(grid, dtype=float)
@@ -61,6 +64,14 @@ def plot_layer_grid(grid, title: str, label: str, marked: dict[str, list] | None
         ax.set_ylabel("layer")
         ax.set_title(title)
         fig.colorbar(image, ax=ax, label=label, fraction=0.04)
+        if intervals is not None:
+            low, high = np.asarray(intervals, dtype=float)[..., 0], np.asarray(intervals, dtype=float)[..., 1]
+            crosses_threshold = np.zeros(values.shape, dtype=bool) if threshold is None else (
+                ((low < threshold) & (threshold < high)) | ((low < -threshold) & (-threshold < high)))
+            crosses_zero = (low <= 0) & (0 <= high) & ~crosses_threshold
+            for mask, marker, size in ((crosses_threshold, "x", 18), (crosses_zero, ".", 4)):
+                rows, cols = np.nonzero(mask)
+                ax.scatter(cols, rows, marker=marker, s=size, c="#444444", linewidths=0.8)
         for (name, members), colour in zip((marked or {}).items(), CLASS_COLOURS):
             for i, (layer, head) in enumerate(members):
                 ax.add_patch(plt.Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, lw=2, ec=colour,
@@ -68,6 +79,24 @@ def plot_layer_grid(grid, title: str, label: str, marked: dict[str, list] | None
         if marked and any(marked.values()):
             ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, fontsize=8)
         fig.tight_layout()
+    return fig
+
+
+def plot_selection_frequency(selection: dict, heads: dict[str, list], title: str):
+    """Each head's selection frequency: in its class for the found heads (outlined, frequency written), and in
+    any class for the others."""
+    import numpy as np
+
+    frequency = {name: np.asarray(grid, dtype=float) for name, grid in selection["frequency"].items()}
+    shown = np.max(np.stack(list(frequency.values())), 0)
+    for name, members in heads.items():
+        for layer, head in members:
+            shown[layer, head] = frequency[name][layer, head]
+    fig = plot_layer_grid(shown, title, "fraction of resamples selecting the head", heads)
+    ax = fig.axes[0]
+    for members in heads.values():
+        for layer, head in members:
+            ax.text(head, layer, f"{shown[layer, head]:.2f}".lstrip("0"), ha="center", va="center", fontsize=6)
     return fig
 
 
@@ -199,7 +228,13 @@ def ioi_figures(results: dict, out_dir: str | Path) -> list[Path]:
         label = ("relative change of IO-S logit diff" if name != "backup_rise"
                  else "rise / clean logit diff")
         marked = {c: results["heads"][c] for c in classes}
-        paths += save_figure(plot_layer_grid(grid, f"{title} ({model})", label, marked), out_dir, f"ioi_{name}")
+        intervals = results.get("selection", {}).get("grid_intervals", {}).get(name)
+        paths += save_figure(plot_layer_grid(grid, f"{title} ({model})", label, marked, intervals=intervals,
+                                             threshold=results["threshold"]), out_dir, f"ioi_{name}")
+    if "selection" in results:
+        paths += save_figure(plot_selection_frequency(results["selection"], results["heads"],
+                                                      f"Selection frequency over bootstrap resamples ({model})"),
+                             out_dir, "ioi_selection_frequency")
     n_layers = len(next(iter(results["grids"].values())))
     paths += save_figure(plot_ioi_circuit(results["heads"], n_layers, f"IOI circuit found in {model}"),
                          out_dir, "ioi_circuit")
@@ -264,9 +299,19 @@ def boundary_axis(ax, n_boundaries: int) -> None:
     ax.set_xlabel("residual stream after block")
 
 
+def ci_errors(values: list[float], intervals: list[list[float] | None]) -> list[list[float]] | None:
+    """Matplotlib's `yerr` (distances below and above) for values with bootstrap intervals; None without them. A
+    percentile interval need not hold the mean (a skewed statistic): the bar then ends at the mean."""
+    if not all(intervals):
+        return None
+    return [[max(v - low, 0) for v, (low, _) in zip(values, intervals)],
+            [max(high - v, 0) for v, (_, high) in zip(values, intervals)]]
+
+
 def plot_lens_trajectories(tasks: dict, model: str):
     """Capital-city experiment: per task, the median lens rank (quartile band) of the argument and of the answer
-    at the last position, boundary by boundary; the dotted line marks the task's emergence block."""
+    at the last position, boundary by boundary; the dotted line marks the task's emergence block, the grey span
+    its bootstrap 95% interval when the results have one."""
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(tasks), figsize=(3.8 * len(tasks), 3.4), squeeze=False, sharey=True)
         for ax, (task, data) in zip(axes[0], tasks.items()):
@@ -277,8 +322,12 @@ def plot_lens_trajectories(tasks: dict, model: str):
                 ax.fill_between(x, ranks["q25"], ranks["q75"], color=color, alpha=0.2, linewidth=0)
             boundary_axis(ax, len(x))
             ax.axvline(data["emergence_layer"] + 1, color="gray", linestyle=":", linewidth=1)
+            interval = data.get("emergence_layer_ci")
+            if interval:
+                ax.axvspan(interval[0] + 1 - 0.3, interval[1] + 1 + 0.3, color="gray", alpha=0.15, linewidth=0)
             ax.set_yscale("log")
-            ax.set_title(f"{task} (emerges at block {data['emergence_layer']}, n={data['n_measured']})")
+            within = f", 95% {interval[0]:g}-{interval[1]:g}" if interval else ""
+            ax.set_title(f"{task} (emerges at block {data['emergence_layer']}{within}, n={data['n_measured']})")
         axes[0, 0].invert_yaxis()  # shared y: rank 1 on top in every panel
         axes[0, 0].set_ylabel("logit-lens rank at the last position")
         axes[0, 0].legend(loc="best")
@@ -289,19 +338,24 @@ def plot_lens_trajectories(tasks: dict, model: str):
 
 def plot_transplant(transplant: dict, model: str):
     """Capital-city experiment: the answer's mean reciprocal rank on cue-free prompts before and after the
-    o-vector is written over the MLP outputs, per task; the share of prompts it did not help is annotated."""
+    o-vector is written over the MLP outputs, per task; the share of prompts it did not help is annotated. Error
+    bars and bracketed ranges: bootstrap 95% intervals, when the results have them."""
     tasks = list(transplant)
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(tasks), 3.2))
         x = range(len(tasks))
-        ax.bar([i - 0.2 for i in x], [transplant[t]["mrr_before"] for t in tasks], width=0.4, color="C7",
-               label="cue-free prompt")
-        ax.bar([i + 0.2 for i in x], [transplant[t]["mrr_after"] for t in tasks], width=0.4, color="C3",
-               label="with the o-vector")
+        for offset, key, color, label in ((-0.2, "mrr_before", "C7", "cue-free prompt"),
+                                          (0.2, "mrr_after", "C3", "with the o-vector")):
+            values = [transplant[t][key] for t in tasks]
+            ax.bar([i + offset for i in x], values, width=0.4, color=color, label=label, capsize=3,
+                   yerr=ci_errors(values, [transplant[t].get(f"{key}_ci") for t in tasks]))
         for i, task in enumerate(tasks):
-            ax.annotate(f"no effect {transplant[task]['no_effect_rate']:.0%}", (i, 1.02), ha="center", fontsize=8)
+            interval = transplant[task].get("no_effect_rate_ci")
+            ax.annotate(f"no effect {transplant[task]['no_effect_rate']:.0%}"
+                        + (f"\n[{interval[0]:.0%}, {interval[1]:.0%}]" if interval else ""), (i, 1.02),
+                        ha="center", fontsize=8)
         ax.set_xticks(list(x), [f"{t}\n(block {transplant[t]['layer']})" for t in tasks])
-        ax.set_ylim(0, 1.12)
+        ax.set_ylim(0, 1.2)
         ax.set_ylabel("mean reciprocal rank of the answer")
         ax.legend(loc="upper left", bbox_to_anchor=(1, 1))
         ax.set_title(f"o-vector transplant ({model})")
@@ -311,14 +365,19 @@ def plot_transplant(transplant: dict, model: str):
 
 def plot_ablation_curves(ablation: dict, model: str):
     """Capital-city experiment: accuracy on abstractive (from memory) and extractive (fact in context) prompts as
-    the MLPs of the last k blocks are removed, by zero (solid) and mean (dashed) ablation."""
+    the MLPs of the last k blocks are removed, by zero (solid) and mean (dashed) ablation; bands: bootstrap 95%
+    intervals, when the results have them."""
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(4.6, 3.2))
         for method, style in (("zero", "-"), ("mean", "--")):
             ks = [int(k) for k in ablation[method]]
             for key, color in (("abstractive_accuracy", "C3"), ("extractive_accuracy", "C0")):
-                ax.plot(ks, [ablation[method][str(k)][key] for k in ks], style, marker="o", markersize=3,
+                curve = [ablation[method][str(k)] for k in ks]
+                ax.plot(ks, [point[key] for point in curve], style, marker="o", markersize=3,
                         color=color, label=f"{key.split('_')[0]}, {method}")
+                intervals = [point.get(f"{key}_ci") for point in curve]
+                if all(intervals):
+                    ax.fill_between(ks, *zip(*intervals), color=color, alpha=0.12, linewidth=0)
         ax.set_xticks(ks)
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlabel("MLPs removed (the last k blocks)")
@@ -330,12 +389,17 @@ def plot_ablation_curves(ablation: dict, model: str):
 
 
 def plot_faithfulness_curve(curve: dict, title: str):
-    """Faithfulness of the top-edge circuits at MIB's budgets (log x), with CPR and CMD."""
+    """Faithfulness of the top-edge circuits at MIB's budgets (log x), with CPR and CMD; with `faithfulness_ci`,
+    each point's bootstrap interval as a band."""
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(5.2, 3.4))
         percent = [100 * b for b in curve["budgets"]]
         ax.axhline(1.0, color="0.6", lw=0.8, ls="--")
         ax.axhline(0.0, color="0.8", lw=0.8)
+        if curve.get("faithfulness_ci") is not None:
+            low, high = zip(*curve["faithfulness_ci"])
+            ax.fill_between(percent, low, high, color=CLASS_COLOURS[0], alpha=0.2, lw=0, label="95% interval")
+            ax.legend(loc="upper left", fontsize=8, frameon=False)
         ax.plot(percent, curve["faithfulness"], "o-", color=CLASS_COLOURS[0], ms=4)
         ax.set_xscale("log")
         ax.set_xlabel("edges kept (% of the graph, before pruning)")

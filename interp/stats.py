@@ -104,8 +104,10 @@ class Bootstrap:
         return np.asarray(selected, dtype=np.float64).mean(-1)
 
     def describe(self) -> dict:
+        sizes = np.unique(self.groups, return_counts=True)[1]
+        # a stratum of one prompt never varies: many of them make the intervals too narrow
         return {"n_resamples": self.n_resamples, "seed": self.seed, "level": self.level, "method": "percentile",
-                "strata": len(set(self.groups.tolist()))}
+                "strata": len(sizes), "smallest_stratum": int(sizes.min())}
 
 
 def contains(interval, value: float) -> bool:
@@ -128,3 +130,11 @@ def jaccard(a, b) -> float:
 def rounded(array, digits: int = 6):
     """A float array as nested lists for results.json, rounded so files stay small and stable."""
     return np.round(np.asarray(array, dtype=np.float64), digits).tolist()
+
+
+def closeness_test(found: float, random) -> dict:
+    """A found circuit's distance from the model (any statistic, smaller is closer) against random circuits':
+    `percentile`, the share of random circuits farther; `p_value`, (1 + the number at least as close) / (n + 1)."""
+    random = np.asarray(random, dtype=np.float64)
+    return {"percentile": float(100 * (random > found).mean()) if len(random) else None,
+            "p_value": float((1 + (random <= found).sum()) / (len(random) + 1))}

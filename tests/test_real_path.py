@@ -68,7 +68,7 @@ def test_every_command_on_a_directory_with_tokenizer_files(capsys, tiny_hub_dir,
                                "--answer", " Mary", "--wrong", " John", "--json"))
     assert patch["clean_token_ids"][:2] == [GPT2_BOS, 2215] and len(patch["grid"][0]) == 15
 
-    run_cli(capsys, "ioi", "--model", model, "--n", 8, "--quiet", "--out", tmp_path / "ioi")
+    run_cli(capsys, "ioi", "--model", model, "--n", 8, "--random-circuits", 10, "--quiet", "--out", tmp_path / "ioi")
     check_ioi_dataset(json.loads((tmp_path / "ioi" / "results.json").read_text()), 8)
     run_cli(capsys, "capitals", "--model", model, "--n-prompts", 3, "--ablation-ks", "0,1", "--n-texts", 5,
             "--quiet", "--out", tmp_path / "capitals")

@@ -54,6 +54,16 @@ INHIBIT_FLAG, INHIBIT_SINK = 12.0, 4.0  # S-inhibition: attention to r
 NAME, INHIBITED = 10.0, 2.0  # name movers: names; minus the inhibited name (graded, so each S-inhibition head counts)
 MOVE, NEGATIVE_MOVE = 8.0, 2.0  # what a name mover writes into O (logit units), and a negative one against it
 BACKUP_NAME, BACKUP_SINK, BACKUP_INHIBITED, BACKUP_WRITTEN, BACKUP_MOVE = 13.0, 6.0, 10.0, 1.0, 1.2
+# Noise: the heads outside the circuit (`minor_heads`). Spreads (std) of their attention scores (nats): on names,
+# on the sink, and the query's code in a block . the key's name, per block (O holds names at MOVE's scale).
+MINOR_NAME, MINOR_SINK = 4.0, 4.0
+MINOR_READ = {"N": 4.0, "R": 4.0, "D": 4.0, "I": 4.0, "O": 4.0 / MOVE}
+# Spreads of their write gains at noise level 1 into each name block (O: logit units, as MOVE) and each flag. They
+# copy from the name blocks but leave N, the tokens' own identity, alone: heads copying a name onto itself compound
+# into a scaling of every name, no longer one head's effect.
+MINOR_WRITE = {"O": 4.0, "R": 0.2, "D": 0.2, "I": 0.2}
+MINOR_SOURCES = ("N", "R", "D", "I")
+FLAGS, MINOR_FLAG = ("f", "g", "r"), 0.1
 
 
 def ioi_layout(seed: int | None = None) -> dict[str, list[tuple[int, int]]]:
@@ -118,8 +128,35 @@ def name_tokens() -> list[int]:
     return sorted({single_token_id(" " + name, tokenizer) for name in PAPER_NAMES + ORGANISM_NAMES})
 
 
-def build(seed: int | None = None):
-    """The planted IOI model (a `GPT2LMHeadModel`) with the roles at `ioi_layout(seed)`."""
+def minor_heads(residual: Residual, layout: dict[str, list[tuple[int, int]]], noise: float, seed: int | None
+                ) -> dict[tuple[int, int], Head]:
+    """The terms every head outside the circuit carries at noise level `noise` (none at 0), drawn from `seed`
+    whatever the level, so that a sweep scales the same heads. Attention (the same at every level): scores on
+    "is a name" and on the sink at the key, and the query's code in one block . the key's name; output (times the
+    level): one name block read, copied into every name block, and one flag read, written into every flag, each
+    with a random signed gain."""
+    if noise == 0:
+        return {}
+    generator = torch.Generator().manual_seed(2000 + (seed or 0))
+    draw = lambda: torch.randn((), generator=generator, dtype=torch.float64).item()  # noqa: E731
+    pick = lambda names: names[int(torch.randint(len(names), (), generator=generator))]  # noqa: E731
+    circuit = {head for members in layout.values() for head in members}
+    f, sink = residual["f"][:, 0], residual["P"][:, 0]
+    minor = {}
+    for head in [(layer, head) for layer in range(N_LAYERS) for head in range(N_HEADS) if (layer, head) not in circuit]:
+        query = pick(tuple(MINOR_READ))
+        name_write = sum(draw() * spread * residual[block] for block, spread in MINOR_WRITE.items())
+        flag_write = sum(draw() * MINOR_FLAG * residual[block] for block in FLAGS)
+        minor[head] = Head(qk=[(draw() * MINOR_READ[query] * residual[query], residual["N"])],
+                           bias=[draw() * MINOR_NAME * f + draw() * MINOR_SINK * sink],
+                           ov=[(residual[pick(MINOR_SOURCES)], noise * name_write),
+                               (residual[pick(FLAGS)], noise * flag_write)])
+    return minor
+
+
+def build(seed: int | None = None, noise: float = 0.0):
+    """The planted IOI model (a `GPT2LMHeadModel`) with the roles at `ioi_layout(seed)` and the heads outside the
+    circuit at noise level `noise` (`minor_heads`)."""
     residual = Residual.new(D_MODEL)
     residual.block("constant", 1)
     n, f = residual.block("N", NAME_CODE), residual.block("f", 1)
@@ -166,4 +203,4 @@ def build(seed: int | None = None):
         heads[head] = Head(qk=[(-BACKUP_INHIBITED * i_block - BACKUP_WRITTEN * out, n)],
                            bias=[BACKUP_NAME * f[:, 0] + BACKUP_SINK * sink[:, 0]], ov=[(n, BACKUP_MOVE * out)])
     return gpt2_model(N_LAYERS, N_HEADS, residual, embeddings, positions, heads, NOISE_SCALE,
-                      seed=1000 + (seed or 0))
+                      seed=1000 + (seed or 0), minor=minor_heads(residual, layout, noise, seed))

@@ -6,7 +6,8 @@
 - `Head`: an attention head written as what it does: QK terms (query read . key read, or a constant query),
   OV terms (read one block, write another), packed into GPT-2's 64 head dimensions.
 - `gpt2_model`: a `GPT2LMHeadModel` of a given shape with those heads, zero MLPs except where asked, and the
-  residual's embeddings; every head without a role carries small seeded random weights.
+  residual's embeddings; every head without a role carries small seeded random weights, plus any `minor` terms
+  given for it (graded effects on the task: `interp.planted.ioi`'s noise level).
 """
 from __future__ import annotations
 
@@ -123,10 +124,12 @@ def noise_head(d_model: int, d_head: int, keep_out: Tensor, scale: float, genera
 
 def gpt2_model(n_layer: int, n_head: int, residual: Residual, token_embeddings: Tensor, position_signals: Tensor,
                heads: dict[tuple[int, int], Head], noise_scale: float, seed: int,
-               mlps: dict[int, tuple[Tensor, Tensor, Tensor]] | None = None):
+               mlps: dict[int, tuple[Tensor, Tensor, Tensor]] | None = None,
+               minor: dict[tuple[int, int], Head] | None = None):
     """A `GPT2LMHeadModel` with these weights. `token_embeddings` [vocab, d_model]; `position_signals`
     [n_positions, d_model] (the constant direction is added here); `mlps`: layer -> (W_in [d_model, d_mlp],
-    b_in [d_mlp], W_out [d_mlp, d_model]), zero elsewhere."""
+    b_in [d_mlp], W_out [d_mlp, d_model]), zero elsewhere; `minor`: terms added to the random weights of heads
+    without a role (the random draws are the same with or without them)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     d_model = residual.d_model
@@ -140,14 +143,23 @@ def gpt2_model(n_layer: int, n_head: int, residual: Residual, token_embeddings: 
     keep_out = torch.stack([residual.basis[:, 0], constant], 1)
     gain = CONSTANT_NORM / math.sqrt(d_model)  # LayerNorm(x) = x * gain * sqrt(d) / |x| ~ x
     generator = torch.Generator().manual_seed(seed)
+    minor = minor or {}
     state = {"transformer.wte.weight": token_embeddings,
              "transformer.wpe.weight": position_signals + CONSTANT_NORM * constant}
     for name in ["transformer.ln_f"] + [f"transformer.h.{layer}.ln_{i}" for layer in range(n_layer) for i in (1, 2)]:
         state[f"{name}.weight"] = torch.full((d_model,), gain)
         state[f"{name}.bias"] = torch.zeros(d_model)
+
+    def head_weights(key: tuple[int, int]) -> dict[str, Tensor]:
+        if key in heads:
+            return heads[key].weights(d_model, d_head)
+        weights = noise_head(d_model, d_head, keep_out, noise_scale, generator)
+        if key in minor:
+            weights = {name: weights[name] + value for name, value in minor[key].weights(d_model, d_head).items()}
+        return weights
+
     for layer in range(n_layer):
-        per_head = [heads[(layer, head)].weights(d_model, d_head) if (layer, head) in heads
-                    else noise_head(d_model, d_head, keep_out, noise_scale, generator) for head in range(n_head)]
+        per_head = [head_weights((layer, head)) for head in range(n_head)]
         cat = lambda key, dim=1: torch.cat([w[key] for w in per_head], dim)  # noqa: E731
         prefix = f"transformer.h.{layer}"
         state[f"{prefix}.attn.c_attn.weight"] = torch.cat([cat("W_Q"), cat("W_K"), cat("W_V")], 1)
