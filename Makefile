@@ -21,11 +21,12 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/interp ioi --model organism
 	$(VENV)/bin/interp capitals --model organism
 	# the same experiments on the planted models (constructed ground truth; README "Planted models")
-	$(VENV)/bin/interp ioi --model planted:ioi
+	# GPT-2 small's shape: 20 random circuits for the p-values, not the default 100 (one run of all prompts each)
+	$(VENV)/bin/interp ioi --model planted:ioi --random-circuits 20
 	$(VENV)/bin/interp capitals --model planted:capitals --n-prompts 50
 	# edge-level discovery (EAP-IG) with MIB's faithfulness curve
 	$(VENV)/bin/interp discover --model organism --ioi-results results/ioi/organism/results.json
-	$(VENV)/bin/interp discover --model planted:ioi
+	$(VENV)/bin/interp discover --model planted:ioi --random-circuits 20
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -p no:cacheprovider

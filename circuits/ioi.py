@@ -41,7 +41,7 @@ from interp.ablation import ablated, heads, mean_activations
 from interp.cache import run_with_selective_cache
 from interp.circuits.ioi_evaluation import (evaluate_circuit, evaluation_nodes, known_circuits, node_runs,
                                             paper_comparison, paper_numbers, random_circuits, template_holdout)
-from interp.circuits.ioi_selection import STEPS, THRESHOLD, Evidence, classes_of, selection_stability
+from interp.circuits.ioi_selection import RULES, STEPS, THRESHOLD, Evidence, classes_of, selection_stability
 from interp.circuit import NodeRuns
 from interp.cli import add_bootstrap, add_model, add_prepend_bos, add_workers, load, workers_for
 from interp.data.ioi import Corruption, IOIDataset, TemplateOrder, dataset_json, ioi_datasets
@@ -112,34 +112,47 @@ def direct_logit_attribution(model, data: IOIDataset, per_prompt: bool = False, 
     return diffs if per_prompt else diffs.mean(-1)
 
 
-def copy_scores(model, data: IOIDataset, head_list, sign: int = 1) -> dict[str, float]:
-    """Fraction of prompts where the head's OV circuit, applied to the residual at the IO name after block 0,
-    puts that name among the top 5 tokens (sign -1: among the bottom 5, for negative heads)."""
+def copying(model, data: IOIDataset, head_list) -> torch.Tensor:
+    """[len(head_list), 2, prompt]: whether each head's OV circuit, applied to the residual at the IO name after
+    block 0, puts that name among the top 5 tokens (copying it) and among the bottom 5 (writing against it): the
+    paper's copy score and negative copy score, per prompt."""
     _, cache = run_with_selective_cache(model, data.tokens, ["blocks.1.hook_resid_pre"])
     rows = torch.arange(len(data))
     resid = cache["blocks.1.hook_resid_pre"][rows, data.positions["IO"]]  # [batch, d_model]
-    scores = {}
+    io = data.io_ids[:, None].to(resid.device)
+    scores = torch.zeros(len(head_list), 2, len(data))
     with torch.inference_mode():
-        for layer, head in head_list:
+        for i, (layer, head) in enumerate(head_list):
             normed = model.blocks[layer].ln1(resid) if hasattr(model.blocks[layer], "ln1") else resid
-            ov = normed @ model.W_V[layer, head] @ model.W_O[layer, head]
-            logits = sign * lens_logits(model, ov)
-            top5 = logits.topk(5, dim=-1).indices
-            scores[f"{layer}.{head}"] = (top5 == data.io_ids[:, None]).any(-1).float().mean().item()
+            logits = lens_logits(model, normed @ model.W_V[layer, head] @ model.W_O[layer, head])
+            for side, sign in enumerate((1, -1)):
+                scores[i, side] = ((sign * logits).topk(5, dim=-1).indices == io).any(-1).float().cpu()
     return scores
 
 
-def discover(model, clean: IOIDataset, corrupt: IOIDataset, quiet: bool = False, workers: Workers | None = None
-             ) -> dict:
+def copy_scores(model, data: IOIDataset, head_list, sign: int = 1) -> dict[str, float]:
+    """Fraction of prompts where the head copies IO (`copying`; sign -1: writes against it)."""
+    scores = copying(model, data, head_list)[:, 0 if sign == 1 else 1].mean(-1)
+    return {f"{layer}.{head}": score.item() for (layer, head), score in zip(head_list, scores)}
+
+
+def discover(model, clean: IOIDataset, corrupt: IOIDataset, quiet: bool = False, workers: Workers | None = None,
+             rule: str = "threshold") -> dict:
     """The paper's discovery steps; returns classes, every measured grid, the per-prompt `evidence` they come
     from, mechanism checks and costs. `workers` share each path-patching step's senders out (default: all in this
-    process)."""
+    process). `rule`: "threshold" (effects and attention) or "mechanism" (also each class's mechanism, for which
+    every head's copy scores are measured: `interp.circuits.ioi_selection.mechanism`)."""
+    if rule not in RULES:
+        raise InterpError(f"unknown class rule {rule!r}; use {' or '.join(RULES)}")
     metric = logit_diff_metric(clean.io_ids, clean.s_ids, clean.positions["END"], per_prompt=True)
     all_senders = [(layer, head) for layer in range(model.cfg.n_layers) for head in range(model.cfg.n_heads)]
     everyone = np.full((1, len(clean)), 1 / len(clean))
+    shape = (model.cfg.n_layers, model.cfg.n_heads, 2, len(clean))
     evidence = Evidence(ld(model, clean).cpu().numpy(), {},
                         attention_per_prompt(model, clean, "END", ["IO", "S1", "S2"]).numpy(),
-                        attention_per_prompt(model, clean, "S2", ["S1", "S1+1"]).numpy())
+                        attention_per_prompt(model, clean, "S2", ["S1", "S1+1"]).numpy(),
+                        copying=copying(model, clean, all_senders).reshape(shape).numpy() if rule == "mechanism"
+                        else None)
     cost = {}
     steps = tqdm(total=5, desc="IOI discovery", disable=quiet)
 
@@ -231,6 +244,7 @@ class Protocol:
     bootstrap: int = DEFAULT_RESAMPLES  # resamples of the prompts, within template (0: no intervals)
     random_circuits: int = 100  # random circuits of the found one's size, for its faithfulness' p-value (0: off)
     template_holdout: bool = True  # classes found on half of the templates, evaluated on the other half
+    class_rule: str = "threshold"  # or "mechanism": each class's mechanism checked too (ioi_selection.RULES)
 
     def datasets(self, model, n: int, seed: int) -> tuple[IOIDataset, IOIDataset]:
         if self.names not in NAME_LISTS:
@@ -257,7 +271,7 @@ def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = F
     clean, corrupt = protocol.datasets(model, n, seed)
     bootstrap = Bootstrap.over(clean.template_ids.tolist(), protocol.bootstrap, seed)
     observed = behaviour(model, clean, bootstrap)
-    discovered = discover(model, clean, corrupt, quiet, workers)
+    discovered = discover(model, clean, corrupt, quiet, workers, protocol.class_rule)
     cost = dict(discovered["cost"])
     evaluation_start = time.perf_counter()
     runs = node_runs(model, clean, corrupt, workers, bootstrap)
@@ -354,6 +368,10 @@ def add_arguments(parser) -> None:
                         help="random circuits of the found circuit's size for its faithfulness' p-value (100; 0: off)")
     parser.add_argument("--template-holdout", action=argparse.BooleanOptionalAction, default=True,
                         help="find the classes on half of the templates, evaluate on the other half (default: yes)")
+    parser.add_argument("--class-rule", choices=RULES, default="threshold",
+                        help="threshold: a head joins a class when its path-patching effect passes 5%% of the "
+                        "logit difference (default, the paper's discovery); mechanism: and the class's mechanism "
+                        "checks out too (copy scores, where it attends)")
     add_prepend_bos(parser, default=False)
     add_workers(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -366,7 +384,7 @@ def run_from_args(args) -> None:
                         prepend_bos=args.prepend_bos, random_knockouts=args.random_knockouts,
                         greedy_steps=args.greedy_steps, greedy_candidates=args.greedy_candidates,
                         bootstrap=check_resamples(args.bootstrap), random_circuits=args.random_circuits,
-                        template_holdout=args.template_holdout)
+                        template_holdout=args.template_holdout, class_rule=args.class_rule)
     model = load(args)
     with workers_for(args, model) as pool:
         results = run(model, args.out or default_out_dir("ioi", args.model), args.n, args.seed, args.quiet, protocol,

@@ -14,7 +14,7 @@ import numpy as np
 from interp.circuit import Node, NodeRuns, completeness, minimality, with_uncertainty
 from interp.data.ioi import PAPER_HEADS, IOIDataset
 from interp.engine import logit_diff_metric
-from interp.stats import Bootstrap, contains, jaccard, rounded
+from interp.stats import Bootstrap, closeness_test, contains, jaccard, rounded
 from interp.workers import Workers
 
 from interp.circuits.ioi_selection import Evidence, found_set, half_classes, template_halves
@@ -145,8 +145,7 @@ def random_circuits(runs: NodeRuns, circuit: list[Node], n: int, seed: int) -> d
     return {"n": n, "seed": seed, "size": len(circuit), "faithfulness": found,
             "random_faithfulness": rounded(faithfulness), "random_nodes": [[list(node) for node in nodes]
                                                                             for nodes in drawn],
-            "percentile": float(100 * (random_closeness > closeness).mean()) if n else None,
-            "p_value": float((1 + (random_closeness <= closeness).sum()) / (n + 1))}
+            **closeness_test(closeness, random_closeness)}
 
 
 def template_holdout(runs: NodeRuns, evidence: Evidence, template_ids, found: dict[str, list], seed: int) -> dict:

@@ -18,6 +18,11 @@ from interp.stats import Bootstrap, jaccard, means_under, rounded
 
 THRESHOLD = 0.05  # a path-patching effect counts when it moves the logit difference by 5% of its clean value
 NAME_ATTENTION = 0.5  # a (negative) name mover puts more than half its attention from END on IO, S1 and S2
+# The class rules: "threshold", the effect and the attention above (the paper's discovery steps); "mechanism" adds
+# the paper's own checks of each class's mechanism (`MECHANISM`), which a head with a large effect but another
+# mechanism fails.
+RULES = ("threshold", "mechanism")
+COPYING = 0.5  # mechanism: a name mover copies IO (its OV output puts IO in its top 5) on most prompts
 CLASSES = ("name_mover", "negative_name_mover", "backup_name_mover", "s_inhibition", "induction",
            "duplicate_token", "previous_token")
 
@@ -40,6 +45,13 @@ class Evidence:
     attention_s2: np.ndarray  # [layer, head, 2, prompt]
     dla_before: np.ndarray | None = None
     dla_after: np.ndarray | None = None
+    # The mechanism rule's copy scores: [layer, head, 2, prompt], whether IO is among the top 5 / bottom 5 tokens
+    # of the head's OV output at IO (`interp.circuits.ioi.copying`); None under the threshold rule.
+    copying: np.ndarray | None = None
+
+    @property
+    def rule(self) -> str:
+        return "threshold" if self.copying is None else "mechanism"
 
     def effects(self, weights: np.ndarray) -> dict[str, np.ndarray]:
         """Every quantity the class rule reads, as means under each row of `weights` [n_weightings, prompt]
@@ -55,6 +67,8 @@ class Evidence:
                     (means_under(self.dla_after, weights) - means_under(self.dla_before, weights)) / scale, nan=0.0)
         out["attention_end"] = means_under(self.attention_end, weights)
         out["attention_s2"] = means_under(self.attention_s2, weights)
+        if self.copying is not None:
+            out["copying"] = means_under(self.copying, weights)
         return out
 
     def to_json(self) -> dict:
@@ -63,7 +77,8 @@ class Evidence:
                 "attention_end_to_IO_S1_S2": rounded(self.attention_end),
                 "attention_S2_to_S1_S1+1": rounded(self.attention_s2),
                 **({"dla_before": rounded(self.dla_before), "dla_after": rounded(self.dla_after)}
-                   if self.dla_before is not None else {})}
+                   if self.dla_before is not None else {}),
+                **({"copies_IO_top5_bottom5": rounded(self.copying)} if self.copying is not None else {})}
 
 
 # Each class's step and the direction its effect must pass THRESHOLD in (negative: patching the path breaks IOI).
@@ -73,29 +88,49 @@ CLASS_RULE = {"name_mover": ("direct_effect", -1), "negative_name_mover": ("dire
               "backup_name_mover": ("backup_rise", 1)}
 
 
+def mechanism(effects: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The paper's checks of each class's mechanism, [layer, head, n_weightings] booleans per class: (negative)
+    name movers attend from END to IO more than to S1 and S2 together and copy IO (positively, negatively) on most
+    prompts; backups copy IO; S-inhibition heads attend from END to S2 more than to IO; induction heads put most
+    of their attention from S2 on S1+1, duplicate-token heads on S1. Previous-token heads have no check here."""
+    at_end, from_s2, copying = effects["attention_end"], effects["attention_s2"], effects["copying"]
+    to_io = at_end[:, :, 0] > at_end[:, :, 1] + at_end[:, :, 2]
+    copies, copies_against = copying[:, :, 0] > COPYING, copying[:, :, 1] > COPYING
+    return {"name_mover": to_io & copies, "negative_name_mover": to_io & copies_against,
+            "backup_name_mover": copies, "s_inhibition": at_end[:, :, 2] > at_end[:, :, 0],
+            "induction": from_s2[:, :, 1] > NAME_ATTENTION, "duplicate_token": from_s2[:, :, 0] > NAME_ATTENTION,
+            "previous_token": np.ones_like(copies)}
+
+
 def class_masks(effects: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The class rule, on every weighting at once: {class: [layer, head, n_weightings] booleans}. A head joins a
     class when its effect passes THRESHOLD in the class's direction (`CLASS_RULE`); (negative) name movers must
     also put most of their attention from END on the names, and induction heads look from S2 more at S1+1 than
     at S1 (duplicate-token heads the other way); a step after the first counts only where the class it patches
-    into was found (its receivers); each class excludes the heads of the classes found before it."""
+    into was found (its receivers); each class excludes the heads of the classes found before it. With copy
+    scores in `effects` (the mechanism rule), each class also needs its mechanism (`mechanism`)."""
     none = np.zeros(effects["direct_effect"].shape, dtype=bool)
     found_any = lambda mask: mask.any((0, 1), keepdims=True)  # noqa: E731
+    checked = mechanism(effects) if "copying" in effects else None
 
     def passes(name: str) -> np.ndarray:
         step, sign = CLASS_RULE[name]
         return sign * effects[step] >= THRESHOLD if step in effects else none
 
+    def works(name: str, mask: np.ndarray) -> np.ndarray:
+        return mask if checked is None else mask & checked[name]
+
     names = effects["attention_end"].sum(2) > NAME_ATTENTION
     to_s1, to_s1_plus_1 = effects["attention_s2"][:, :, 0], effects["attention_s2"][:, :, 1]
-    m = {"name_mover": passes("name_mover") & names, "negative_name_mover": passes("negative_name_mover") & names}
-    m["s_inhibition"] = passes("s_inhibition") & ~m["name_mover"] & found_any(m["name_mover"])
+    m = {name: works(name, passes(name) & names) for name in ("name_mover", "negative_name_mover")}
+    m["s_inhibition"] = works("s_inhibition", passes("s_inhibition") & ~m["name_mover"] & found_any(m["name_mover"]))
     hits = passes("induction") & ~m["s_inhibition"] & ~m["name_mover"] & found_any(m["s_inhibition"])
-    m["induction"], m["duplicate_token"] = hits & (to_s1_plus_1 > to_s1), hits & ~(to_s1_plus_1 > to_s1)
-    m["previous_token"] = passes("previous_token") & ~np.logical_or.reduce(list(m.values())) & found_any(
-        m["induction"])
-    m["backup_name_mover"] = (passes("backup_name_mover") & ~m["name_mover"] & ~m["negative_name_mover"]
-                              & found_any(m["name_mover"]))
+    m["induction"] = works("induction", hits & (to_s1_plus_1 > to_s1))
+    m["duplicate_token"] = works("duplicate_token", hits & ~(to_s1_plus_1 > to_s1))
+    m["previous_token"] = works("previous_token", passes("previous_token") & ~np.logical_or.reduce(list(m.values()))
+                                & found_any(m["induction"]))
+    m["backup_name_mover"] = works("backup_name_mover", passes("backup_name_mover") & ~m["name_mover"]
+                                   & ~m["negative_name_mover"] & found_any(m["name_mover"]))
     return {name: m[name] for name in CLASSES}
 
 

@@ -12,15 +12,20 @@ the writer's output on the paired corrupted prompt, its mean, or zero). Faithful
 curve keeps the top pct of edges by |score| (then pruned, MIB's `apply_topn`) for pct in MIB's budgets; CPR is the
 trapezoidal area under it over pct (higher is better), CMD the area of |1 - faithfulness| (lower is better).
 ROC AUC ranks edges (or nodes) by |score| against a reference circuit's membership.
+
+With a per-prompt metric (`logit_diff_metric(..., per_prompt=True)`) every number keeps one value per prompt beside
+its mean: the edge scores (`EdgeScores.per_prompt`), the metric of every circuit run (`circuit_values`), the curve's
+(`FaithfulnessCurve.per_prompt`) and the chosen circuit's; `circuits.discover_sureness` resamples them.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
-from jaxtyping import Bool
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from interp.edge_forward import INTERVENTIONS, edge_forward, embed, prompts_per_chunk, replacement_writers
@@ -32,8 +37,8 @@ from interp.metrics import normalised
 from interp.workers import Workers, fill_in
 
 __all__ = ["discover", "Discovery", "edge_scores", "EdgeScores", "Circuit", "Graph", "load_circuit",
-           "circuit_metrics", "faithfulness", "faithfulness_curve", "FaithfulnessCurve", "roc_auc", "node_scores",
-           "reference_aucs", "MIB_BUDGETS"]
+           "circuit_metrics", "circuit_values", "faithfulness", "faithfulness_curve", "FaithfulnessCurve", "roc_auc",
+           "node_scores", "reference_aucs", "MIB_BUDGETS"]
 
 MIB_BUDGETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # fractions of the graph's edges
 
@@ -41,16 +46,25 @@ MIB_BUDGETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # fra
 def circuit_metrics(model, clean_tokens, corrupt_tokens, metric: Metric | Callable,
                     circuits: Sequence[Bool[Tensor, "n_writers n_readers"] | Circuit], intervention: str = "patching",
                     mean_tokens=None, max_memory: int | None = None, workers: Workers | None = None) -> list[float]:
-    """The metric of the model run on the clean prompts with only each circuit's edges (a membership matrix or a
-    `Circuit`) carrying their own values, every other edge its replacement. Prompts are chunked to `max_memory`
-    bytes (default 1 GiB); the replacement is computed once per chunk for every circuit. `workers` share the
-    circuits out."""
+    """The metric of each circuit (`circuit_values`), averaged over prompts for a per-prompt metric."""
+    return [float(value.mean()) for value in circuit_values(model, clean_tokens, corrupt_tokens, metric, circuits,
+                                                            intervention, mean_tokens, max_memory, workers)]
+
+
+def circuit_values(model, clean_tokens, corrupt_tokens, metric: Metric | Callable,
+                   circuits: Sequence[Bool[Tensor, "n_writers n_readers"] | Circuit], intervention: str = "patching",
+                   mean_tokens=None, max_memory: int | None = None, workers: Workers | None = None
+                   ) -> list[Float[Tensor, "*prompt"]]:
+    """The metric (a scalar, or [n_prompts] for a per-prompt metric) of the model run on the clean prompts with only
+    each circuit's edges (a membership matrix or a `Circuit`) carrying their own values, every other edge its
+    replacement. Prompts are chunked to `max_memory` bytes (default 1 GiB); the replacement is computed once per
+    chunk for every circuit. `workers` share the circuits out."""
     if workers is not None and workers.count > 1:
         masks = [circuit.in_graph if isinstance(circuit, Circuit) else circuit for circuit in circuits]
 
-        def share(replica, shard: list[Tensor]) -> list[float]:
-            return circuit_metrics(replica, clean_tokens, corrupt_tokens, metric, shard, intervention, mean_tokens,
-                                   max_memory)
+        def share(replica, shard: list[Tensor]) -> list[Tensor]:
+            return circuit_values(replica, clean_tokens, corrupt_tokens, metric, shard, intervention, mean_tokens,
+                                  max_memory)
 
         return workers.map_items(share, masks, "circuit runs")
     if intervention not in INTERVENTIONS:
@@ -81,7 +95,7 @@ def circuit_metrics(model, clean_tokens, corrupt_tokens, metric: Metric | Callab
             clean_embeddings = embed(tf, clean_tokens[rows])
             for i, replaced in enumerate(masks):
                 logits[i].append(edge_forward(tf, graph, clean_embeddings, positions, replaced, replacement).logits)
-        return [float(reader(torch.cat(parts))) for parts in logits]
+        return [reader(torch.cat(parts)).cpu() for parts in logits]
 
 
 def faithfulness(model, circuit: Circuit, clean_tokens, corrupt_tokens, metric, intervention: str = "patching",
@@ -111,9 +125,11 @@ class FaithfulnessCurve:
     cpr: float  # area under the curve over the budgets (higher is better)
     cmd: float  # area of |1 - faithfulness| over the budgets (lower is better)
     selection: str
+    # with a per-prompt metric: "full", "empty" [n_prompts] and "circuits" [n_budgets, n_prompts]
+    per_prompt: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {key: value for key, value in self.__dict__.items() if key != "per_prompt"}
 
 
 def area(budgets: Sequence[float], values: Sequence[float]) -> float:
@@ -135,17 +151,22 @@ def faithfulness_curve(model, scores: EdgeScores | Circuit, clean_tokens, corrup
     graph = circuit.graph
     select = circuit.top_n if selection == "topn" else circuit.greedy
     chosen = [select(int(budget * graph.n_edges)) for budget in budgets]
-    full, empty, *values = circuit_metrics(model, clean_tokens, corrupt_tokens, metric,
-                                           [graph.real, torch.zeros_like(graph.real), *chosen], intervention,
-                                           mean_tokens, max_memory, workers)
+    runs = circuit_values(model, clean_tokens, corrupt_tokens, metric,
+                          [graph.real, torch.zeros_like(graph.real), *chosen], intervention, mean_tokens, max_memory,
+                          workers)
+    full, empty, *values = [float(run.mean()) for run in runs]
     faithful = [normalised_faithfulness(value, full, empty) for value in values]
+    per_prompt = None if runs[0].ndim == 0 else {"full": runs[0].numpy(), "empty": runs[1].numpy(),
+                                                  "circuits": torch.stack(runs[2:]).numpy()}
     return FaithfulnessCurve(list(budgets), [c.n_edges for c in chosen], values, faithful, full, empty,
-                             area(budgets, faithful), area(budgets, [abs(1 - f) for f in faithful]), selection)
+                             area(budgets, faithful), area(budgets, [abs(1 - f) for f in faithful]), selection,
+                             per_prompt)
 
 
 @dataclass
 class Discovery:
-    """What `discover` finds: every edge's score, the faithfulness curve, and the circuit chosen."""
+    """What `discover` finds: every edge's score, the faithfulness curve, and the circuit chosen: `n_selected` edges
+    by `selection` before pruning, and its metric per prompt with a per-prompt metric."""
 
     scores: EdgeScores
     curve: FaithfulnessCurve
@@ -153,6 +174,8 @@ class Discovery:
     circuit_faithfulness: float
     rule: str  # how the circuit was chosen
     evaluation_seconds: float
+    n_selected: int
+    circuit_per_prompt: np.ndarray | None = None
 
 
 def discover(model, clean_tokens, corrupt_tokens, metric: Metric | Callable, method: str = "eap-ig",
@@ -175,37 +198,43 @@ def discover(model, clean_tokens, corrupt_tokens, metric: Metric | Callable, met
     if top_n is None:
         reached = [b for b, f in zip(curve.budgets, curve.faithfulness) if f >= min_faithfulness]
         budget = reached[0] if reached else 1.0
-        circuit, value = select(int(budget * scores.graph.n_edges)), curve.faithfulness[curve.budgets.index(budget)]
+        n_selected, index = int(budget * scores.graph.n_edges), curve.budgets.index(budget)
+        circuit, value = select(n_selected), curve.faithfulness[index]
+        per_prompt = None if curve.per_prompt is None else curve.per_prompt["circuits"][index]
         rule = f"smallest MIB budget with faithfulness >= {min_faithfulness}: {budget:g} of the edges"
     else:
-        circuit = select(top_n)
-        [metric_value] = circuit_metrics(model, clean_tokens, corrupt_tokens, metric, [circuit], intervention,
-                                         mean_tokens, max_memory)
-        value = normalised_faithfulness(metric_value, curve.full_metric, curve.empty_metric)
+        n_selected, circuit = top_n, select(top_n)
+        [run] = circuit_values(model, clean_tokens, corrupt_tokens, metric, [circuit], intervention, mean_tokens,
+                               max_memory)
+        value = normalised_faithfulness(float(run.mean()), curve.full_metric, curve.empty_metric)
+        per_prompt = None if run.ndim == 0 else run.numpy()
         rule = f"top {top_n} edges by |score| ({selection})"
-    return Discovery(scores, curve, circuit, value, rule, time.perf_counter() - start)
+    return Discovery(scores, curve, circuit, value, rule, time.perf_counter() - start, n_selected, per_prompt)
 
 
 def shared_edge_scores(model, workers: Workers, clean_tokens, corrupt_tokens, metric, method: str, intervention: str,
                        steps: int, mean_tokens, max_memory: int | None, quiet: bool) -> EdgeScores:
     """`edge_scores`, its work shared out: exact patching by edges (NaN outside a share), EAP and EAP-IG by prompts
-    (their scores are sums over prompts)."""
+    (their scores are sums over prompts; per prompt, each share's are 0 outside it)."""
     start = time.perf_counter()
     if method == "exact":
         def share(replica, edges: list[str]) -> EdgeScores:
             return edge_scores(replica, clean_tokens, corrupt_tokens, metric, method, intervention, steps,
                                mean_tokens, edges=edges, max_memory=max_memory, quiet=quiet)
         parts = workers.map(share, Graph.of(model).edge_names(), "exact edge patching")
-        combined = fill_in([part.scores for part in parts])
+        combine = fill_in
     else:
         def share(replica, prompts: list[int]) -> EdgeScores:
             return edge_scores(replica, clean_tokens, corrupt_tokens, metric, method, intervention, steps,
                                mean_tokens, max_memory=max_memory, quiet=quiet, prompts=prompts)
         parts = workers.map(share, range(len(clean_tokens)), f"{method} edge scores")
-        combined = torch.stack([part.scores for part in parts]).sum(0)
+
+        def combine(shares: list[Tensor]) -> Tensor:
+            return torch.stack(shares).sum(0)
     peaks = [part.peak_memory for part in parts if part.peak_memory is not None]
-    return replace(parts[0], scores=combined, peak_memory=max(peaks) if peaks else None,
-                   seconds=time.perf_counter() - start)
+    per_prompt = None if parts[0].per_prompt is None else combine([part.per_prompt for part in parts])
+    return replace(parts[0], scores=combine([part.scores for part in parts]), per_prompt=per_prompt,
+                   peak_memory=max(peaks) if peaks else None, seconds=time.perf_counter() - start)
 
 
 def roc_auc(scores: Tensor, positive: Tensor, among: Tensor | None = None) -> float:

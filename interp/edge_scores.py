@@ -13,6 +13,10 @@ carries its replacement on the clean prompts (`interp.edge_forward`; MIB's and E
 Prompts go through EAP and EAP-IG in chunks sized to `max_memory`; a chunk's gradient is taken with the other
 prompts' logits held at their clean values, which is exact for metrics that average over prompts (the logit
 difference, MIB's metrics).
+
+With a per-prompt metric (`logit_diff_metric(..., per_prompt=True)`) every method keeps one score per prompt and
+edge (`EdgeScores.per_prompt`): exact, each prompt's own change; EAP and EAP-IG, the difference times the gradient
+of that prompt's own metric. Their mean over prompts is the score of the mean metric.
 """
 from __future__ import annotations
 
@@ -37,8 +41,9 @@ EXACT_BLOCK = 512  # edges evaluated between two progress updates of exact patch
 
 @dataclass
 class EdgeScores:
-    """Scores [n_writers, n_readers] (0 off the graph's edges; NaN for edges left unscored by exact patching) and
-    how they were made."""
+    """Scores [n_writers, n_readers] (0 off the graph's edges; NaN for edges left unscored by exact patching), with
+    a per-prompt metric also per prompt [n_writers, n_readers, n_prompts] (their mean over the last axis), and how
+    they were made."""
 
     graph: Graph
     scores: Float[Tensor, "n_writers n_readers"]
@@ -51,6 +56,7 @@ class EdgeScores:
     memory_estimate: int  # bytes the chunks were sized to
     peak_memory: int | None  # bytes, measured on CUDA
     seconds: float
+    per_prompt: Float[Tensor, "n_writers n_readers n_prompts"] | None = None
 
 
 def scoring_bytes_per_prompt(tf: Transformer, graph: Graph, n_pos: int, itemsize: int) -> int:
@@ -73,7 +79,7 @@ def edge_scores(model, clean_tokens, corrupt_tokens, metric: Metric | Callable, 
     the edge names to patch (default all). max_memory: bytes of working memory (None: 1 GiB for EAP / EAP-IG, the
     patching engine's default for exact); refused before running when one prompt (one variant) does not fit.
     prompts: for EAP and EAP-IG, the prompts whose terms are summed (default all): a worker's share, the metric
-    still reading every prompt; the shares' scores add up to the whole."""
+    still reading every prompt; the shares' scores add up to the whole (per prompt: 0 outside the share)."""
     if method not in METHODS:
         raise InterpError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     if intervention not in INTERVENTIONS:
@@ -105,8 +111,10 @@ def edge_scores(model, clean_tokens, corrupt_tokens, metric: Metric | Callable, 
                                                                  method, intervention, steps, mean_tokens,
                                                                  max_memory, quiet, prompts)
     peak = torch.cuda.max_memory_allocated() if on_cuda else None
-    return EdgeScores(graph, scores.cpu(), method, intervention, steps if method == "eap-ig" else 1, clean_metric,
-                      len(clean_tokens), chunk, memory, peak, time.perf_counter() - start)
+    per_prompt = scores.cpu() if scores.ndim == 3 else None
+    return EdgeScores(graph, scores.cpu() if per_prompt is None else per_prompt.mean(-1), method, intervention,
+                      steps if method == "eap-ig" else 1, clean_metric, len(clean_tokens), chunk, memory, peak,
+                      time.perf_counter() - start, per_prompt)
 
 
 def attribution_scores(tf, graph, clean_tokens, corrupt_tokens, reader, method, intervention, steps, mean_tokens,
@@ -124,7 +132,7 @@ def attribution_scores(tf, graph, clean_tokens, corrupt_tokens, reader, method, 
         with torch.inference_mode():
             clean_logits = torch.cat([edge_forward(tf, graph, clean_embeddings[rows], reader.positions[rows]).logits
                                       for rows in every.split(chunk)])
-    scores = torch.zeros(graph.n_writers, graph.n_readers, device=tf.W_E.device)
+    scores = None  # [n_writers, n_readers], with a per-prompt metric [..., n_batch]
     alphas = [1.0] if method == "eap" else [k / steps for k in range(steps)]
     bar = tqdm(total=len(chunks) * (len(alphas) + 1), desc=f"{method} edge scores", disable=quiet)
     clean_metric = 0.0
@@ -144,7 +152,7 @@ def attribution_scores(tf, graph, clean_tokens, corrupt_tokens, reader, method, 
         with torch.inference_mode():  # EAP-IG: the clean writers (its k = 0 run gives the corrupted ones)
             if method == "eap-ig":
                 clean_run = forward(clean_embeddings[rows], False)
-                outputs["clean"], clean_metric = clean_run.writers, float(metric_of(clean_run.logits))
+                outputs["clean"], clean_metric = clean_run.writers, float(metric_of(clean_run.logits).mean())
             elif fixed is None:
                 outputs["corrupt"] = forward(corrupt_embeddings[rows], False).writers
         bar.update()
@@ -153,32 +161,37 @@ def attribution_scores(tf, graph, clean_tokens, corrupt_tokens, reader, method, 
             embeddings = corrupt_embeddings[rows] + alpha * (clean_embeddings[rows] - corrupt_embeddings[rows])
             with torch.enable_grad():
                 run = forward(embeddings.detach(), True)
-                value = metric_of(run.logits)
-                gradients = torch.autograd.grad(value, run.reader_inputs)
+                value = metric_of(run.logits)  # per prompt: their sum's gradient is each prompt's own
+                gradients = torch.autograd.grad(value.sum(), run.reader_inputs)
             gradient = torch.cat(gradients, dim=2)
             gradient_sum = gradient if gradient_sum is None else gradient_sum + gradient
             if alpha == 1.0:
-                clean_metric = float(value.detach())
+                clean_metric = float(value.detach().mean())
             if k == 0:  # EAP: the clean run; EAP-IG: the corrupted one
                 outputs["corrupt" if method == "eap-ig" else "clean"] = run.writers
             bar.update()
         replacement = outputs["corrupt"] if fixed is None else fixed
-        add_scores(scores, graph, replacement - outputs["clean"], gradient_sum / len(alphas))
+        if scores is None:
+            scores = torch.zeros(graph.n_writers, graph.n_readers, *value.shape, device=tf.W_E.device)
+        add_scores(scores, graph, replacement - outputs["clean"], gradient_sum / len(alphas),
+                   rows if value.ndim else None)
     bar.close()
     return scores, clean_metric, chunk, per_prompt * chunk
 
 
 def add_scores(scores: Tensor, graph: Graph, difference: Float[Tensor, "batch pos n_writers d_model"],
-               gradient: Float[Tensor, "batch pos n_readers d_model"]) -> None:
-    """scores[writer, reader] += difference . gradient summed over prompts, positions and d_model, block by block
-    over readers that share their writers (only the graph's edges are computed)."""
+               gradient: Float[Tensor, "batch pos n_readers d_model"], rows: Tensor | None = None) -> None:
+    """scores[writer, reader] += difference . gradient summed over positions and d_model, and over prompts, or with
+    `rows` (the batch's prompts) kept per prompt in scores[writer, reader, rows]; block by block over readers that
+    share their writers (only the graph's edges are computed)."""
     blocks = []
     for layer in range(graph.n_layers):
         blocks += [(graph.head_reader(layer, 0, "q"), 3 * graph.n_heads), (graph.mlp_reader(layer), 1)]
     for first, count in blocks + [(graph.logits_reader, 1)]:
         n_before = graph.writers_before(first)
-        scores[:n_before, first: first + count] += torch.einsum(
-            "bpfd,bprd->fr", difference[:, :, :n_before], gradient[:, :, first: first + count])
+        target = (slice(0, n_before), slice(first, first + count)) + (() if rows is None else (rows,))
+        scores[target] += torch.einsum("bpfd,bprd->fr" + ("" if rows is None else "b"),
+                                       difference[:, :, :n_before], gradient[:, :, first: first + count])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -197,7 +210,8 @@ def writer_output(tf: Transformer, graph: Graph, run: Run, writer: int) -> Float
 
 def exact_scores(tf, graph, clean_tokens, corrupt_tokens, reader, intervention, mean_tokens, edges, max_memory,
                  quiet) -> tuple[Tensor, float, int, int]:
-    """Each edge's true effect: the clean run with that edge alone carrying its replacement, less the clean run."""
+    """Each edge's true effect: the clean run with that edge alone carrying its replacement, less the clean run
+    (per prompt with a per-prompt metric)."""
     n_batch, n_pos = clean_tokens.shape
     keep = ["resid", "q", "k", "v", "z", "mlp_out"]
     itemsize = tf.W_E.element_size()
@@ -228,7 +242,8 @@ def exact_scores(tf, graph, clean_tokens, corrupt_tokens, reader, intervention, 
                     differences[writer] = (replacement(writer).to(output.device) - output).to(tf.home)
             return torch.stack([differences[writer] for writer in writers]).to(device)
 
-        scores = torch.full((graph.n_writers, graph.n_readers), float("nan"), device=tf.W_E.device)
+        scores = torch.full((graph.n_writers, graph.n_readers, *clean.value.shape), float("nan"),
+                            device=tf.W_E.device)
         block = max(EXACT_BLOCK, max_rows(0))
         with tqdm(total=len(chosen), desc="exact edge patching", unit="edge", disable=quiet) as bar:
             for first in range(0, len(chosen), block):  # blocks of edges, so that progress can be shown
@@ -239,8 +254,8 @@ def exact_scores(tf, graph, clean_tokens, corrupt_tokens, reader, intervention, 
                 scores[index[:, 0], index[:, 1]] = values - clean.value
                 bar.update(len(edges_here))
     rows = max_rows(0)
-    return scores, float(clean.value), rows, fixed + rows * row_bytes(tf, n_batch, n_pos, 0, reader.positions.shape[1],
-                                                                      itemsize)
+    memory = fixed + rows * row_bytes(tf, n_batch, n_pos, 0, reader.positions.shape[1], itemsize)
+    return scores, float(clean.value.mean()), rows, memory
 
 
 def edge_cells(tf: Transformer, graph: Graph, clean: Run, chosen: list[tuple[int, int]],

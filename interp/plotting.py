@@ -399,7 +399,7 @@ def plot_faithfulness_curve(curve: dict, title: str):
         if curve.get("faithfulness_ci") is not None:
             low, high = zip(*curve["faithfulness_ci"])
             ax.fill_between(percent, low, high, color=CLASS_COLOURS[0], alpha=0.2, lw=0, label="95% interval")
-            ax.legend(loc="upper left", fontsize=8, frameon=False)
+            ax.legend(loc="center right", fontsize=8, frameon=False)
         ax.plot(percent, curve["faithfulness"], "o-", color=CLASS_COLOURS[0], ms=4)
         ax.set_xscale("log")
         ax.set_xlabel("edges kept (% of the graph, before pruning)")

@@ -19,6 +19,7 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from interp.errors import InterpError
@@ -130,6 +131,16 @@ def write_json(path: str | Path, data: dict) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def write_array(path: str | Path, array: np.ndarray) -> dict:
+    """An array saved with np.save, atomically; returns what a results file says of it (file, shape, dtype,
+    sha256), so the file it belongs to can be checked against it."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        np.save(tmp, array)
+        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    return {"file": path.name, "shape": list(array.shape), "dtype": str(array.dtype), "sha256": digest}
 
 
 def read_json(path: str | Path) -> dict:

@@ -40,6 +40,70 @@ def test_class_rule_by_hand():
     assert THRESHOLD == 0.05
 
 
+def test_mechanism_rule_by_hand():
+    """One weighting of a 1 x 4 model where every head passes the direct-effect threshold as a name mover and
+    attends to the names: the mechanism rule keeps the heads that look at IO more than at S and copy IO."""
+    effects = {"direct_effect": np.full((1, 4, 1), -0.2),
+               "attention_end": np.array([[[0.7, 0.1, 0.1], [0.2, 0.3, 0.4], [0.7, 0.1, 0.1],
+                                           [0.5, 0.3, 0.2]]])[..., None],
+               "attention_s2": np.zeros((1, 4, 2, 1)),
+               "copying": np.array([[[0.9, 0.0], [0.9, 0.0], [0.1, 0.9], [0.6, 0.0]]])[..., None]}
+    threshold = class_masks({key: value for key, value in effects.items() if key != "copying"})
+    assert threshold["name_mover"][0, :, 0].tolist() == [True, True, True, True]
+    # 0.1 looks at S more than at IO; 0.2 writes against IO; 0.3: IO 0.5 = S 0.3 + 0.2 is not more
+    assert class_masks(effects)["name_mover"][0, :, 0].tolist() == [True, False, False, False]
+    effects["direct_effect"] = -effects["direct_effect"]
+    assert class_masks(effects)["negative_name_mover"][0, :, 0].tolist() == [False, False, True, False]
+
+
+def test_copy_scores_by_hand(organism):
+    """The paper's copy score, written out: the head's OV output at IO (after block 0) through the final LayerNorm
+    and the unembedding, IO among its 5 largest (or, negated, smallest) logits."""
+    from interp.circuits.ioi import Protocol, copying
+    from interp.cache import run_with_selective_cache
+
+    clean, _ = Protocol(names="organism").datasets(organism, 12, 0)
+    heads = [(1, 0), (2, 3), (3, 1)]
+    scores = copying(organism, clean, heads)
+    _, cache = run_with_selective_cache(organism, clean.tokens, ["blocks.1.hook_resid_pre"])
+    for i, (layer, head) in enumerate(heads):
+        for p in range(len(clean)):
+            resid = cache["blocks.1.hook_resid_pre"][p, clean.positions["IO"][p]]
+            out = organism.blocks[layer].ln1(resid) @ organism.W_V[layer, head] @ organism.W_O[layer, head]
+            logits = organism.unembed(organism.ln_final(out[None]))[0]
+            io = int(clean.io_ids[p])
+            assert scores[i, 0, p] == float(io in logits.topk(5).indices.tolist())
+            assert scores[i, 1, p] == float(io in (-logits).topk(5).indices.tolist())
+
+
+@pytest.fixture(scope="module")
+def organism():
+    return load_model("organism", device="cpu")
+
+
+def test_mechanism_rule_end_to_end(organism, tmp_path):
+    """`--class-rule mechanism` from the command line: every head found passes its class's mechanism, recomputed
+    from the per-prompt attention and copy scores that results.json keeps."""
+    assert main(["ioi", "--model", "organism", "--n", "24", "--class-rule", "mechanism", "--random-circuits", "0",
+                 "--no-template-holdout", "--bootstrap", "50", "--random-knockouts", "1", "--greedy-steps", "1",
+                 "--quiet", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["protocol"]["class_rule"] == "mechanism"
+    at_end = np.array(data["per_prompt"]["attention_end_to_IO_S1_S2"]).mean(-1)
+    from_s2 = np.array(data["per_prompt"]["attention_S2_to_S1_S1+1"]).mean(-1)
+    copies = np.array(data["per_prompt"]["copies_IO_top5_bottom5"]).mean(-1)
+    heads = data["heads"]
+    assert heads["name_mover"]  # the organism's 3.5 copies IO and looks at it
+    for layer, head in heads["name_mover"] + heads["negative_name_mover"]:
+        assert at_end[layer, head, 0] > at_end[layer, head, 1:].sum()
+    assert all(copies[layer, head, 0] > 0.5 for layer, head in heads["name_mover"] + heads["backup_name_mover"])
+    assert all(copies[layer, head, 1] > 0.5 for layer, head in heads["negative_name_mover"])
+    assert all(at_end[layer, head, 2] > at_end[layer, head, 0] for layer, head in heads["s_inhibition"])
+    assert all(from_s2[layer, head, 1] > 0.5 for layer, head in heads["induction"])
+    assert all(from_s2[layer, head, 0] > 0.5 for layer, head in heads["duplicate_token"])
+    assert main(["ioi", "--model", "organism", "--class-rule", "strict", "--quiet"]) == 2
+
+
 @pytest.fixture(scope="module")
 def organism_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ioi-organism")
@@ -69,7 +133,7 @@ def test_organism_results_file(organism_run):
     assert data["protocol"] == {"names": "paper", "order": "mixed", "n_templates": None, "corruption": "paper",
                                 "prepend_bos": False, "random_knockouts": 10, "greedy_steps": 5,
                                 "greedy_candidates": 5, "bootstrap": 1000, "random_circuits": 100,
-                                "template_holdout": True}
+                                "template_holdout": True, "class_rule": "threshold"}
     completeness = data["evaluation"]["completeness"]
     assert len(completeness["random"]) == 10 and 1 <= len(completeness["greedy"]) <= 5
     assert set(data["minimality"]) == {f"{l}.{h}@{p}" for l, h, p in data["evaluation"]["nodes"]}
@@ -89,7 +153,8 @@ def test_intervals_are_the_percentile_bootstrap_of_the_files_per_prompt_values(o
         assert data[f"{key}_ci"] == pytest.approx(hand_bootstrap(per_prompt[name], groups, n_resamples, seed),
                                                   abs=1e-5)
     # the direct-effect grid: today's mean grid from the per-prompt values, and its intervals
-    clean, patched = np.array(per_prompt["clean_logit_diff"]), np.array(per_prompt["patched_logit_diff"]["direct_effect"])
+    clean = np.array(per_prompt["clean_logit_diff"])
+    patched = np.array(per_prompt["patched_logit_diff"]["direct_effect"])
     relative = lambda p, c: (p.mean(-1) - c.mean()) / abs(c.mean())  # noqa: E731
     assert np.allclose(relative(patched, clean), data["grids"]["direct_effect"], atol=1e-5)
     both = np.concatenate([patched.reshape(-1, len(clean)), clean[None]])
@@ -100,7 +165,8 @@ def test_intervals_are_the_percentile_bootstrap_of_the_files_per_prompt_values(o
     evaluation = data["evaluation"]
     fm, fc = np.array(evaluation["model_logit_diff_per_prompt"]), np.array(evaluation["circuit_logit_diff_per_prompt"])
     assert fc.mean() / fm.mean() == pytest.approx(evaluation["faithfulness"], abs=1e-4)
-    expected = hand_bootstrap(np.stack([fc, fm]), groups, n_resamples, seed, statistic=lambda v: v[0].mean() / v[1].mean())
+    expected = hand_bootstrap(np.stack([fc, fm]), groups, n_resamples, seed,
+                              statistic=lambda v: v[0].mean() / v[1].mean())
     assert evaluation["faithfulness_ci"] == pytest.approx(expected, abs=1e-5)
 
 

@@ -14,7 +14,7 @@ from interp.cli import main
 from interp.errors import InterpError
 from interp.metrics import answer_probs
 from interp.models import load_model
-from interp.planted import build_planted, ioi_edges, ioi_layout
+from interp.planted import build_planted, ioi_edges, ioi_layout, parse_planted
 from interp.planted.ioi import STAGES
 from interp.tokens import first_token_id, prompt_tokens
 
@@ -72,6 +72,46 @@ def test_bad_planted_specs_are_one_line_errors(capsys):
     assert main(["lens", "x", "--model", "planted:ioi:seven"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("interp: error:") and "planted:ioi:SEED" in err[0]
+
+
+def test_noise_levels_are_parsed_or_refused():
+    assert parse_planted("planted:ioi:noise=0.3") == ("ioi", None, 0.3)
+    assert parse_planted("planted:ioi:7:noise=1") == ("ioi", 7, 1.0)
+    assert parse_planted("planted:ioi:7") == ("ioi", 7, 0.0)
+    for spec, problem in (("planted:ioi:noise=-1", "must be a number >= 0"), ("planted:ioi:noise=x", "not 'x'"),
+                          ("planted:ioi:noise=nan", "must be a number >= 0"),
+                          ("planted:ioi:7:level=1", "planted:ioi\\[:SEED\\]\\[:noise=LEVEL\\]"),
+                          ("planted:ioi:noise=1:7", "options planted:ioi does not take")):
+        with pytest.raises(InterpError, match=problem):
+            parse_planted(spec)
+
+
+def head_slices(layer_weights: dict, head: int, d_head: int = 64) -> list[torch.Tensor]:
+    """One head's own weights in a GPT-2 block: its Q, K, V columns of c_attn and its rows of c_proj."""
+    qkv, out = layer_weights["attn.c_attn.weight"], layer_weights["attn.c_proj.weight"]
+    d_model, cols = out.shape[1], slice(head * d_head, (head + 1) * d_head)
+    return [qkv[:, part * d_model:][:, cols] for part in range(3)] + [out[cols]]
+
+
+def test_noise_touches_only_the_heads_outside_the_circuit_and_scales_their_writes():
+    """Level 0 is planted:ioi itself; at any level the circuit's heads are untouched; outside it, what a head
+    attends to is the same at every level above 0 and what it writes grows linearly with the level."""
+    assert parse_planted("planted:ioi:noise=0") == parse_planted("planted:ioi")
+    models = {level: build_planted(f"planted:ioi:noise={level:g}")[0].state_dict() for level in (0.5, 1)}
+    models[0] = build_planted("planted:ioi")[0].state_dict()
+    circuit = {head for heads in ioi_layout().values() for head in heads}
+    for layer in range(12):
+        weights = {level: {key.split(f"h.{layer}.", 1)[1]: value for key, value in state.items()
+                           if key.startswith(f"transformer.h.{layer}.")} for level, state in models.items()}
+        for head in range(12):
+            zero, half, full = (head_slices(weights[level], head) for level in (0, 0.5, 1))
+            if (layer, head) in circuit:
+                assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(zero, half, full))
+                continue
+            assert not torch.equal(zero[0], half[0]) and torch.equal(half[0], full[0])  # queries: set, not scaled
+            assert not torch.equal(zero[3], half[3])
+            torch.testing.assert_close(full[3] - zero[3], 2 * (half[3] - zero[3]), atol=1e-5, rtol=1e-4)
+        assert torch.equal(weights[0]["mlp.c_fc.weight"], weights[1]["mlp.c_fc.weight"])
 
 
 @pytest.fixture(scope="module")

@@ -73,7 +73,7 @@ def test_every_command_on_a_directory_with_tokenizer_files(capsys, tiny_hub_dir,
     run_cli(capsys, "capitals", "--model", model, "--n-prompts", 3, "--ablation-ks", "0,1", "--n-texts", 5,
             "--quiet", "--out", tmp_path / "capitals")
     check_capitals_results(json.loads((tmp_path / "capitals" / "results.json").read_text()))
-    run_cli(capsys, "discover", "--model", model, "--n", 4, "--method", "eap", "--quiet",
+    run_cli(capsys, "discover", "--model", model, "--n", 4, "--method", "eap", "--random-circuits", 5, "--quiet",
             "--out", tmp_path / "discover")
     check_ioi_dataset(json.loads((tmp_path / "discover" / "results.json").read_text()), 4)
     for run in ("ioi", "capitals", "discover"):
@@ -97,7 +97,8 @@ def test_gpt2_commands_from_the_hf_cache(capsys, from_hub_cache, tmp_path):
     assert len(paper["nodes"]) == 26 and set(paper["completeness"]["classes"]) == set(results["heads"])
     assert len(paper["minimality"]["9.0@END"]["k_v"]) == 13  # the paper's own K_v: name movers and negative ones
     assert run_cli(capsys, "plot", tmp_path / "results.json").count(".png") >= 2
-    run_cli(capsys, "discover", "--model", "gpt2", "--n", 2, "--method", "eap", "--quiet", "--out", tmp_path / "edges")
+    run_cli(capsys, "discover", "--model", "gpt2", "--n", 2, "--method", "eap", "--random-circuits", 5, "--quiet",
+            "--out", tmp_path / "edges")
     edges = json.loads((tmp_path / "edges" / "results.json").read_text())
     check_ioi_dataset(edges, 2)
     assert edges["graph"]["n_edges"] == 32491 and edges["head_comparison"]["source"].startswith("IOI paper")
