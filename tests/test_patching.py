@@ -163,6 +163,19 @@ def test_per_prompt_positions_and_answers(model, tokens):
         assert_close(ours, reference)
 
 
+@pytest.mark.parametrize("site", ["resid_pre", "head_out", "mlp_out"])
+def test_per_prompt_grids_average_to_the_mean_grid(model, tokens, site):
+    """A per-prompt metric keeps a trailing prompt axis: each prompt's cell is the patched logit difference of that
+    prompt alone (TransformerLens's helper on the one pair), and the mean over prompts is the mean metric's grid."""
+    per_prompt = activation_patch(model, *tokens, logit_diff_metric(ANSWER, WRONG, per_prompt=True), site)
+    assert per_prompt.shape[-1] == len(tokens[0])
+    assert_close(per_prompt.mean(-1), activation_patch(model, *tokens, logit_diff_metric(ANSWER, WRONG), site))
+    if site == "resid_pre":
+        _, clean_cache = model.run_with_cache(tokens[0][1:2])
+        alone = tl_patching.get_act_patch_resid_pre(model, tokens[1][1:2], clean_cache, full_logit_diff)
+        assert_close(per_prompt[..., 1], alone)
+
+
 def test_chunking_to_a_small_budget_gives_the_same_grid(model, tokens):
     metric = logit_diff_metric(ANSWER, WRONG)
     for site in ("resid_pre", "head_out"):
