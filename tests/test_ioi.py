@@ -160,7 +160,10 @@ def test_intervals_are_the_percentile_bootstrap_of_the_files_per_prompt_values(o
     both = np.concatenate([patched.reshape(-1, len(clean)), clean[None]])
     expected = hand_bootstrap(both, groups, n_resamples, seed, statistic=lambda v: relative(v[:-1], v[-1]))
     intervals = np.array(data["selection"]["grid_intervals"]["direct_effect"])
-    assert np.allclose(intervals.reshape(-1, 2), expected.T, atol=1e-5)
+    # results.json keeps 6 significant digits: per-prompt logit differences of up to ~20 are off by up to 5e-5
+    # there, and an effect relative to a clean mean of ~3 by twice that over the mean
+    stored = 2 * 5e-6 * np.abs(both).max() / abs(clean.mean())
+    assert np.allclose(intervals.reshape(-1, 2), expected.T, rtol=0, atol=stored)
     # faithfulness: a ratio of two per-prompt series' means, resampled together
     evaluation = data["evaluation"]
     fm, fc = np.array(evaluation["model_logit_diff_per_prompt"]), np.array(evaluation["circuit_logit_diff_per_prompt"])
