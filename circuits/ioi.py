@@ -130,12 +130,6 @@ def copying(model, data: IOIDataset, head_list) -> torch.Tensor:
     return scores
 
 
-def copy_scores(model, data: IOIDataset, head_list, sign: int = 1) -> dict[str, float]:
-    """Fraction of prompts where the head copies IO (`copying`; sign -1: writes against it)."""
-    scores = copying(model, data, head_list)[:, 0 if sign == 1 else 1].mean(-1)
-    return {f"{layer}.{head}": score.item() for (layer, head), score in zip(head_list, scores)}
-
-
 def discover(model, clean: IOIDataset, corrupt: IOIDataset, quiet: bool = False, workers: Workers | None = None,
              rule: str = "threshold") -> dict:
     """The paper's discovery steps; returns classes, every measured grid, the per-prompt `evidence` they come
@@ -199,12 +193,17 @@ def discover(model, clean: IOIDataset, corrupt: IOIDataset, quiet: bool = False,
 def mechanism_checks(model, clean: IOIDataset, found: dict[str, list], effects: dict[str, np.ndarray]) -> dict:
     """The paper's checks of each class's mechanism: where its heads look, and the name movers' copy scores."""
     at_end, looks = effects["attention_end"][..., 0], effects["attention_s2"][..., 0]
+    # the fraction of prompts where each name mover copies IO, each negative one writes against it: one run
+    movers = found["name_mover"] + found["negative_name_mover"]
+    copies = copying(model, clean, movers).mean(-1)
+    copy_scores = {key: {f"{l}.{h}": copies[i, side].item() for i, (l, h) in enumerate(movers) if (l, h) in heads}
+                   for key, side, heads in (("name_mover_copy_score", 0, found["name_mover"]),
+                                            ("negative_name_mover_copy_score", 1, found["negative_name_mover"]))}
     mechanism = {
         "name_mover_attention": {f"{l}.{h}": {"to_IO": float(at_end[l, h, 0]),
                                               "to_S": float(at_end[l, h, 1] + at_end[l, h, 2])}
                                  for l, h in found["name_mover"] + found["backup_name_mover"]},
-        "name_mover_copy_score": copy_scores(model, clean, found["name_mover"]),
-        "negative_name_mover_copy_score": copy_scores(model, clean, found["negative_name_mover"], sign=-1),
+        **copy_scores,
         "s_inhibition_attention_to_S2": {f"{l}.{h}": float(at_end[l, h, 2]) for l, h in found["s_inhibition"]},
         "attention_from_S2": {f"{l}.{h}": {"to_S1": float(looks[l, h, 0]), "to_S1+1": float(looks[l, h, 1])}
                               for l, h in found["induction"] + found["duplicate_token"]},

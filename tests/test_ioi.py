@@ -56,7 +56,7 @@ def test_mechanism_rule_by_hand():
     assert class_masks(effects)["negative_name_mover"][0, :, 0].tolist() == [False, False, True, False]
 
 
-def test_copy_scores_by_hand(organism):
+def test_copying_by_hand(organism):
     """The paper's copy score, written out: the head's OV output at IO (after block 0) through the final LayerNorm
     and the unembedding, IO among its 5 largest (or, negated, smallest) logits."""
     from interp.circuits.ioi import Protocol, copying
