@@ -31,15 +31,12 @@ the last position. Run: `python circuits/capitals.py --model organism` (or `inte
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 
-import numpy as np
 import torch
 
 from interp.ablation import check_components, mlps
@@ -49,17 +46,20 @@ from interp.data.capitals import (CUE_FREE_REPEATS, FILLER_WORDS, FIXED_FILLER, 
                                   TASK_NAMES, Item, argument_answer_ids, demonstration_json, example_json, first_ids,
                                   first_token_collisions, task_items, task_table)
 from interp.errors import InterpError
-from interp.lens import boundary_hooks
 from interp.memories import answer_neurons, top_contexts, value_tokens
 from interp.organism.corpus import CorpusGenerator
 from interp.results import default_out_dir, jsonable, provenance, write_json
-from interp.stats import DEFAULT_RESAMPLES, Bootstrap, check_resamples, contains, rounded
+from interp.stats import DEFAULT_RESAMPLES, Bootstrap, check_resamples, contains
 from interp.tokens import encode, first_token_id, prompt_ids
 from interp.metrics import token_ranks
 from interp.word_vectors import analogy
-from interp.vectors import (LoadedVector, final_logits, last_position, lens_ranks, load_vector, mean_mlp_outputs,
-                            mlp_out, mlp_outputs_replaced, predictions_without_last_mlps, prompt_batches)
+from interp.vectors import (LoadedVector, final_logits, lens_ranks, load_vector, mean_mlp_outputs,
+                            mlp_outputs_replaced, predictions_without_last_mlps, prompt_batches)
 from interp.workers import Workers
+
+from interp.circuits.capitals_lens import (Reading, emergence_layer, first_lead_blocks, lead_counts, measured,
+                                           peak_blocks, read, trajectory)
+from interp.circuits.capitals_sureness import add_uncertainty
 
 ANALOGIES = [(" man", " king", " woman", " queen"), (" France", " Paris", " Germany", " Berlin"),
              (" big", " biggest", " small", " smallest")]
@@ -81,92 +81,6 @@ def too_long(model, items: Sequence[Item], prepend_bos: bool) -> str | None:
     if longest > model.cfg.n_ctx:
         return f"its prompts are up to {longest} tokens; the model's context is {model.cfg.n_ctx}"
     return None
-
-
-# --- The logit lens at the last position ---------------------------------------------------------------------
-
-@dataclass
-class Reading:
-    """One forward pass over a task's one-shot prompts, kept at the last position."""
-
-    items: list[Item]
-    residuals: torch.Tensor  # [n, n_layers + 1, d_model]: embeddings, then each block's output
-    mlp_outputs: torch.Tensor  # [n, n_layers, d_model]
-    argument_ranks: torch.Tensor  # [n, n_layers + 1]: lens rank of the argument at each boundary (1 = top)
-    answer_ranks: torch.Tensor  # [n, n_layers + 1]
-    prepend_bos: bool  # how its prompts were tokenized; the prompts built from them follow suit
-    indices: torch.Tensor  # [n]: each prompt's place among the prompts read (a subset keeps them)
-    n_read: int  # how many prompts were read
-
-    @property
-    def answered(self) -> torch.Tensor:
-        return self.answer_ranks[:, -1] == 1  # the last boundary's lens is the model's own prediction
-
-    def subset(self, mask: torch.Tensor) -> Reading:
-        return Reading([item for item, keep in zip(self.items, mask) if keep], self.residuals[mask],
-                       self.mlp_outputs[mask], self.argument_ranks[mask], self.answer_ranks[mask], self.prepend_bos,
-                       self.indices[mask], self.n_read)
-
-    def place(self, values) -> list[float | int | None]:
-        """Per-prompt values [n] (NaN where the measurement does not apply) as results.json keeps every per-prompt
-        series: one entry per prompt read, None where it was not measured. All series of a task then line up
-        with its prompts, which the bootstrap resamples (a subset's values are resampled with the subset)."""
-        placed = torch.full((self.n_read,), float("nan"), dtype=torch.float64)
-        placed[self.indices] = torch.as_tensor(values, dtype=torch.float64)
-        return [None if math.isnan(v) else int(v) if v.is_integer() else v for v in placed.tolist()]
-
-
-def read(model, items: Sequence[Item], prepend_bos: bool = True) -> Reading:
-    n_layers = model.cfg.n_layers
-    boundaries, outputs = boundary_hooks(n_layers), [mlp_out(layer) for layer in range(n_layers)]
-    cache = last_position(model, [item.prompt for item in items], boundaries + outputs, prepend_bos=prepend_bos)
-    residuals = torch.stack([cache[name] for name in boundaries], dim=1)
-    ranks = lens_ranks(model, residuals, argument_answer_ids(items))
-    return Reading(list(items), residuals, torch.stack([cache[name] for name in outputs], dim=1),
-                   ranks[..., 0], ranks[..., 1], prepend_bos, torch.arange(len(items)), len(items))
-
-
-def measured(reading: Reading) -> tuple[Reading, str]:
-    """The prompts the model answers: the mechanism is about facts it knows. A model that answers fewer than two
-    (random weights; one prompt lends its o-vector to the others) is measured on all of them."""
-    if reading.answered.sum() >= 2:
-        return reading.subset(reading.answered), "answered prompts"
-    return reading, "all prompts (the model answers fewer than two)"
-
-
-def first_lead_blocks(ranks: torch.Tensor) -> list[int | None]:
-    """Per prompt, the first block after which the token leads the lens; None where it never does."""
-    leads = ranks[:, 1:] == 1  # the embedding boundary only shows the last input token: not a block's work
-    return [int(row.nonzero()[0]) if row.any() else None for row in leads]
-
-
-def peak_blocks(ranks: torch.Tensor) -> list[int]:
-    """Per prompt, the first block after which the token reaches its best lens rank: where it first leads, for
-    a prompt the model answers."""
-    blocks = ranks[:, 1:]
-    return (blocks == blocks.min(dim=1, keepdim=True).values).int().argmax(dim=1).tolist()
-
-
-def emergence_layer(answer_ranks: torch.Tensor) -> int:
-    """The block where the answer most often first leads (ties: the earliest). Prompts where it never leads
-    count at the block where it first reaches its best rank (see `peak_blocks`)."""
-    counts = Counter(peak_blocks(answer_ranks))
-    return min(counts, key=lambda block: (-counts[block], block))
-
-
-def trajectory(reading: Reading) -> dict:
-    """Median and quartiles over prompts of the argument's and the answer's lens rank at each boundary."""
-    def quantiles(ranks):
-        q = torch.quantile(ranks.float(), torch.tensor([0.25, 0.5, 0.75]), dim=0)
-        return {"q25": q[0], "median": q[1], "q75": q[2]}
-    return {"argument": quantiles(reading.argument_ranks), "answer": quantiles(reading.answer_ranks)}
-
-
-def lead_counts(blocks: list[int | None]) -> dict[str, int]:
-    """How many prompts first lead after each block ("never": not at all)."""
-    counts = Counter(blocks)
-    ordered = sorted(block for block in counts if block is not None) + ([None] if None in counts else [])
-    return {"never" if block is None else str(block): counts[block] for block in ordered}
 
 
 # --- The emergence block's MLP ---------------------------------------------------------------------------------
@@ -315,84 +229,6 @@ def analogies(model) -> list[dict]:
                      "nearest": [{"token": t, "cosine": s} for t, s in nearest],
                      "top1_is_expected": nearest[0][0] == expected})
     return rows
-
-
-# --- How sure: bootstrap intervals over prompts ---------------------------------------------------------------
-
-@dataclass(frozen=True)
-class TaskResamples:
-    """The run's bootstrap (stratified by task) seen from one task's prompts: columns start..start + n of it.
-
-    A quantity measured on some of them (the answered prompts; those where the answer leads at the switch test's
-    block) is resampled with them: in each resample it is recomputed on the prompts of its own that the resample
-    drew, which also carries how many of them there are. A resample that draws none leaves that quantity out."""
-
-    bootstrap: Bootstrap
-    start: int
-    n: int
-
-    @property
-    def counts(self) -> np.ndarray:  # [n_resamples, n]: how often each of the task's prompts is drawn
-        return self.bootstrap.counts[:, self.start:self.start + self.n]
-
-    def means(self, series) -> np.ndarray:
-        """A per-prompt series (None where not measured) -> its mean in each resample (NaN where none is drawn)."""
-        values = np.asarray(series, dtype=np.float64)
-        measured = ~np.isnan(values)
-        with np.errstate(invalid="ignore"):
-            return (self.counts @ np.where(measured, values, 0.0)) / (self.counts @ measured)
-
-    def modes(self, series, n_blocks: int) -> np.ndarray:
-        """Per-prompt blocks (None where not measured) -> the most frequent in each resample, the earliest on ties
-        (`emergence_layer`'s rule; counted in integers, so ties stay ties), NaN where none is drawn."""
-        tally = self.counts @ (np.asarray(series, dtype=np.float64)[:, None] == np.arange(n_blocks))
-        return np.where(tally.sum(1) > 0, tally.argmax(1), np.nan)
-
-    def interval(self, samples) -> list[float] | None:
-        """The percentile interval over the resamples where the statistic is defined (None: in none)."""
-        samples = np.asarray(samples, dtype=np.float64)
-        drawn = samples[~np.isnan(samples)]
-        return rounded(self.bootstrap.interval(drawn)) if drawn.size else None
-
-
-def add_intervals(summary: dict, resamples: TaskResamples, means: dict[str, str], of_mean=lambda mean: mean) -> None:
-    """`<name>_ci` beside each reported `name` of `summary`: the interval of `of_mean` of the mean of its
-    per-prompt series (`means[name]`, a key of `summary["per_prompt"]`, kept last)."""
-    for name, series in means.items():
-        summary[f"{name}_ci"] = resamples.interval(of_mean(resamples.means(summary["per_prompt"][series])))
-    summary["per_prompt"] = summary.pop("per_prompt")
-
-
-def add_uncertainty(results: dict, bootstrap: Bootstrap | None) -> None:
-    """Every mean over prompts of the results gets its bootstrap interval (`<name>_ci`), the emergence layer its
-    interval and its distribution over the resamples (`emergence_layer_bootstrap`: block -> share), from one set
-    of resamples of every task's prompts, in the order of `results["tasks"]`; nothing with no bootstrap."""
-    results["bootstrap"] = None if bootstrap is None else bootstrap.describe()
-    if bootstrap is None:
-        return
-    start = 0
-    for task, entry in results["tasks"].items():
-        resamples = TaskResamples(bootstrap, start, entry["n_prompts"])
-        start += entry["n_prompts"]
-        blocks = resamples.modes(entry["per_prompt"]["answer_peak_block"], results["n_layers"])
-        entry["emergence_layer_ci"] = resamples.interval(blocks)
-        drawn, times = np.unique(blocks[~np.isnan(blocks)], return_counts=True)
-        entry["emergence_layer_bootstrap"] = {str(int(b)): t / times.sum() for b, t in zip(drawn, times)}
-        add_intervals(entry, resamples, {"accuracy": "answered"})
-        add_intervals(entry["switch_test"], resamples, {"rate": "argument_on_top", "answer_lost_rate": "answer_lost"})
-        transplanted = results["transplant"][task]
-        if task != "capitals" or results["protocol"]["o_vector_layer"] is None:  # the block is the measured one
-            transplanted["layer_ci"] = entry["emergence_layer_ci"]
-        add_intervals(transplanted, resamples, {"mrr_before": "reciprocal_rank_before",
-                                                "mrr_after": "reciprocal_rank_after", "no_effect_rate": "no_effect"})
-        add_intervals(transplanted, resamples, {"rank_before": "reciprocal_rank_before",
-                                                "rank_after": "reciprocal_rank_after"}, np.reciprocal)
-        if task == "capitals":
-            for method in ("zero", "mean"):
-                for curve in results["ablation"][method].values():
-                    add_intervals(curve, resamples, {"abstractive_accuracy": "abstractive",
-                                                     "extractive_accuracy": "extractive"})
-    results["emergence_layer_ci"] = results["tasks"]["capitals"]["emergence_layer_ci"]
 
 
 # --- The experiment --------------------------------------------------------------------------------------------
