@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from interp.results import atomic_path  # noqa: E402
+from interp.stats import crosses  # noqa: E402
 
 STYLE = {
     "figure.dpi": 110, "savefig.dpi": 150, "font.size": 9, "axes.titlesize": 10, "axes.titleweight": "bold",
@@ -65,10 +66,9 @@ def plot_layer_grid(grid, title: str, label: str, marked: dict[str, list] | None
         ax.set_title(title)
         fig.colorbar(image, ax=ax, label=label, fraction=0.04)
         if intervals is not None:
-            low, high = np.asarray(intervals, dtype=float)[..., 0], np.asarray(intervals, dtype=float)[..., 1]
             crosses_threshold = np.zeros(values.shape, dtype=bool) if threshold is None else (
-                ((low < threshold) & (threshold < high)) | ((low < -threshold) & (-threshold < high)))
-            crosses_zero = (low <= 0) & (0 <= high) & ~crosses_threshold
+                crosses(intervals, threshold) | crosses(intervals, -threshold))
+            crosses_zero = crosses(intervals, 0.0) & ~crosses_threshold
             for mask, marker, size in ((crosses_threshold, "x", 18), (crosses_zero, ".", 4)):
                 rows, cols = np.nonzero(mask)
                 ax.scatter(cols, rows, marker=marker, s=size, c="#444444", linewidths=0.8)

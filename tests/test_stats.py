@@ -4,7 +4,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from interp.errors import InterpError
-from interp.stats import Bootstrap, check_resamples, resample_counts
+from interp.stats import Bootstrap, check_resamples, crosses, resample_counts
 
 
 def test_mean_interval_agrees_with_scipy():
@@ -78,3 +78,11 @@ def test_zero_resamples_turn_the_bootstrap_off():
         Bootstrap.over([], 10)
     with pytest.raises(InterpError, match="per-prompt values of 3 prompts"):
         Bootstrap.over(["a", "b"], 10).means(np.zeros(3))
+
+
+def test_crosses_marks_intervals_holding_the_value():
+    """What the IOI grid figures mark: intervals [..., 2] that hold a value (ends included)."""
+    intervals = np.array([[[-0.1, 0.2], [0.05, 0.3]], [[0.1, 0.4], [-0.3, -0.06]]])
+    assert crosses(intervals, 0.0).tolist() == [[True, False], [False, False]]
+    assert crosses(intervals, 0.05).tolist() == [[True, True], [False, False]]
+    assert crosses(intervals, -0.05).tolist() == [[True, False], [False, False]]
