@@ -29,6 +29,8 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/interp discover --model planted:ioi --random-circuits 20
 
 test: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q -p no:cacheprovider
 
 # JupyterLab in the project's environment, opened on notebooks/ (offline like the rest: models come from the

@@ -11,6 +11,7 @@ the model once) and in anchors. The last line printed is
 selection_stability_share=<fraction> template_holdout_s=<s> random_circuits_s=<s>`: the selection frequencies'
 share of the run (they resample numbers, not forwards); the hold-out and the random circuits are their own costs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from interp.circuits.ioi import Protocol, run  # noqa: E402
-from interp.models import load_model  # noqa: E402
 
+from interp.models import load_model  # noqa: E402
 
 SURENESS_STEPS = ("selection_stability", "template_holdout", "random_circuits")
 
@@ -48,32 +49,47 @@ def run_benchmark(model_spec: str = "planted:ioi", quiet: bool = False, n: int =
     model = load_model(model_spec)
     clean, _ = Protocol().datasets(model, n, seed)
     anchor = forward_seconds(model, clean.tokens)
-    say(f"{model_spec}: {model.cfg.n_layers} layers x {model.cfg.n_heads} heads, d_model {model.cfg.d_model}; "
+    say(
+        f"{model_spec}: {model.cfg.n_layers} layers x {model.cfg.n_heads} heads, d_model {model.cfg.d_model}; "
         f"{n} prompts of up to {clean.tokens.shape[1]} tokens; {torch.get_num_threads()} threads; "
-        f"one forward of the {n} prompts: {anchor:.3f} s")
+        f"one forward of the {n} prompts: {anchor:.3f} s"
+    )
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         results = run(model, out, n=n, seed=seed, quiet=quiet)
         wall = time.perf_counter() - start
         steps = json.loads((Path(out) / "timing.json").read_text())["steps"]
     for name, step in steps.items():
-        say(f"{name:>26}: {step['seconds']:8.1f} s  {step['forward_passes']:7d} prompt-forwards  "
-            f"{step['seconds'] / anchor:7.0f} anchors")
+        say(
+            f"{name:>26}: {step['seconds']:8.1f} s  {step['forward_passes']:7d} prompt-forwards  "
+            f"{step['seconds'] / anchor:7.0f} anchors"
+        )
     evaluation = steps["evaluation"]["seconds"]
     separate = {name: steps.get(name, {"seconds": 0.0})["seconds"] for name in SURENESS_STEPS}
-    report = {"model": model_spec, "n": n, "threads": torch.get_num_threads(), "wall_seconds": wall,
-              "forward_seconds": anchor, "prompt_forwards": results["forward_passes"], "steps": steps,
-              "discovery_seconds": sum(step["seconds"] for name, step in steps.items()
-                                       if name not in ("evaluation", *SURENESS_STEPS)),
-              "evaluation_seconds": evaluation, **{f"{name}_seconds": seconds for name, seconds in separate.items()},
-              "classes_found": {k: len(v) for k, v in results["heads"].items()}}
+    report = {
+        "model": model_spec,
+        "n": n,
+        "threads": torch.get_num_threads(),
+        "wall_seconds": wall,
+        "forward_seconds": anchor,
+        "prompt_forwards": results["forward_passes"],
+        "steps": steps,
+        "discovery_seconds": sum(
+            step["seconds"] for name, step in steps.items() if name not in ("evaluation", *SURENESS_STEPS)
+        ),
+        "evaluation_seconds": evaluation,
+        **{f"{name}_seconds": seconds for name, seconds in separate.items()},
+        "classes_found": {k: len(v) for k, v in results["heads"].items()},
+    }
     # the selection frequencies resample numbers, not forwards: their share of the run without the two tests that
     # do run the model (the hold-out and the random circuits, reported on their own)
     share = separate["selection_stability"] / (wall - separate["template_holdout"] - separate["random_circuits"])
-    say(f"ioi n={n} wall_s={wall:.1f} forward_s={anchor:.3f} prompt_forwards={report['prompt_forwards']} "
+    say(
+        f"ioi n={n} wall_s={wall:.1f} forward_s={anchor:.3f} prompt_forwards={report['prompt_forwards']} "
         f"wall_vs_forward={wall / anchor:.0f}x discovery_s={report['discovery_seconds']:.1f} "
         f"evaluation_s={evaluation:.1f} selection_stability_share={share:.4f} "
-        f"template_holdout_s={separate['template_holdout']:.1f} random_circuits_s={separate['random_circuits']:.1f}")
+        f"template_holdout_s={separate['template_holdout']:.1f} random_circuits_s={separate['random_circuits']:.1f}"
+    )
     report["selection_stability_share"] = share
     return report
 

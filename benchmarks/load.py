@@ -10,6 +10,7 @@ holds once loaded, both above the memory it held before (Python, torch, transfor
 `--bridge-processing` the same is measured for TransformerBridge's own compatibility-mode processing, which
 interp's in-place processing replaces. The last line is `load <size>/<dtype> peak_x=<x> after_x=<x> ...`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,17 +55,28 @@ print(json.dumps({"seconds": seconds, "weight_bytes": weights, "peak_bytes": pea
 
 
 def measure(size: str, dtype: str, bridge_processing: bool) -> dict:
-    result = subprocess.run([sys.executable, "-c", ONE_LOAD, f"random:{size}", dtype, str(int(bridge_processing))],
-                            capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    result = subprocess.run(
+        [sys.executable, "-c", ONE_LOAD, f"random:{size}", dtype, str(int(bridge_processing))],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"loading {size} ({dtype}) failed: {result.stderr.strip().splitlines()[-1:]}")
     data = json.loads(result.stdout.strip().splitlines()[-1])
-    return {**data, "peak_x": data["peak_bytes"] / data["weight_bytes"],
-            "after_x": data["after_bytes"] / data["weight_bytes"]}
+    return {
+        **data,
+        "peak_x": data["peak_bytes"] / data["weight_bytes"],
+        "after_x": data["after_bytes"] / data["weight_bytes"],
+    }
 
 
-def run_benchmark(sizes=("gpt2", "gpt2-medium", "gpt2-large"), dtypes=("float32", "bfloat16"),
-                  bridge_processing: bool = False, quiet: bool = False) -> dict:
+def run_benchmark(
+    sizes=("gpt2", "gpt2-medium", "gpt2-large"),
+    dtypes=("float32", "bfloat16"),
+    bridge_processing: bool = False,
+    quiet: bool = False,
+) -> dict:
     say = (lambda *args: None) if quiet else (lambda *args: print(*args, flush=True))
     report = {}
     for size in sizes:
@@ -73,10 +85,15 @@ def run_benchmark(sizes=("gpt2", "gpt2-medium", "gpt2-large"), dtypes=("float32"
             for way, flag in ways:
                 row = measure(size, dtype, flag)
                 report[f"{size}/{dtype}/{way}"] = row
-                say(f"{size:>12} {dtype:>9} {way:>7}: {row['seconds']:6.1f} s  weights "
-                    f"{row['weight_bytes'] / 2**30:5.2f} GiB  peak {row['peak_x']:.2f}x  after {row['after_x']:.2f}x")
-    last = [f"{key.rsplit('/', 1)[0]} peak_x={row['peak_x']:.2f} after_x={row['after_x']:.2f}"
-            for key, row in report.items() if key.endswith("/interp")]
+                say(
+                    f"{size:>12} {dtype:>9} {way:>7}: {row['seconds']:6.1f} s  weights "
+                    f"{row['weight_bytes'] / 2**30:5.2f} GiB  peak {row['peak_x']:.2f}x  after {row['after_x']:.2f}x"
+                )
+    last = [
+        f"{key.rsplit('/', 1)[0]} peak_x={row['peak_x']:.2f} after_x={row['after_x']:.2f}"
+        for key, row in report.items()
+        if key.endswith("/interp")
+    ]
     say("load " + "; ".join(last))
     return report
 
@@ -85,8 +102,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="gpt2,gpt2-medium,gpt2-large")
     parser.add_argument("--dtypes", default="float32,bfloat16")
-    parser.add_argument("--bridge-processing", action="store_true",
-                        help="also measure TransformerBridge's own weight processing, for comparison")
+    parser.add_argument(
+        "--bridge-processing",
+        action="store_true",
+        help="also measure TransformerBridge's own weight processing, for comparison",
+    )
     args = parser.parse_args()
     run_benchmark(args.sizes.split(","), args.dtypes.split(","), args.bridge_processing)
 

@@ -11,6 +11,7 @@ interp's sweeps against one `run_with_cache` on the same batch: the rise of its 
 `random:gpt2` has GPT-2 small's shapes, hence its compute. The last line printed is
 `speedup resid_pre=<x>x head_out=<y>x attribution_vs_exact=<z>x max_abs_diff=<d>`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -88,13 +89,16 @@ def peak_memory(model_spec: str, n_prompts: int, n_tokens: int, seed: int) -> di
 
     cache, _, cache_peak = measure(cached_run)
     # Bridge hooks alias one another (blocks.0.hook_in is blocks.0.hook_resid_pre): count each storage once.
-    cache_bytes = sum({tensor.untyped_storage().data_ptr(): tensor.untyped_storage().nbytes()
-                       for tensor in cache.values()}.values())
+    cache_bytes = sum(
+        {tensor.untyped_storage().data_ptr(): tensor.untyped_storage().nbytes() for tensor in cache.values()}.values()
+    )
     del cache
     report = {"run_with_cache": {"peak_bytes": cache_peak, "cache_bytes": cache_bytes}}
     for site in SITES:
-        report[site] = {"interp": measure(lambda: activation_patch(model, clean, corrupt, metric, site))[2],
-                        "attribution": measure(lambda: attribution_patch(model, clean, corrupt, metric, site))[2]}
+        report[site] = {
+            "interp": measure(lambda: activation_patch(model, clean, corrupt, metric, site))[2],
+            "attribution": measure(lambda: attribution_patch(model, clean, corrupt, metric, site))[2],
+        }
     return report
 
 
@@ -106,16 +110,30 @@ def peak_memory_in_fresh_process(model_spec: str, n_prompts: int, n_tokens: int,
     import subprocess
 
     environment = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(64 * 1024)}
-    command = [sys.executable, __file__, "--model", model_spec, "--prompts", str(n_prompts), "--tokens",
-               str(n_tokens), "--seed", str(seed), "--threads", str(torch.get_num_threads()), "--peak-memory-json"]
+    command = [
+        sys.executable,
+        __file__,
+        "--model",
+        model_spec,
+        "--prompts",
+        str(n_prompts),
+        "--tokens",
+        str(n_tokens),
+        "--seed",
+        str(seed),
+        "--threads",
+        str(torch.get_num_threads()),
+        "--peak-memory-json",
+    ]
     child = subprocess.run(command, env=environment, capture_output=True, text=True)
     if child.returncode != 0:
         return None
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
-def run_benchmark(model_spec: str = "random:gpt2", quiet: bool = False, n_prompts: int = 8, n_tokens: int = 16,
-                  seed: int = 0) -> dict:
+def run_benchmark(
+    model_spec: str = "random:gpt2", quiet: bool = False, n_prompts: int = 8, n_tokens: int = 16, seed: int = 0
+) -> dict:
     """Run the comparison; print a report ending with the summary line unless quiet; return every number."""
     import transformer_lens.patching as tl_patching
 
@@ -129,12 +147,18 @@ def run_benchmark(model_spec: str = "random:gpt2", quiet: bool = False, n_prompt
         with torch.inference_mode():
             return helper(model, corrupt, model.run_with_cache(clean)[1], full_logit_diff)
 
-    say(f"{model_spec}: {model.cfg.n_layers} layers x {model.cfg.n_heads} heads, d_model {model.cfg.d_model}; "
-        f"{n_prompts} prompts x {n_tokens} tokens; {torch.get_num_threads()} threads")
-    helpers = dict(zip(SITES, (tl_patching.get_act_patch_resid_pre,
-                               tl_patching.get_act_patch_attn_head_out_all_pos)))
-    report = {"model": model_spec, "prompts": n_prompts, "tokens": n_tokens, "threads": torch.get_num_threads(),
-              "sites": {}}
+    say(
+        f"{model_spec}: {model.cfg.n_layers} layers x {model.cfg.n_heads} heads, d_model {model.cfg.d_model}; "
+        f"{n_prompts} prompts x {n_tokens} tokens; {torch.get_num_threads()} threads"
+    )
+    helpers = dict(zip(SITES, (tl_patching.get_act_patch_resid_pre, tl_patching.get_act_patch_attn_head_out_all_pos)))
+    report = {
+        "model": model_spec,
+        "prompts": n_prompts,
+        "tokens": n_tokens,
+        "threads": torch.get_num_threads(),
+        "sites": {},
+    }
     for site, helper in helpers.items():
         say(f"{site}: TransformerLens ...")
         reference, tl_seconds, _ = measure(lambda: transformer_lens(helper))
@@ -143,8 +167,10 @@ def run_benchmark(model_spec: str = "random:gpt2", quiet: bool = False, n_prompt
         say(f"{site}: interp attribution ...")
         estimate, attribution_seconds, _ = measure(lambda: attribution_patch(model, clean, corrupt, metric, site))
         report["sites"][site] = {
-            "transformer_lens_seconds": tl_seconds, "interp_seconds": exact_seconds,
-            "attribution_seconds": attribution_seconds, "speedup": tl_seconds / exact_seconds,
+            "transformer_lens_seconds": tl_seconds,
+            "interp_seconds": exact_seconds,
+            "attribution_seconds": attribution_seconds,
+            "speedup": tl_seconds / exact_seconds,
             "max_abs_diff": float((exact - reference).abs().max()),
             "attribution_agreement": agreement(exact, estimate),
         }
@@ -152,12 +178,15 @@ def run_benchmark(model_spec: str = "random:gpt2", quiet: bool = False, n_prompt
     report["peak_memory"] = peak_memory_in_fresh_process(model_spec, n_prompts, n_tokens, seed)
 
     resid, heads = report["sites"]["resid_pre"], report["sites"]["head_out"]
-    report["attribution_vs_exact"] = ((resid["interp_seconds"] + heads["interp_seconds"])
-                                      / (resid["attribution_seconds"] + heads["attribution_seconds"]))
+    report["attribution_vs_exact"] = (resid["interp_seconds"] + heads["interp_seconds"]) / (
+        resid["attribution_seconds"] + heads["attribution_seconds"]
+    )
     report["max_abs_diff"] = max(resid["max_abs_diff"], heads["max_abs_diff"])
-    report["summary"] = (f"speedup resid_pre={resid['speedup']:.1f}x head_out={heads['speedup']:.1f}x "
-                         f"attribution_vs_exact={report['attribution_vs_exact']:.1f}x "
-                         f"max_abs_diff={report['max_abs_diff']:.1e}")
+    report["summary"] = (
+        f"speedup resid_pre={resid['speedup']:.1f}x head_out={heads['speedup']:.1f}x "
+        f"attribution_vs_exact={report['attribution_vs_exact']:.1f}x "
+        f"max_abs_diff={report['max_abs_diff']:.1e}"
+    )
 
     def mib(n):
         return "n/a" if n is None else f"{n / 2**20:.0f} MiB"
@@ -165,17 +194,22 @@ def run_benchmark(model_spec: str = "random:gpt2", quiet: bool = False, n_prompt
     memory = report["peak_memory"]
     cache_peak = memory and memory["run_with_cache"]["peak_bytes"]
     if memory:
-        say(f"run_with_cache: peak +{mib(cache_peak)} (the cache itself "
-            f"{mib(memory['run_with_cache']['cache_bytes'])})")
+        say(
+            f"run_with_cache: peak +{mib(cache_peak)} (the cache itself {mib(memory['run_with_cache']['cache_bytes'])})"
+        )
     for site, row in report["sites"].items():
         fit = row["attribution_agreement"]
-        say(f"{site}: TransformerLens {row['transformer_lens_seconds']:.2f} s, interp {row['interp_seconds']:.2f} s "
+        say(
+            f"{site}: TransformerLens {row['transformer_lens_seconds']:.2f} s, interp {row['interp_seconds']:.2f} s "
             f"({row['speedup']:.1f}x), attribution {row['attribution_seconds']:.2f} s; attribution vs exact: "
-            f"pearson {fit['pearson']:.3f}, max |diff| {fit['max_abs_diff']:.3g}")
+            f"pearson {fit['pearson']:.3f}, max |diff| {fit['max_abs_diff']:.3g}"
+        )
         if memory and memory[site]["interp"] is not None and cache_peak:
-            say(f"{site}: peak memory: interp +{mib(memory[site]['interp'])} "
+            say(
+                f"{site}: peak memory: interp +{mib(memory[site]['interp'])} "
                 f"({memory[site]['interp'] / cache_peak:.2f}x run_with_cache), attribution "
-                f"+{mib(memory[site]['attribution'])}")
+                f"+{mib(memory[site]['attribution'])}"
+            )
     say(report["summary"])
     return report
 

@@ -9,6 +9,7 @@ shards) more than a speed-up. Results of every run are checked equal to the sing
 any time is reported. The last line printed is
 `scale n=<N> single_s=<s> ray1_s=<s> ray2_s=<s> ray1_vs_single=<x>x ray2_vs_single=<x>x [gpus=<g> ray_gpus_s=<s>]`.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,6 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from interp.circuits.ioi import Protocol, run  # noqa: E402
+
 from interp.models import load_model  # noqa: E402
 from interp.workers import ModelRecipe, RayWorkers  # noqa: E402
 
@@ -64,8 +66,14 @@ def run_benchmark(model_spec: str = "planted:ioi", quiet: bool = False, n: int =
     say(f"{model_spec}: IOI with {n} prompts on {device}; {torch.get_num_threads()} threads in this process")
     single, reference = timed_run(model, n, seed)
     say(f"{'one process':>22}: {single:7.1f} s")
-    report = {"model": model_spec, "n": n, "device": device, "threads": torch.get_num_threads(),
-              "single_seconds": single, "ray": {}}
+    report = {
+        "model": model_spec,
+        "n": n,
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "single_seconds": single,
+        "ray": {},
+    }
     counts = [1, 2]
     gpus = torch.cuda.device_count()
     if gpus > 1:
@@ -76,11 +84,15 @@ def run_benchmark(model_spec: str = "planted:ioi", quiet: bool = False, n: int =
         if difference > 1e-5:
             raise SystemExit(f"{count} Ray workers differ from the single process by {difference:g}")
         report["ray"][count] = {"seconds": seconds, "vs_single": seconds / single, "largest_difference": difference}
-        say(f"{f'{count} Ray workers':>22}: {seconds:7.1f} s  {seconds / single:5.2f}x the single process  "
-            f"(largest difference {difference:.1g})")
-    line = (f"scale n={n} single_s={single:.1f} ray1_s={report['ray'][1]['seconds']:.1f} "
-            f"ray2_s={report['ray'][2]['seconds']:.1f} ray1_vs_single={report['ray'][1]['vs_single']:.2f}x "
-            f"ray2_vs_single={report['ray'][2]['vs_single']:.2f}x")
+        say(
+            f"{f'{count} Ray workers':>22}: {seconds:7.1f} s  {seconds / single:5.2f}x the single process  "
+            f"(largest difference {difference:.1g})"
+        )
+    line = (
+        f"scale n={n} single_s={single:.1f} ray1_s={report['ray'][1]['seconds']:.1f} "
+        f"ray2_s={report['ray'][2]['seconds']:.1f} ray1_vs_single={report['ray'][1]['vs_single']:.2f}x "
+        f"ray2_vs_single={report['ray'][2]['vs_single']:.2f}x"
+    )
     if gpus > 1:
         line += f" gpus={gpus} ray_gpus_s={report['ray'][gpus]['seconds']:.1f}"
     say(line)

@@ -36,19 +36,20 @@ Method, claim by claim:
 These are claims about GPT-2 trained on English. On the organism, the planted models and random weights the
 measurements still run (same code path) but the results say plainly that the claims do not apply to them.
 """
+
 from __future__ import annotations
 
 import random
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
+from interp.circuits.capitals import first_lead_blocks
 
 from interp.cache import run_with_selective_cache
-from interp.circuits.capitals import first_lead_blocks
 from interp.cli import add_model, add_prepend_bos, load
 from interp.data import DATA_DIR
 from interp.data.capitals import CAPITALS_DEMONSTRATION
@@ -64,8 +65,11 @@ from interp.vectors import final_logits
 from interp.word_vectors import SPACES, analogy, nearest
 
 # What the article says, quoted or closely paraphrased, next to the inputs that test it.
-NEAREST = {"word": " cat", "article": "the words nearest to cat include dog, kitten and pet",
-           "article_words": [" dog", " kitten", " pet"]}
+NEAREST = {
+    "word": " cat",
+    "article": "the words nearest to cat include dog, kitten and pet",
+    "article_words": [" dog", " kitten", " pet"],
+}
 ANALOGIES = [  # (a, b, c, expected): a is to b as c is to expected
     (" big", " biggest", " small", " smallest"),
     (" France", " Paris", " Germany", " Berlin"),
@@ -77,8 +81,10 @@ ANALOGIES = [  # (a, b, c, expected): a is to b as c is to expected
 ]
 FACTS = {  # name -> (prompt, answer): the article's association, and the capital-city experiment's own prompt
     "Donald -> Trump": ("Donald", " Trump"),
-    "Poland -> Warsaw (Merullo et al.'s prompt)": (TASKS["capitals"].prompt("Poland", (CAPITALS_DEMONSTRATION,)),
-                                                   " Warsaw"),
+    "Poland -> Warsaw (Merullo et al.'s prompt)": (
+        TASKS["capitals"].prompt("Poland", (CAPITALS_DEMONSTRATION,)),
+        " Warsaw",
+    ),
 }
 SENSES = {  # a polysemous word (two related senses) and a homonym (two unrelated ones), four sentences per sense
     " magazine": {
@@ -112,50 +118,74 @@ SENSES = {  # a polysemous word (two related senses) and a homonym (two unrelate
 }
 MEMORY_NEURONS = 4  # random neurons per block
 TOP_CONTEXTS = 5
-HEAD_KINDS = {"previous_token": "previous_token_head", "duplicate_token": "duplicate_token_head",
-              "induction": "induction_head"}  # interp's names -> TransformerLens's head detector's
-PRONOUN = {"prompt": "John wants his bank to cash the", "from": " his", "to": "John",
-           "article": "an attention head matches the pronoun his with the man it refers to, John"}
-IOI_LIMIT = {"prompt": "When Mary and John went to the restaurant, John gave his keys to",
-             "answers": [" the", " Mary", " John"],
-             "article": "the next word is more likely \"the\" (the valet) than either name"}
+HEAD_KINDS = {
+    "previous_token": "previous_token_head",
+    "duplicate_token": "duplicate_token_head",
+    "induction": "induction_head",
+}  # interp's names -> TransformerLens's head detector's
+PRONOUN = {
+    "prompt": "John wants his bank to cash the",
+    "from": " his",
+    "to": "John",
+    "article": "an attention head matches the pronoun his with the man it refers to, John",
+}
+IOI_LIMIT = {
+    "prompt": "When Mary and John went to the restaurant, John gave his keys to",
+    "answers": [" the", " Mary", " John"],
+    "article": 'the next word is more likely "the" (the valet) than either name',
+}
 ONE_LINERS = [
     ("mat", "the cat sat on a", " mat"),
     ("sugar", "I like my coffee with cream and", " sugar"),
-    ("false belief", "Here is a bag filled with popcorn. There is no chocolate in the bag. The label on the bag says "
-     "\"chocolate\" and not \"popcorn\". Sam finds the bag. She has never seen it before. Sam reads the label. She "
-     "believes that the bag is full of", " chocolate"),
+    (
+        "false belief",
+        "Here is a bag filled with popcorn. There is no chocolate in the bag. The label on the bag says "
+        '"chocolate" and not "popcorn". Sam finds the bag. She has never seen it before. Sam reads the label. She '
+        "believes that the bag is full of",
+        " chocolate",
+    ),
     ("reversal, forward", "Tom Cruise's mother is", " Mary"),
     ("reversal, backward", "Mary Lee Pfeiffer's son is", " Tom"),
 ]
 ARTICLE = {  # what the article says, kept beside the measurements
-    "nearest": NEAREST, "analogies": [list(row) for row in ANALOGIES],
+    "nearest": NEAREST,
+    "analogies": [list(row) for row in ANALOGIES],
     "context": "the senses of a polysemous word stay closer than the senses of a homonym",
     "pronoun": PRONOUN["article"],
     "memories": "feed-forward keys match shallow patterns in early layers, semantic ones in later layers",
     "facts": "simple associations such as Donald -> Trump appear in early layers (for comparison, Merullo et al.: "
-             "in GPT-2 medium the capital first leads after block 19)",
-    "ioi_limit": IOI_LIMIT["article"], "false_belief": "GPT-2 fails the false-belief test"}
+    "in GPT-2 medium the capital first leads after block 19)",
+    "ioi_limit": IOI_LIMIT["article"],
+    "false_belief": "GPT-2 fails the false-belief test",
+}
 
 
 def applicability(model) -> dict:
     """Whether the article's claims (about GPT-2 trained on English text) can be read off this model."""
     spec = model.interp_source.spec
     if spec.startswith("random:"):
-        return {"applies": False, "why": "random weights: every number here is noise, measured only to run the "
-                                         "same code as on GPT-2"}
+        return {
+            "applies": False,
+            "why": "random weights: every number here is noise, measured only to run the same code as on GPT-2",
+        }
     if spec == "organism" or spec.startswith("planted:"):
-        return {"applies": False, "why": f"{spec} is not trained on English text (its vocabulary use is synthetic): "
-                                         "the article's claims are about GPT-2 and do not apply to it"}
+        return {
+            "applies": False,
+            "why": f"{spec} is not trained on English text (its vocabulary use is synthetic): "
+            "the article's claims are about GPT-2 and do not apply to it",
+        }
     return {"applies": True, "why": None}
 
 
 def word_vectors(model) -> dict:
     """Claim 1 in both spaces."""
-    return {space: {"nearest": nearest(model, NEAREST["word"], k=10, space=space),
-                    "analogies": [analogy(model, a, b, c, expected, k=5, space=space)
-                                  for a, b, c, expected in ANALOGIES]}
-            for space in SPACES}
+    return {
+        space: {
+            "nearest": nearest(model, NEAREST["word"], k=10, space=space),
+            "analogies": [analogy(model, a, b, c, expected, k=5, space=space) for a, b, c, expected in ANALOGIES],
+        }
+        for space in SPACES
+    }
 
 
 def context_vectors(model, prepend_bos: bool) -> dict:
@@ -176,12 +206,20 @@ def context_vectors(model, prepend_bos: bool) -> dict:
             by_sense.append(torch.nn.functional.normalize(torch.stack(vectors), dim=-1))  # [sentence, boundary, d]
         within = torch.stack([mean_cosine(vectors, vectors) for vectors in by_sense]).mean(0)
         across = mean_cosine(*by_sense)
-        results[word] = {"senses": list(senses), "sentences": senses, "within": within.tolist(),
-                         "across": across.tolist(), "gap": (within - across).tolist()}
+        results[word] = {
+            "senses": list(senses),
+            "sentences": senses,
+            "within": within.tolist(),
+            "across": across.tolist(),
+            "gap": (within - across).tolist(),
+        }
     polysemous, homonym = (results[word]["gap"] for word in SENSES)
     blocks = range(1, len(polysemous))  # the embeddings (boundary 0) see no context
-    results["prediction_holds"] = {"blocks": sum(homonym[b] > polysemous[b] for b in blocks),
-                                   "of": len(blocks), "last_block": homonym[-1] > polysemous[-1]}
+    results["prediction_holds"] = {
+        "blocks": sum(homonym[b] > polysemous[b] for b in blocks),
+        "of": len(blocks),
+        "last_block": homonym[-1] > polysemous[-1],
+    }
     return results
 
 
@@ -197,8 +235,11 @@ def mean_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def english_sample() -> tuple[list[str], list[str]]:
     """(texts, their topics): the bundled sample of ordinary English (interp/data/english_sample.tsv)."""
-    rows = [line.split("\t") for line in (DATA_DIR / "english_sample.tsv").read_text(encoding="utf-8").splitlines()
-            if line and not line.startswith("#")]
+    rows = [
+        line.split("\t")
+        for line in (DATA_DIR / "english_sample.tsv").read_text(encoding="utf-8").splitlines()
+        if line and not line.startswith("#")
+    ]
     return [text for _, text in rows], [topic for topic, _ in rows]
 
 
@@ -222,10 +263,15 @@ def memories_by_layer(model, seed: int = 0, prepend_bos: bool = False) -> dict:
     for layer in layers:
         neurons = torch.randperm(model.cfg.d_mlp, generator=generator)[:MEMORY_NEURONS].tolist()
         contexts = top_contexts(model, layer, neurons, texts, k=TOP_CONTEXTS, prepend_bos=prepend_bos)
-        found = [{"neuron": neuron, "trigger": trigger_kind(contexts[neuron], topics),
-                  "top_contexts": [{**c, "topic": topics[c["text"]]} for c in contexts[neuron]],
-                  "value_tokens": [{"token": t, "logit": v} for t, v in value_tokens(model, layer, neuron, k=8)]}
-                 for neuron in neurons]
+        found = [
+            {
+                "neuron": neuron,
+                "trigger": trigger_kind(contexts[neuron], topics),
+                "top_contexts": [{**c, "topic": topics[c["text"]]} for c in contexts[neuron]],
+                "value_tokens": [{"token": t, "logit": v} for t, v in value_tokens(model, layer, neuron, k=8)],
+            }
+            for neuron in neurons
+        ]
         results["layers"][str(layer)] = {"neurons": found, "kinds": dict(Counter(n["trigger"] for n in found))}
     return results
 
@@ -234,8 +280,14 @@ def repeated_sequences(model, n: int = 10, length: int = 20, seed: int = 0) -> l
     """Texts of `length` random common words said twice, each checked to tokenize back to exactly those tokens
     (the head detector takes text): in the second half every token has a duplicate and an induction target."""
     rng = random.Random(seed)
-    words = [i for i in range(1000, 20000) if (text := model.tokenizer.decode([i])).startswith(" ")
-             and text[1:].isalpha() and text[1:].islower() and len(text) > 3]
+    words = [
+        i
+        for i in range(1000, 20000)
+        if (text := model.tokenizer.decode([i])).startswith(" ")
+        and text[1:].isalpha()
+        and text[1:].islower()
+        and len(text) > 3
+    ]
     texts = []
     while len(texts) < n:
         ids = rng.sample(words, length)
@@ -256,10 +308,15 @@ def head_jobs(model, seed: int = 0) -> dict:
     position = {word: str_tokens(tokens[0], model.tokenizer).index(word) for word in (PRONOUN["from"], PRONOUN["to"])}
     names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
     _, cache = run_with_selective_cache(model, tokens, names)
-    scores["pronoun"] = torch.stack([cache[name][0, :, position[PRONOUN["from"]], position[PRONOUN["to"]]].float()
-                                     for name in names]).cpu()
-    return {"sequences": sequences, "pronoun": PRONOUN, "scores": {k: v.tolist() for k, v in scores.items()},
-            "top": {kind: top_heads(grid) for kind, grid in scores.items()}}
+    scores["pronoun"] = torch.stack(
+        [cache[name][0, :, position[PRONOUN["from"]], position[PRONOUN["to"]]].float() for name in names]
+    ).cpu()
+    return {
+        "sequences": sequences,
+        "pronoun": PRONOUN,
+        "scores": {k: v.tolist() for k, v in scores.items()},
+        "top": {kind: top_heads(grid) for kind, grid in scores.items()},
+    }
 
 
 def top_heads(grid: torch.Tensor, k: int = 5) -> list[dict]:
@@ -286,15 +343,29 @@ def ioi_limit(model, name_movers: list[tuple[int, int]] | None = None) -> dict:
     logits, patterns = run_with_selective_cache(model, tokens, pattern_names)  # the model's logits come with them
     logits = logits[0, end].float().cpu()
     probs = logits.softmax(-1)
-    movers = [{"head": [layer, head],
-               "attention": {name: float(patterns[f"blocks.{layer}.attn.hook_pattern"][0, head, end, where].sum())
-                             for name, where in names.items()},
-               "direct_logit": {answer: float(contributions[layer, head, i])
-                                for i, answer in enumerate(IOI_LIMIT["answers"])}} for layer, head in name_movers]
-    return {"prompt": IOI_LIMIT["prompt"], "article": IOI_LIMIT["article"],
-            "next_token": {answer: {"prob": float(probs[token]), "rank": int(token_ranks(logits[None], token[None]))}
-                           for answer, token in zip(IOI_LIMIT["answers"], ids)},
-            "name_movers": movers, "name_mover_source": source}
+    movers = [
+        {
+            "head": [layer, head],
+            "attention": {
+                name: float(patterns[f"blocks.{layer}.attn.hook_pattern"][0, head, end, where].sum())
+                for name, where in names.items()
+            },
+            "direct_logit": {
+                answer: float(contributions[layer, head, i]) for i, answer in enumerate(IOI_LIMIT["answers"])
+            },
+        }
+        for layer, head in name_movers
+    ]
+    return {
+        "prompt": IOI_LIMIT["prompt"],
+        "article": IOI_LIMIT["article"],
+        "next_token": {
+            answer: {"prob": float(probs[token]), "rank": int(token_ranks(logits[None], token[None]))}
+            for answer, token in zip(IOI_LIMIT["answers"], ids)
+        },
+        "name_movers": movers,
+        "name_mover_source": source,
+    }
 
 
 def fact_emergence(model, prompt: str, answer: str, prepend_bos: bool) -> dict:
@@ -303,15 +374,22 @@ def fact_emergence(model, prompt: str, answer: str, prepend_bos: bool) -> dict:
     answer_token = model.tokenizer.decode(encode(answer, model.tokenizer)[:1])
     lens = logit_lens(model, prompt, targets=[answer_token], prepend_bos=prepend_bos)
     ranks = lens.target_ranks[:, -1, 0]  # [boundary]: 0 = the embeddings, b = the output of block b - 1
-    return {"prompt": prompt, "answer": answer, "answer_token": answer_token, "ranks": ranks.tolist(),
-            "probs": lens.target_probs[:, -1, 0].tolist(), "first_top_block": first_lead_blocks(ranks[None])[0],
-            "top_at_output": int(ranks[-1]) == 1}
+    return {
+        "prompt": prompt,
+        "answer": answer,
+        "answer_token": answer_token,
+        "ranks": ranks.tolist(),
+        "probs": lens.target_probs[:, -1, 0].tolist(),
+        "first_top_block": first_lead_blocks(ranks[None])[0],
+        "top_at_output": int(ranks[-1]) == 1,
+    }
 
 
 def facts(model, prepend_bos: bool) -> list[dict]:
     """Claim 5 for each of `FACTS`, named."""
-    return [{"name": name, **fact_emergence(model, prompt, answer, prepend_bos)}
-            for name, (prompt, answer) in FACTS.items()]
+    return [
+        {"name": name, **fact_emergence(model, prompt, answer, prepend_bos)} for name, (prompt, answer) in FACTS.items()
+    ]
 
 
 def one_liners(model, prepend_bos: bool) -> list[dict]:
@@ -322,10 +400,19 @@ def one_liners(model, prepend_bos: bool) -> list[dict]:
     answers = torch.tensor([encode(answer, model.tokenizer)[0] for _, _, answer in ONE_LINERS])
     probs = logits.softmax(-1)
     ranks = token_ranks(logits, answers)
-    return [{"name": name, "prompt": prompt, "answer": answer, "answer_token": model.tokenizer.decode([int(token)]),
-             "prob": float(probs[i, token]), "rank": int(ranks[i]),
-             "top_token": model.tokenizer.decode([int(logits[i].argmax())]), "top_prob": float(probs[i].max())}
-            for i, ((name, prompt, answer), token) in enumerate(zip(ONE_LINERS, answers))]
+    return [
+        {
+            "name": name,
+            "prompt": prompt,
+            "answer": answer,
+            "answer_token": model.tokenizer.decode([int(token)]),
+            "prob": float(probs[i, token]),
+            "rank": int(ranks[i]),
+            "top_token": model.tokenizer.decode([int(logits[i].argmax())]),
+            "top_prob": float(probs[i].max()),
+        }
+        for i, ((name, prompt, answer), token) in enumerate(zip(ONE_LINERS, answers))
+    ]
 
 
 def one_liners_beside(model, others: Sequence[str], prepend_bos: bool) -> dict[str, list[dict]]:
@@ -343,13 +430,17 @@ def run(model, out_dir: str | Path, prepend_bos: bool = False, others: tuple[str
     results.json, the figures drawn from it and timing.json (wall time is kept out of the results, which are the
     same bytes on every run)."""
     start = time.perf_counter()
-    measured = {"prepend_bos": prepend_bos, **applicability(model),
-                "word_vectors": word_vectors(model), "context_vectors": context_vectors(model, prepend_bos),
-                "heads": head_jobs(model, seed),
-                "memories": memories_by_layer(model, seed, prepend_bos),
-                "facts": facts(model, prepend_bos),
-                "ioi_limit": ioi_limit(model),
-                "one_liners": one_liners_beside(model, others, prepend_bos)}
+    measured = {
+        "prepend_bos": prepend_bos,
+        **applicability(model),
+        "word_vectors": word_vectors(model),
+        "context_vectors": context_vectors(model, prepend_bos),
+        "heads": head_jobs(model, seed),
+        "memories": memories_by_layer(model, seed, prepend_bos),
+        "facts": facts(model, prepend_bos),
+        "ioi_limit": ioi_limit(model),
+        "one_liners": one_liners_beside(model, others, prepend_bos),
+    }
     results = write_results(model, measured, out_dir, seed)
     write_json(Path(out_dir) / "timing.json", {"total_seconds": time.perf_counter() - start})
     return results
@@ -431,19 +522,24 @@ def summary(results: dict) -> str:
         close = ", ".join(token.strip() for token, _ in found["nearest"]["nearest"][:5])
         lines.append(f"{space}: nearest to 'cat': {close}")
         for row in found["analogies"]:
-            lines.append(f"  {row['query']:>28} -> {row['nearest'][0][0].strip():<12} "
-                         f"expected {row['expected'].strip()!r} at rank {row['expected_rank']}")
+            lines.append(
+                f"  {row['query']:>28} -> {row['nearest'][0][0].strip():<12} "
+                f"expected {row['expected'].strip()!r} at rank {row['expected_rank']}"
+            )
     for word in SENSES:
         gap = results["context_vectors"][word]["gap"]
         lines.append(f"{word!r}: within - across sense cosine {gap[1]:.3f} after block 0, {gap[-1]:.3f} at the end")
     holds = results["context_vectors"]["prediction_holds"]
-    lines.append(f"  the homonym's senses further apart than the polysemous word's after {holds['blocks']} of "
-                 f"{holds['of']} blocks")
+    lines.append(
+        f"  the homonym's senses further apart than the polysemous word's after {holds['blocks']} of "
+        f"{holds['of']} blocks"
+    )
     for layer, found in results["memories"]["layers"].items():
         lines.append(f"memories, block {layer}: {found['kinds']}")
     for kind, top in results["heads"]["top"].items():
-        lines.append(f"{kind:>15} heads: " + " ".join(f"{h['head'][0]}.{h['head'][1]} ({h['score']:.2f})"
-                                                      for h in top[:3]))
+        lines.append(
+            f"{kind:>15} heads: " + " ".join(f"{h['head'][0]}.{h['head'][1]} ({h['score']:.2f})" for h in top[:3])
+        )
     for fact in results["facts"]:
         where = "at no block" if fact["first_top_block"] is None else f"after block {fact['first_top_block']}"
         lines.append(f"{fact['name']}: {fact['answer']!r} is the top token {where}")
@@ -451,15 +547,21 @@ def summary(results: dict) -> str:
     lines.append("IOI's limit: " + ", ".join(f"{answer!r} p={row['prob']:.3f}" for answer, row in limit.items()))
     for spec, rows in results["one_liners"].items():
         for row in rows:
-            lines.append(f"{spec:>12} {row['name']:>18}: {row['answer']!r} p={row['prob']:.3f} rank {row['rank']} "
-                         f"(top {row['top_token']!r})")
+            lines.append(
+                f"{spec:>12} {row['name']:>18}: {row['answer']!r} p={row['prob']:.3f} rank {row['rank']} "
+                f"(top {row['top_token']!r})"
+            )
     return "\n".join(lines)
 
 
 def add_arguments(parser) -> None:
     add_model(parser, default="gpt2")
-    parser.add_argument("--models", default="", metavar="A,B,...",
-                        help="more models for the behaviour one-liners, side by side (e.g. gpt2-medium,gpt2-large)")
+    parser.add_argument(
+        "--models",
+        default="",
+        metavar="A,B,...",
+        help="more models for the behaviour one-liners, side by side (e.g. gpt2-medium,gpt2-large)",
+    )
     parser.add_argument("--out", help="output directory (default results/article/<model>/)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random sequences for the head scores")
     add_prepend_bos(parser, default=False)

@@ -28,41 +28,74 @@ capital prompt's demonstration, filler words drawn per prompt, the o-vector writ
 Arguments and answers are tracked by their first token (how the authors score them). Everything is measured at
 the last position. Run: `python circuits/capitals.py --model organism` (or `interp capitals`).
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
+from interp.circuits.capitals_lens import (
+    Reading,
+    emergence_layer,
+    first_lead_blocks,
+    lead_counts,
+    measured,
+    peak_blocks,
+    read,
+    trajectory,
+)
+from interp.circuits.capitals_sureness import add_uncertainty
 
 from interp.ablation import check_components, mlps
 from interp.cli import add_bootstrap, add_model, add_prepend_bos, add_workers, load, workers_for
 from interp.data import load_pairs
-from interp.data.capitals import (CUE_FREE_REPEATS, FILLER_WORDS, FIXED_FILLER, KNOWN_TASKS, N_COLORED_OBJECTS,
-                                  TASK_NAMES, Item, argument_answer_ids, demonstration_json, example_json, first_ids,
-                                  first_token_collisions, task_items, task_table)
+from interp.data.capitals import (
+    CUE_FREE_REPEATS,
+    FILLER_WORDS,
+    FIXED_FILLER,
+    KNOWN_TASKS,
+    N_COLORED_OBJECTS,
+    TASK_NAMES,
+    Item,
+    argument_answer_ids,
+    demonstration_json,
+    example_json,
+    first_ids,
+    first_token_collisions,
+    task_items,
+    task_table,
+)
 from interp.errors import InterpError
 from interp.memories import answer_neurons, top_contexts, value_tokens
+from interp.metrics import token_ranks
 from interp.organism.corpus import CorpusGenerator
 from interp.results import default_out_dir, jsonable, provenance, write_json
 from interp.stats import DEFAULT_RESAMPLES, Bootstrap, check_resamples, contains
 from interp.tokens import encode, first_token_id, prompt_ids
-from interp.metrics import token_ranks
+from interp.vectors import (
+    LoadedVector,
+    final_logits,
+    lens_ranks,
+    load_vector,
+    mean_mlp_outputs,
+    mlp_outputs_replaced,
+    predictions_without_last_mlps,
+    prompt_batches,
+)
 from interp.word_vectors import analogy
-from interp.vectors import (LoadedVector, final_logits, lens_ranks, load_vector, mean_mlp_outputs,
-                            mlp_outputs_replaced, predictions_without_last_mlps, prompt_batches)
 from interp.workers import Workers
 
-from interp.circuits.capitals_lens import (Reading, emergence_layer, first_lead_blocks, lead_counts, measured,
-                                           peak_blocks, read, trajectory)
-from interp.circuits.capitals_sureness import add_uncertainty
-
-ANALOGIES = [(" man", " king", " woman", " queen"), (" France", " Paris", " Germany", " Berlin"),
-             (" big", " biggest", " small", " smallest")]
+ANALOGIES = [
+    (" man", " king", " woman", " queen"),
+    (" France", " Paris", " Germany", " Berlin"),
+    (" big", " biggest", " small", " smallest"),
+]
 # What the paper reports for GPT-2 medium: compared with our measurement, never used to make it.
 PAPER_GPT2_MEDIUM = {
     "emergence_layer": 19,
@@ -76,14 +109,18 @@ PAPER_GPT2_MEDIUM = {
 def too_long(model, items: Sequence[Item], prepend_bos: bool) -> str | None:
     """Why a task's prompts cannot run on the model (some are longer than its context), or None. The organism's
     context (64 tokens) is shorter than a one-shot colored-objects prompt (about 90 to 110)."""
-    longest = max(len(prompt_ids(text, model.tokenizer, prepend_bos=prepend_bos))
-                  for item in items for text in (item.prompt, item.extractive, item.cue_free))
+    longest = max(
+        len(prompt_ids(text, model.tokenizer, prepend_bos=prepend_bos))
+        for item in items
+        for text in (item.prompt, item.extractive, item.cue_free)
+    )
     if longest > model.cfg.n_ctx:
         return f"its prompts are up to {longest} tokens; the model's context is {model.cfg.n_ctx}"
     return None
 
 
 # --- The emergence block's MLP ---------------------------------------------------------------------------------
+
 
 def switch_test(model, reading: Reading, layer: int) -> dict:
     """On the prompts where the answer leads right after block `layer`: subtract that block's MLP output from the
@@ -98,9 +135,13 @@ def switch_test(model, reading: Reading, layer: int) -> dict:
         without_mlp = subset.residuals[:, layer + 1] - subset.mlp_outputs[:, layer]
         ranks = lens_ranks(model, without_mlp, argument_answer_ids(subset.items))
         on_top[leads], lost[leads] = (ranks[:, 0] == 1).float(), (ranks[:, 1] > 1).float()
-    return {"layer": layer, "n": int(leads.sum()), "rate": on_top[leads].mean().item() if leads.any() else None,
-            "answer_lost_rate": lost[leads].mean().item() if leads.any() else None,
-            "per_prompt": {"argument_on_top": reading.place(on_top), "answer_lost": reading.place(lost)}}
+    return {
+        "layer": layer,
+        "n": int(leads.sum()),
+        "rate": on_top[leads].mean().item() if leads.any() else None,
+        "answer_lost_rate": lost[leads].mean().item() if leads.any() else None,
+        "per_prompt": {"argument_on_top": reading.place(on_top), "answer_lost": reading.place(lost)},
+    }
 
 
 def transplant_blocks(layer: int, n_layers: int, start: Literal["layer-1", "layer"] = "layer-1") -> list[int]:
@@ -112,9 +153,15 @@ def transplant_blocks(layer: int, n_layers: int, start: Literal["layer-1", "laye
     return list(range(max(layer - (start == "layer-1"), 0), n_layers))
 
 
-def transplant(model, reading: Reading, layer: int, source: int = 0,
-               positions: Literal["all"] | Sequence[int] = "all", start: Literal["layer-1", "layer"] = "layer-1",
-               vector: LoadedVector | None = None) -> dict:
+def transplant(
+    model,
+    reading: Reading,
+    layer: int,
+    source: int = 0,
+    positions: Literal["all"] | Sequence[int] = "all",
+    start: Literal["layer-1", "layer"] = "layer-1",
+    vector: LoadedVector | None = None,
+) -> dict:
     """The o-vector: block `layer`'s MLP output at the last position of prompt `source`, or `vector` (loaded
     from a file, said to come from block `layer`; every prompt is then a target). Written over the MLP outputs of
     the `transplant_blocks` at `positions` of the other items' cue-free prompts ("all": each MLP becomes a
@@ -138,31 +185,49 @@ def transplant(model, reading: Reading, layer: int, source: int = 0,
     with mlp_outputs_replaced(model, o_vector, layers, positions):
         after = token_ranks(final_logits(model, prompts, prepend_bos=reading.prepend_bos), answers)
     mrr_before, mrr_after = (1 / before).mean(), (1 / after).mean()
-    return {"layer": layer, "start": start, "layers": layers,
-            "positions": positions if positions == "all" else list(positions),
-            "source": origin, "o_vector_file": file, "n": len(prompts),
-            "mrr_before": mrr_before, "mrr_after": mrr_after,
-            "rank_before": 1 / mrr_before, "rank_after": 1 / mrr_after,  # the "rank" the paper quotes
-            "no_effect_rate": (after >= before).float().mean(),
-            "per_prompt": {"reciprocal_rank_before": targets.place(1 / before),
-                           "reciprocal_rank_after": targets.place(1 / after),
-                           "no_effect": targets.place(after >= before)}}
+    return {
+        "layer": layer,
+        "start": start,
+        "layers": layers,
+        "positions": positions if positions == "all" else list(positions),
+        "source": origin,
+        "o_vector_file": file,
+        "n": len(prompts),
+        "mrr_before": mrr_before,
+        "mrr_after": mrr_after,
+        "rank_before": 1 / mrr_before,
+        "rank_after": 1 / mrr_after,  # the "rank" the paper quotes
+        "no_effect_rate": (after >= before).float().mean(),
+        "per_prompt": {
+            "reciprocal_rank_before": targets.place(1 / before),
+            "reciprocal_rank_after": targets.place(1 / after),
+            "no_effect": targets.place(after >= before),
+        },
+    }
 
 
-def correct_without_last_mlps(model, prompts: Sequence[str], answers: torch.Tensor, ks: Sequence[int],
-                               means: dict | None, prepend_bos: bool = True, workers: Workers | None = None
-                               ) -> torch.Tensor:
+def correct_without_last_mlps(
+    model,
+    prompts: Sequence[str],
+    answers: torch.Tensor,
+    ks: Sequence[int],
+    means: dict | None,
+    prepend_bos: bool = True,
+    workers: Workers | None = None,
+) -> torch.Tensor:
     """[len(ks), n_prompts]: whether each prompt's top next token is the answer's first token with the MLPs of the
     last k blocks zeroed (or replaced by `means`), for each k: every k in one batched run per prompt length.
     `workers` share the batches out."""
+
     def correct_in(replica, batches: list[tuple[list[int], torch.Tensor]]) -> list[torch.Tensor]:
-        return [predictions_without_last_mlps(replica, tokens, ks, means).cpu() == answers[indices]
-                for indices, tokens in batches]
+        return [
+            predictions_without_last_mlps(replica, tokens, ks, means).cpu() == answers[indices]
+            for indices, tokens in batches
+        ]
 
     batches = list(prompt_batches(model, prompts, prepend_bos=prepend_bos))
     correct = torch.zeros(len(ks), len(prompts), dtype=torch.bool)
-    for (indices, _), part in zip(batches, (workers or Workers(model)).map_items(correct_in, batches,
-                                                                                "MLP ablations")):
+    for (indices, _), part in zip(batches, (workers or Workers(model)).map_items(correct_in, batches, "MLP ablations")):
         correct[:, indices] = part
     return correct
 
@@ -181,13 +246,18 @@ def ablation_curves(model, reading: Reading, ks: Sequence[int], workers: Workers
     means = mean_mlp_outputs(model, abstractive + extractive, range(n_layers), prepend_bos=reading.prepend_bos)
     curves = {}
     for method, replacement in (("zero", None), ("mean", means)):
-        correct = {name: correct_without_last_mlps(model, prompts, answers, ks, replacement, reading.prepend_bos,
-                                                   workers)
-                   for name, prompts in (("abstractive", abstractive), ("extractive", extractive))}
-        curves[method] = {k: {"layers": list(range(n_layers - k, n_layers)),
-                              **{f"{name}_accuracy": rows[i].float().mean().item() for name, rows in correct.items()},
-                              "per_prompt": {name: reading.place(rows[i]) for name, rows in correct.items()}}
-                          for i, k in enumerate(ks)}
+        correct = {
+            name: correct_without_last_mlps(model, prompts, answers, ks, replacement, reading.prepend_bos, workers)
+            for name, prompts in (("abstractive", abstractive), ("extractive", extractive))
+        }
+        curves[method] = {
+            k: {
+                "layers": list(range(n_layers - k, n_layers)),
+                **{f"{name}_accuracy": rows[i].float().mean().item() for name, rows in correct.items()},
+                "per_prompt": {name: reading.place(rows[i]) for name, rows in correct.items()},
+            }
+            for i, k in enumerate(ks)
+        }
     return {"n": len(items), "removed": "the MLPs of the last k blocks", **curves}
 
 
@@ -196,6 +266,7 @@ def default_ks(n_layers: int) -> list[int]:
 
 
 # --- Around it: key-value memories, word vectors ---------------------------------------------------------------
+
 
 def text_sample(model, n: int, seed: int) -> list[str]:
     """n documents of the organism's corpus generator (plain English sentences) that fit the model's context."""
@@ -208,30 +279,46 @@ def text_sample(model, n: int, seed: int) -> list[str]:
     return texts
 
 
-def memories(model, item: Item, layer: int, texts: Sequence[str], n_neurons: int = 3, prepend_bos: bool = True
-             ) -> dict:
+def memories(model, item: Item, layer: int, texts: Sequence[str], n_neurons: int = 3, prepend_bos: bool = True) -> dict:
     """The neurons of block `layer` that write the most for the item's answer, read as key-value memories: the
     tokens their value promotes, the contexts that fire them most."""
     answer = model.tokenizer.decode([first_token_id(" " + item.answer)])
     neurons = answer_neurons(model, item.prompt, layer, answer, k=n_neurons, prepend_bos=prepend_bos)
     contexts = top_contexts(model, layer, [neuron for neuron, _ in neurons], texts, prepend_bos=prepend_bos)
-    return {"layer": layer, "prompt": item.prompt, "answer": answer, "n_texts": len(texts), "neurons": [
-        {"neuron": neuron, "contribution": contribution,
-         "value_tokens": [{"token": t, "logit": v} for t, v in value_tokens(model, layer, neuron, k=8)],
-         "top_contexts": contexts[neuron]} for neuron, contribution in neurons]}
+    return {
+        "layer": layer,
+        "prompt": item.prompt,
+        "answer": answer,
+        "n_texts": len(texts),
+        "neurons": [
+            {
+                "neuron": neuron,
+                "contribution": contribution,
+                "value_tokens": [{"token": t, "logit": v} for t, v in value_tokens(model, layer, neuron, k=8)],
+                "top_contexts": contexts[neuron],
+            }
+            for neuron, contribution in neurons
+        ],
+    }
 
 
 def analogies(model) -> list[dict]:
     rows = []
     for a, b, c, expected in ANALOGIES:
         nearest = analogy(model, a, b, c, k=5)["nearest"]
-        rows.append({"query": f"{b.strip()} - {a.strip()} + {c.strip()}", "expected": expected,
-                     "nearest": [{"token": t, "cosine": s} for t, s in nearest],
-                     "top1_is_expected": nearest[0][0] == expected})
+        rows.append(
+            {
+                "query": f"{b.strip()} - {a.strip()} + {c.strip()}",
+                "expected": expected,
+                "nearest": [{"token": t, "cosine": s} for t, s in nearest],
+                "top1_is_expected": nearest[0][0] == expected,
+            }
+        )
     return rows
 
 
 # --- The experiment --------------------------------------------------------------------------------------------
+
 
 def compared(paper: float, ours: dict, key: str) -> dict:
     """The paper's value beside ours (`ours[key]`), with our interval and whether it holds the paper's value
@@ -247,11 +334,19 @@ def paper_comparison(results: dict) -> dict:
     paper, transplants = PAPER_GPT2_MEDIUM, results["transplant"]
     return {
         "emergence_layer": compared(paper["emergence_layer"], results, "emergence_layer"),
-        "o_vector_layer": {task: compared(layer, transplants[task], "layer")
-                           for task, layer in paper["o_vector_layer"].items() if task in transplants},
-        **{key: {task: compared(value, transplants[task], key)
-                 for task, value in paper[key].items() if task in transplants}
-           for key in ("rank_before", "rank_after", "no_effect_rate")},
+        "o_vector_layer": {
+            task: compared(layer, transplants[task], "layer")
+            for task, layer in paper["o_vector_layer"].items()
+            if task in transplants
+        },
+        **{
+            key: {
+                task: compared(value, transplants[task], key)
+                for task, value in paper[key].items()
+                if task in transplants
+            }
+            for key in ("rank_before", "rank_after", "no_effect_rate")
+        },
     }
 
 
@@ -264,16 +359,25 @@ def lens_reading(model, items: Sequence[Item], prepend_bos: bool) -> tuple[Readi
     layer = emergence_layer(subset.answer_ranks)
     return subset, {
         "first_token_collisions": first_token_collisions([(item.argument, item.answer) for item in items]),
-        "n_prompts": len(reading.items), "n_answered": int(reading.answered.sum()),
-        "accuracy": reading.answered.float().mean(), "measured_on": basis, "n_measured": len(subset.items),
+        "n_prompts": len(reading.items),
+        "n_answered": int(reading.answered.sum()),
+        "accuracy": reading.answered.float().mean(),
+        "measured_on": basis,
+        "n_measured": len(subset.items),
         "examples": [example_json(item) for item in reading.items[:5]],
-        "measured_arguments": [item.argument for item in subset.items], "emergence_layer": layer,
+        "measured_arguments": [item.argument for item in subset.items],
+        "emergence_layer": layer,
         "argument_first_leads": lead_counts(first_lead_blocks(subset.argument_ranks)),
         "answer_first_leads": lead_counts(first_lead_blocks(subset.answer_ranks)),
-        "trajectory": trajectory(subset), "switch_test": switch_test(model, subset, layer),
-        "per_prompt": {"answered": reading.place(reading.answered), "argument_ranks": reading.argument_ranks.tolist(),
-                       "answer_ranks": reading.answer_ranks.tolist(),
-                       "answer_peak_block": subset.place(peak_blocks(subset.answer_ranks))}}
+        "trajectory": trajectory(subset),
+        "switch_test": switch_test(model, subset, layer),
+        "per_prompt": {
+            "answered": reading.place(reading.answered),
+            "argument_ranks": reading.argument_ranks.tolist(),
+            "answer_ranks": reading.answer_ranks.tolist(),
+            "answer_peak_block": subset.place(peak_blocks(subset.answer_ranks)),
+        },
+    }
 
 
 @dataclass(frozen=True)
@@ -296,8 +400,9 @@ class Protocol:
         if unknown:
             raise InterpError(f"unknown tasks {unknown}; known: {', '.join(KNOWN_TASKS)}")
         if "capitals" not in self.tasks:
-            raise InterpError("the tasks must include 'capitals': the emergence layer and the ablation are measured "
-                              "on it")
+            raise InterpError(
+                "the tasks must include 'capitals': the emergence layer and the ablation are measured on it"
+            )
         load_pairs(self.capitals_table)
         transplant_blocks(0, model.cfg.n_layers, self.transplant_start)
         if self.o_vector_layer is not None:
@@ -305,13 +410,26 @@ class Protocol:
         return None if self.o_vector is None else load_vector(self.o_vector, model.cfg.d_model)
 
     def json(self, loaded: LoadedVector | None) -> dict:
-        return {**asdict(self), "filler_words": FILLER_WORDS if self.filler == "random" else FIXED_FILLER,
-                "o_vector_sha256": loaded.sha256 if loaded else None}
+        return {
+            **asdict(self),
+            "filler_words": FILLER_WORDS if self.filler == "random" else FIXED_FILLER,
+            "o_vector_sha256": loaded.sha256 if loaded else None,
+        }
 
 
-def run(model, out_dir: str | Path, seed: int = 0, quiet: bool = False, n_prompts: int | None = None,
-        ablation_ks: Sequence[int] | None = None, n_texts: int = 200, prepend_bos: bool = False,
-        workers: Workers | None = None, bootstrap: int = DEFAULT_RESAMPLES, **choices) -> dict:
+def run(
+    model,
+    out_dir: str | Path,
+    seed: int = 0,
+    quiet: bool = False,
+    n_prompts: int | None = None,
+    ablation_ks: Sequence[int] | None = None,
+    n_texts: int = 200,
+    prepend_bos: bool = False,
+    workers: Workers | None = None,
+    bootstrap: int = DEFAULT_RESAMPLES,
+    **choices,
+) -> dict:
     """The whole experiment; writes results.json, timing.json and the figures into out_dir, returns the results.
 
     n_prompts (per task; default all pairs of each table, `N_COLORED_OBJECTS` scenes), ablation_ks (default: a
@@ -327,15 +445,28 @@ def run(model, out_dir: str | Path, seed: int = 0, quiet: bool = False, n_prompt
         raise InterpError(f"the key-value memories need a text sample of at least 1 text, not {n_texts}")
     say = (lambda message: None) if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     seconds_since_start, start = {}, time.time()
-    results = {**provenance(model, seed), **workers.describe(), "n_layers": model.cfg.n_layers,
-               "prepend_bos": prepend_bos,
-               "protocol": protocol.json(loaded), "tasks": {}, "transplant": {}, "skipped_tasks": {}}
+    results = {
+        **provenance(model, seed),
+        **workers.describe(),
+        "n_layers": model.cfg.n_layers,
+        "prepend_bos": prepend_bos,
+        "protocol": protocol.json(loaded),
+        "tasks": {},
+        "transplant": {},
+        "skipped_tasks": {},
+    }
     readings = {}
     for task in protocol.tasks:
         table = task_table(task, protocol.capitals_table)
-        items = task_items(task, n_prompts, seed, capitals_table=protocol.capitals_table,
-                           demonstration=protocol.demonstration, filler=protocol.filler,
-                           cue_free_repeats=protocol.cue_free_repeats)
+        items = task_items(
+            task,
+            n_prompts,
+            seed,
+            capitals_table=protocol.capitals_table,
+            demonstration=protocol.demonstration,
+            filler=protocol.filler,
+            cue_free_repeats=protocol.cue_free_repeats,
+        )
         reason = too_long(model, items, prepend_bos)
         if reason and task != "capitals":  # capitals cannot be skipped: `read` says why it cannot run
             say(f"[capitals] {task} skipped: {reason}")
@@ -343,22 +474,31 @@ def run(model, out_dir: str | Path, seed: int = 0, quiet: bool = False, n_prompt
             continue
         say(f"[capitals] {task}: logit lens, switch test, o-vector transplant")
         readings[task], measurement = lens_reading(model, items, prepend_bos)
-        results["tasks"][task] = {"table": table or "generated",
-                                  "demonstration": demonstration_json(task, protocol.demonstration), **measurement}
+        results["tasks"][task] = {
+            "table": table or "generated",
+            "demonstration": demonstration_json(task, protocol.demonstration),
+            **measurement,
+        }
         layer = results["tasks"][task]["emergence_layer"]
         chosen = task == "capitals" and protocol.o_vector_layer is not None
         results["transplant"][task] = transplant(
-            model, readings[task], protocol.o_vector_layer if chosen else layer,
-            positions=protocol.transplant_positions, start=protocol.transplant_start,
-            vector=loaded if task == "capitals" else None)
+            model,
+            readings[task],
+            protocol.o_vector_layer if chosen else layer,
+            positions=protocol.transplant_positions,
+            start=protocol.transplant_start,
+            vector=loaded if task == "capitals" else None,
+        )
         seconds_since_start[task] = time.time() - start
     capitals = results["tasks"]["capitals"]
     results["emergence_layer"], results["switch_test"] = capitals["emergence_layer"], capitals["switch_test"]
 
     say("[capitals] ablation curves")
     ks = default_ks(model.cfg.n_layers) if ablation_ks is None else list(ablation_ks)
-    results["ablation"] = {"measured_on": capitals["measured_on"],
-                           **ablation_curves(model, readings["capitals"], ks, workers)}
+    results["ablation"] = {
+        "measured_on": capitals["measured_on"],
+        **ablation_curves(model, readings["capitals"], ks, workers),
+    }
     seconds_since_start["ablation"] = time.time() - start
     groups = [task for task, entry in results["tasks"].items() for _ in range(entry["n_prompts"])]
     add_uncertainty(results, Bootstrap.over(groups, n_resamples, seed))
@@ -366,8 +506,9 @@ def run(model, out_dir: str | Path, seed: int = 0, quiet: bool = False, n_prompt
 
     say("[capitals] key-value memories, word-vector analogies")
     texts = text_sample(model, n_texts, seed)
-    results["memories"] = memories(model, readings["capitals"].items[0], results["emergence_layer"], texts,
-                                   prepend_bos=prepend_bos)
+    results["memories"] = memories(
+        model, readings["capitals"].items[0], results["emergence_layer"], texts, prepend_bos=prepend_bos
+    )
     results["analogies"] = analogies(model)
     if model.interp_source.spec == "gpt2-medium":
         results["paper_comparison"] = paper_comparison(results)
@@ -384,9 +525,11 @@ def figures_from_results(data: dict, out_dir: str | Path) -> list[Path]:
     """Every figure of the experiment, from its results.json data alone."""
     from interp.plotting import plot_ablation_curves, plot_lens_trajectories, plot_transplant, save_figure
 
-    return [*save_figure(plot_lens_trajectories(data["tasks"], data["model"]), out_dir, "lens_trajectories"),
-            *save_figure(plot_transplant(data["transplant"], data["model"]), out_dir, "transplant"),
-            *save_figure(plot_ablation_curves(data["ablation"], data["model"]), out_dir, "ablation")]
+    return [
+        *save_figure(plot_lens_trajectories(data["tasks"], data["model"]), out_dir, "lens_trajectories"),
+        *save_figure(plot_transplant(data["transplant"], data["model"]), out_dir, "transplant"),
+        *save_figure(plot_ablation_curves(data["ablation"], data["model"]), out_dir, "ablation"),
+    ]
 
 
 def ci(summary: dict, key: str, form: str) -> str:
@@ -397,22 +540,36 @@ def ci(summary: dict, key: str, form: str) -> str:
 
 def summary(results: dict) -> str:
     switch = results["switch_test"]
-    switched = (f"the argument is back on top in {switch['rate']:.0%}{ci(switch, 'rate', '.0%')} of {switch['n']} "
-                "prompts" if switch["n"] else "no prompt where the answer leads after that block")
-    lines = [f"{results['model']}: the answer emerges at block {results['emergence_layer']}"
-             f"{ci(results, 'emergence_layer', 'g')}; switch test: {switched}"]
+    switched = (
+        f"the argument is back on top in {switch['rate']:.0%}{ci(switch, 'rate', '.0%')} of {switch['n']} prompts"
+        if switch["n"]
+        else "no prompt where the answer leads after that block"
+    )
+    lines = [
+        f"{results['model']}: the answer emerges at block {results['emergence_layer']}"
+        f"{ci(results, 'emergence_layer', 'g')}; switch test: {switched}"
+    ]
     if results.get("bootstrap"):
-        lines.append(f"  [low, high]: 95% bootstrap intervals over prompts ({results['bootstrap']['n_resamples']} "
-                     "resamples within task)")
+        lines.append(
+            f"  [low, high]: 95% bootstrap intervals over prompts ({results['bootstrap']['n_resamples']} "
+            "resamples within task)"
+        )
     lines += [f"  {task} skipped: {reason}" for task, reason in results["skipped_tasks"].items()]
     for task, t in results["transplant"].items():
-        lines.append(f"  o-vector {task} (block {t['layer']}): MRR {t['mrr_before']:.3f}{ci(t, 'mrr_before', '.3f')}"
-                     f" -> {t['mrr_after']:.3f}{ci(t, 'mrr_after', '.3f')} (rank {t['rank_before']:.1f} -> "
-                     f"{t['rank_after']:.1f}), no effect {t['no_effect_rate']:.0%}{ci(t, 'no_effect_rate', '.0%')}")
+        lines.append(
+            f"  o-vector {task} (block {t['layer']}): MRR {t['mrr_before']:.3f}{ci(t, 'mrr_before', '.3f')}"
+            f" -> {t['mrr_after']:.3f}{ci(t, 'mrr_after', '.3f')} (rank {t['rank_before']:.1f} -> "
+            f"{t['rank_after']:.1f}), no effect {t['no_effect_rate']:.0%}{ci(t, 'no_effect_rate', '.0%')}"
+        )
     for method in ("zero", "mean"):
-        lines.append(f"  {method} ablation, last k MLPs: " + ", ".join(
-            f"k={k} {v['abstractive_accuracy']:.2f}/{v['extractive_accuracy']:.2f}"
-            for k, v in results["ablation"][method].items()) + " (abstractive/extractive accuracy)")
+        lines.append(
+            f"  {method} ablation, last k MLPs: "
+            + ", ".join(
+                f"k={k} {v['abstractive_accuracy']:.2f}/{v['extractive_accuracy']:.2f}"
+                for k, v in results["ablation"][method].items()
+            )
+            + " (abstractive/extractive accuracy)"
+        )
     return "\n".join(lines)
 
 
@@ -420,32 +577,78 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model(parser)
     parser.add_argument("--out", default=None, help="output directory (default: results/capitals/<model>/)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the prompt sample, demonstrations and filler")
-    parser.add_argument("--n-prompts", type=int, default=None,
-                        help=f"prompts per task (default: the whole table; {N_COLORED_OBJECTS} colored-object scenes)")
-    parser.add_argument("--tasks", type=name_list, default=list(TASK_NAMES), metavar="TASK,TASK,...",
-                        help=f"tasks (default: {','.join(TASK_NAMES)}; known: {', '.join(KNOWN_TASKS)})")
-    parser.add_argument("--capitals-table", choices=("world_capitals", "capitals"), default="world_capitals",
-                        help="the authors' 248 rows (default) or interp's 107 (the organism's)")
-    parser.add_argument("--demonstration", choices=("paper", "random"), default="paper",
-                        help="paper (default): France -> Paris for every capital prompt, the paper's example for "
-                             "colored objects; random: drawn per prompt")
-    parser.add_argument("--filler", choices=("random", "fixed"), default="random",
-                        help="cue-free filler words: three drawn per prompt (default) or 'table mug free'")
-    parser.add_argument("--cue-free-repeats", type=int, default=CUE_FREE_REPEATS,
-                        help=f"filler + argument repeated so many times, then the filler ({CUE_FREE_REPEATS})")
-    parser.add_argument("--ablation-ks", type=int_list, default=None, metavar="K,K,...",
-                        help="numbers of last MLPs to ablate (default: a spread from 0 to every block)")
+    parser.add_argument(
+        "--n-prompts",
+        type=int,
+        default=None,
+        help=f"prompts per task (default: the whole table; {N_COLORED_OBJECTS} colored-object scenes)",
+    )
+    parser.add_argument(
+        "--tasks",
+        type=name_list,
+        default=list(TASK_NAMES),
+        metavar="TASK,TASK,...",
+        help=f"tasks (default: {','.join(TASK_NAMES)}; known: {', '.join(KNOWN_TASKS)})",
+    )
+    parser.add_argument(
+        "--capitals-table",
+        choices=("world_capitals", "capitals"),
+        default="world_capitals",
+        help="the authors' 248 rows (default) or interp's 107 (the organism's)",
+    )
+    parser.add_argument(
+        "--demonstration",
+        choices=("paper", "random"),
+        default="paper",
+        help="paper (default): France -> Paris for every capital prompt, the paper's example for "
+        "colored objects; random: drawn per prompt",
+    )
+    parser.add_argument(
+        "--filler",
+        choices=("random", "fixed"),
+        default="random",
+        help="cue-free filler words: three drawn per prompt (default) or 'table mug free'",
+    )
+    parser.add_argument(
+        "--cue-free-repeats",
+        type=int,
+        default=CUE_FREE_REPEATS,
+        help=f"filler + argument repeated so many times, then the filler ({CUE_FREE_REPEATS})",
+    )
+    parser.add_argument(
+        "--ablation-ks",
+        type=int_list,
+        default=None,
+        metavar="K,K,...",
+        help="numbers of last MLPs to ablate (default: a spread from 0 to every block)",
+    )
     parser.add_argument("--n-texts", type=int, default=200, help="text sample for the key-value memories (200)")
-    parser.add_argument("--transplant-positions", choices=("all", "last"), default="all",
-                        help="where the o-vector replaces the MLP outputs of the cue-free prompts (default: all)")
-    parser.add_argument("--transplant-start", choices=("layer-1", "layer"), default="layer-1",
-                        help="first block it replaces, up to the last: the one before the o-vector's (default) or "
-                             "the o-vector's own")
-    parser.add_argument("--o-vector", default=None, metavar="FILE.npy",
-                        help="the capitals o-vector from a .npy file (e.g. the authors' "
-                             "city_capital_o19_gpt2-medium.npy) instead of measuring it")
-    parser.add_argument("--o-vector-layer", type=int, default=None, metavar="L",
-                        help="the block of the capitals o-vector (default: the capitals emergence layer)")
+    parser.add_argument(
+        "--transplant-positions",
+        choices=("all", "last"),
+        default="all",
+        help="where the o-vector replaces the MLP outputs of the cue-free prompts (default: all)",
+    )
+    parser.add_argument(
+        "--transplant-start",
+        choices=("layer-1", "layer"),
+        default="layer-1",
+        help="first block it replaces, up to the last: the one before the o-vector's (default) or the o-vector's own",
+    )
+    parser.add_argument(
+        "--o-vector",
+        default=None,
+        metavar="FILE.npy",
+        help="the capitals o-vector from a .npy file (e.g. the authors' "
+        "city_capital_o19_gpt2-medium.npy) instead of measuring it",
+    )
+    parser.add_argument(
+        "--o-vector-layer",
+        type=int,
+        default=None,
+        metavar="L",
+        help="the block of the capitals o-vector (default: the capitals emergence layer)",
+    )
     add_prepend_bos(parser, default=False)
     add_bootstrap(parser)
     add_workers(parser)
@@ -468,14 +671,27 @@ def run_args(args: argparse.Namespace) -> dict:
     model = load(args)
     out_dir = Path(args.out) if args.out else default_out_dir("capitals", args.model)
     with workers_for(args, model) as pool:
-        results = run(model, out_dir, seed=args.seed, quiet=args.quiet, n_prompts=args.n_prompts,
-                      ablation_ks=args.ablation_ks, n_texts=args.n_texts, prepend_bos=args.prepend_bos, workers=pool,
-                      bootstrap=args.bootstrap,
-                      tasks=args.tasks, capitals_table=args.capitals_table, demonstration=args.demonstration,
-                      filler=args.filler, cue_free_repeats=args.cue_free_repeats,
-                      transplant_positions="all" if args.transplant_positions == "all" else (-1,),
-                      transplant_start=args.transplant_start, o_vector=args.o_vector,
-                      o_vector_layer=args.o_vector_layer)
+        results = run(
+            model,
+            out_dir,
+            seed=args.seed,
+            quiet=args.quiet,
+            n_prompts=args.n_prompts,
+            ablation_ks=args.ablation_ks,
+            n_texts=args.n_texts,
+            prepend_bos=args.prepend_bos,
+            workers=pool,
+            bootstrap=args.bootstrap,
+            tasks=args.tasks,
+            capitals_table=args.capitals_table,
+            demonstration=args.demonstration,
+            filler=args.filler,
+            cue_free_repeats=args.cue_free_repeats,
+            transplant_positions="all" if args.transplant_positions == "all" else (-1,),
+            transplant_start=args.transplant_start,
+            o_vector=args.o_vector,
+            o_vector_layer=args.o_vector_layer,
+        )
     if not args.quiet:
         print(summary(results))
         print(f"wrote {out_dir}/results.json and figures")

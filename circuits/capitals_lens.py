@@ -1,12 +1,13 @@
 """The capital-city experiment's logit lens at the last position (Merullo et al. 2024): each one-shot prompt read once,
 the argument's and the answer's lens ranks at every block boundary, and where the answer first leads (the
 emergence layer, the mode over prompts)."""
+
 from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -33,9 +34,16 @@ class Reading:
         return self.answer_ranks[:, -1] == 1  # the last boundary's lens is the model's own prediction
 
     def subset(self, mask: torch.Tensor) -> Reading:
-        return Reading([item for item, keep in zip(self.items, mask) if keep], self.residuals[mask],
-                       self.mlp_outputs[mask], self.argument_ranks[mask], self.answer_ranks[mask], self.prepend_bos,
-                       self.indices[mask], self.n_read)
+        return Reading(
+            [item for item, keep in zip(self.items, mask) if keep],
+            self.residuals[mask],
+            self.mlp_outputs[mask],
+            self.argument_ranks[mask],
+            self.answer_ranks[mask],
+            self.prepend_bos,
+            self.indices[mask],
+            self.n_read,
+        )
 
     def place(self, values) -> list[float | int | None]:
         """Per-prompt values [n] (NaN where the measurement does not apply) as results.json keeps every per-prompt
@@ -52,8 +60,16 @@ def read(model, items: Sequence[Item], prepend_bos: bool = True) -> Reading:
     cache = last_position(model, [item.prompt for item in items], boundaries + outputs, prepend_bos=prepend_bos)
     residuals = torch.stack([cache[name] for name in boundaries], dim=1)
     ranks = lens_ranks(model, residuals, argument_answer_ids(items))
-    return Reading(list(items), residuals, torch.stack([cache[name] for name in outputs], dim=1),
-                   ranks[..., 0], ranks[..., 1], prepend_bos, torch.arange(len(items)), len(items))
+    return Reading(
+        list(items),
+        residuals,
+        torch.stack([cache[name] for name in outputs], dim=1),
+        ranks[..., 0],
+        ranks[..., 1],
+        prepend_bos,
+        torch.arange(len(items)),
+        len(items),
+    )
 
 
 def measured(reading: Reading) -> tuple[Reading, str]:
@@ -86,9 +102,11 @@ def emergence_layer(answer_ranks: torch.Tensor) -> int:
 
 def trajectory(reading: Reading) -> dict:
     """Median and quartiles over prompts of the argument's and the answer's lens rank at each boundary."""
+
     def quantiles(ranks):
         q = torch.quantile(ranks.float(), torch.tensor([0.25, 0.5, 0.75]), dim=0)
         return {"q25": q[0], "median": q[1], "q75": q[2]}
+
     return {"argument": quantiles(reading.argument_ranks), "answer": quantiles(reading.answer_ranks)}
 
 

@@ -1,5 +1,6 @@
 """How sure the capital-city experiment's numbers are: bootstrap intervals over prompts, resampled within task, for
 every mean that `circuits/capitals.py` reports, from its per-prompt values (`interp.stats.Bootstrap`)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ class TaskResamples:
 
     @property
     def counts(self) -> np.ndarray:  # [n_resamples, n]: how often each of the task's prompts is drawn
-        return self.bootstrap.counts[:, self.start:self.start + self.n]
+        return self.bootstrap.counts[:, self.start : self.start + self.n]
 
     def means(self, series) -> np.ndarray:
         """A per-prompt series (None where not measured) -> its mean in each resample (NaN where none is drawn)."""
@@ -73,13 +74,25 @@ def add_uncertainty(results: dict, bootstrap: Bootstrap | None) -> None:
         transplanted = results["transplant"][task]
         if task != "capitals" or results["protocol"]["o_vector_layer"] is None:  # the block is the measured one
             transplanted["layer_ci"] = entry["emergence_layer_ci"]
-        add_intervals(transplanted, resamples, {"mrr_before": "reciprocal_rank_before",
-                                                "mrr_after": "reciprocal_rank_after", "no_effect_rate": "no_effect"})
-        add_intervals(transplanted, resamples, {"rank_before": "reciprocal_rank_before",
-                                                "rank_after": "reciprocal_rank_after"}, np.reciprocal)
+        add_intervals(
+            transplanted,
+            resamples,
+            {
+                "mrr_before": "reciprocal_rank_before",
+                "mrr_after": "reciprocal_rank_after",
+                "no_effect_rate": "no_effect",
+            },
+        )
+        add_intervals(
+            transplanted,
+            resamples,
+            {"rank_before": "reciprocal_rank_before", "rank_after": "reciprocal_rank_after"},
+            np.reciprocal,
+        )
         if task == "capitals":
             for method in ("zero", "mean"):
                 for curve in results["ablation"][method].values():
-                    add_intervals(curve, resamples, {"abstractive_accuracy": "abstractive",
-                                                     "extractive_accuracy": "extractive"})
+                    add_intervals(
+                        curve, resamples, {"abstractive_accuracy": "abstractive", "extractive_accuracy": "extractive"}
+                    )
     results["emergence_layer_ci"] = results["tasks"]["capitals"]["emergence_layer_ci"]

@@ -18,6 +18,7 @@ How sure each number is (`circuits/discover_sureness.py`, as `interp ioi` measur
 kept per prompt; bootstrap intervals over prompts resampled within template, each circuit edge's selection
 frequency over the resamples, a template hold-out, and the circuit against random circuits.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,15 +29,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from interp.circuits.discover_sureness import (metric_intervals, random_circuits, selection_stability,
-                                               template_holdout)
+from interp.circuits.discover_sureness import metric_intervals, random_circuits, selection_stability, template_holdout
 from interp.circuits.ioi import NAME_LISTS, Protocol, timed, with_interval
+
 from interp.cli import add_bootstrap, add_model, add_prepend_bos, add_workers, load, workers_for
 from interp.data.ioi import PAPER_HEADS, dataset_json
 from interp.discovery import Discovery, circuit_values, discover, reference_aucs
-from interp.edge_scores import METHODS
 from interp.edge_forward import INTERVENTIONS
+from interp.edge_scores import METHODS
 from interp.errors import InterpError
 from interp.patching import logit_diff_metric
 from interp.results import default_out_dir, provenance, read_json, write_array, write_json
@@ -68,18 +68,33 @@ def head_overlap(found: list[tuple[int, int]], classes: dict[str, list]) -> dict
     found = {tuple(head) for head in found}
     known = {tuple(head) for heads in classes.values() for head in heads}
     return {
-        "per_class": {name: {"found": sorted(found & {tuple(h) for h in heads}), "of": len(heads)}
-                      for name, heads in classes.items()},
+        "per_class": {
+            name: {"found": sorted(found & {tuple(h) for h in heads}), "of": len(heads)}
+            for name, heads in classes.items()
+        },
         "precision": len(found & known) / len(found) if found else None,
         "recall": len(found & known) / len(known) if known else None,
         "circuit_heads_in_no_class": sorted(found - known),
     }
 
 
-def run(model, out_dir: str | Path, task: str = "ioi", method: str = "eap-ig", n: int = 100, seed: int = 0,
-        top_n: int | None = None, intervention: str = "patching", steps: int = 5, selection: str = "topn",
-        max_memory: int | None = None, ioi_results: str | None = None, quiet: bool = False,
-        protocol: Protocol = Protocol(), workers: Workers | None = None) -> dict:
+def run(
+    model,
+    out_dir: str | Path,
+    task: str = "ioi",
+    method: str = "eap-ig",
+    n: int = 100,
+    seed: int = 0,
+    top_n: int | None = None,
+    intervention: str = "patching",
+    steps: int = 5,
+    selection: str = "topn",
+    max_memory: int | None = None,
+    ioi_results: str | None = None,
+    quiet: bool = False,
+    protocol: Protocol = Protocol(),
+    workers: Workers | None = None,
+) -> dict:
     """Score every edge, draw the faithfulness curve, pick the circuit, compare it with what is known, measure how
     sure each finding is (`sureness`); write results.json (with the dataset, every edge's score and every
     per-prompt metric), the per-prompt edge scores (PER_PROMPT_SCORES), circuit.json (MIB's format) and the
@@ -93,13 +108,29 @@ def run(model, out_dir: str | Path, task: str = "ioi", method: str = "eap-ig", n
     start = time.perf_counter()
     clean, corrupt = protocol.datasets(model, n, seed)
     metric = logit_diff_metric(clean.io_ids, clean.s_ids, clean.positions["END"], per_prompt=True)
-    found = discover(model, clean.tokens, corrupt.tokens, metric, method, top_n, selection, intervention, steps,
-                     CIRCUIT_FAITHFULNESS, max_memory=max_memory, quiet=quiet, workers=workers)
+    found = discover(
+        model,
+        clean.tokens,
+        corrupt.tokens,
+        metric,
+        method,
+        top_n,
+        selection,
+        intervention,
+        steps,
+        CIRCUIT_FAITHFULNESS,
+        max_memory=max_memory,
+        quiet=quiet,
+        workers=workers,
+    )
     scored, curve, circuit, graph = found.scores, found.curve, found.circuit, found.scores.graph
 
     def run_circuits(masks: list[torch.Tensor]) -> np.ndarray:
-        return torch.stack(circuit_values(model, clean.tokens, corrupt.tokens, metric, masks, intervention,
-                                          max_memory=max_memory, workers=workers)).numpy()
+        return torch.stack(
+            circuit_values(
+                model, clean.tokens, corrupt.tokens, metric, masks, intervention, max_memory=max_memory, workers=workers
+            )
+        ).numpy()
 
     cost = {}
     bootstrap = Bootstrap.over(clean.template_ids.tolist(), protocol.bootstrap, seed)
@@ -111,37 +142,63 @@ def run(model, out_dir: str | Path, task: str = "ioi", method: str = "eap-ig", n
     results = {
         **info,
         **workers.describe(),
-        "task": task, "method": method, "intervention": intervention, "steps": scored.steps,
-        "selection_method": selection, "n_prompts": n, "protocol": asdict(protocol),
-        "prepend_bos": protocol.prepend_bos, "metric": "logit difference IO - S at END, mean over prompts",
+        "task": task,
+        "method": method,
+        "intervention": intervention,
+        "steps": scored.steps,
+        "selection_method": selection,
+        "n_prompts": n,
+        "protocol": asdict(protocol),
+        "prepend_bos": protocol.prepend_bos,
+        "metric": "logit difference IO - S at END, mean over prompts",
         "bootstrap": None if bootstrap is None else bootstrap.describe(),
-        "graph": {"n_layers": graph.n_layers, "n_heads": graph.n_heads, "n_nodes": len(graph.node_names()),
-                  "n_edges": graph.n_edges},
-        "clean_metric": curve.full_metric, "empty_circuit_metric": curve.empty_metric,
+        "graph": {
+            "n_layers": graph.n_layers,
+            "n_heads": graph.n_heads,
+            "n_nodes": len(graph.node_names()),
+            "n_edges": graph.n_edges,
+        },
+        "clean_metric": curve.full_metric,
+        "empty_circuit_metric": curve.empty_metric,
         **pick(sure["intervals"], "clean_metric_ci", "empty_circuit_metric_ci"),
         "curve": {**curve.as_dict(), **rename(sure["intervals"], curve_faithfulness_ci="faithfulness_ci")},
-        "cpr": curve.cpr, "cmd": curve.cmd, **pick(sure["intervals"], "cpr_ci", "cmd_ci"),
-        "circuit": {"rule": found.rule, "n_selected": found.n_selected, "n_edges": circuit.n_edges,
-                    "faithfulness": found.circuit_faithfulness,
-                    **rename(sure["intervals"], circuit_faithfulness_ci="faithfulness_ci"),
-                    "fraction_of_edges": circuit.n_edges / graph.n_edges, "edges": circuit.edges(),
-                    "heads": [list(head) for head in circuit.heads()]},
+        "cpr": curve.cpr,
+        "cmd": curve.cmd,
+        **pick(sure["intervals"], "cpr_ci", "cmd_ci"),
+        "circuit": {
+            "rule": found.rule,
+            "n_selected": found.n_selected,
+            "n_edges": circuit.n_edges,
+            "faithfulness": found.circuit_faithfulness,
+            **rename(sure["intervals"], circuit_faithfulness_ci="faithfulness_ci"),
+            "fraction_of_edges": circuit.n_edges / graph.n_edges,
+            "edges": circuit.edges(),
+            "heads": [list(head) for head in circuit.heads()],
+        },
         **sure["tests"],
         "edge_order": "EAP-IG's (interp.graph.Graph.edge_list): scores[i] belongs to edge_names[i]",
         "edge_names": graph.edge_names(),
         "scores": [float(circuit.scores[w, r]) for w, r in graph.edge_list()],
-        "memory": {"chunk": scored.chunk_prompts, "estimate_bytes": scored.memory_estimate,
-                   "peak_cuda_bytes": scored.peak_memory, "max_memory": max_memory},
-        "per_prompt": {"clean_metric": rounded(curve.per_prompt["full"]),
-                       "empty_circuit_metric": rounded(curve.per_prompt["empty"]),
-                       "curve_metric": rounded(curve.per_prompt["circuits"]),
-                       "circuit_metric": rounded(found.circuit_per_prompt),
-                       "edge_scores": {**scores_file, "order": "edge_names x prompts"}},
+        "memory": {
+            "chunk": scored.chunk_prompts,
+            "estimate_bytes": scored.memory_estimate,
+            "peak_cuda_bytes": scored.peak_memory,
+            "max_memory": max_memory,
+        },
+        "per_prompt": {
+            "clean_metric": rounded(curve.per_prompt["full"]),
+            "empty_circuit_metric": rounded(curve.per_prompt["empty"]),
+            "curve_metric": rounded(curve.per_prompt["circuits"]),
+            "circuit_metric": rounded(found.circuit_per_prompt),
+            "edge_scores": {**scores_file, "order": "edge_names x prompts"},
+        },
         "dataset": dataset_json(clean, corrupt, NAME_LISTS[protocol.names]),
     }
     if model.interp_source.circuit_edges is not None:
-        results["reference"] = {"source": "planted circuit (interp.planted)",
-                                **reference_aucs(circuit, model.interp_source.circuit_edges)}
+        results["reference"] = {
+            "source": "planted circuit (interp.planted)",
+            **reference_aucs(circuit, model.interp_source.circuit_edges),
+        }
     if classes is not None:
         source, heads = classes
         results["head_comparison"] = {"source": source, **head_overlap(circuit.heads(), heads)}
@@ -149,11 +206,20 @@ def run(model, out_dir: str | Path, task: str = "ioi", method: str = "eap-ig", n
     write_json(out_dir / "results.json", results)
     circuit.save(out_dir / "circuit.json")
     discovery_figures(read_json(out_dir / "results.json"), out_dir)
-    write_json(out_dir / "timing.json", {"total_seconds": time.perf_counter() - start,
-                                         "steps": {"scores": {"seconds": scored.seconds, "method": method},
-                                                   "evaluation": {"seconds": found.evaluation_seconds,
-                                                                  "circuits": len(curve.budgets) + 2
-                                                                  + (top_n is not None)}, **cost}})
+    write_json(
+        out_dir / "timing.json",
+        {
+            "total_seconds": time.perf_counter() - start,
+            "steps": {
+                "scores": {"seconds": scored.seconds, "method": method},
+                "evaluation": {
+                    "seconds": found.evaluation_seconds,
+                    "circuits": len(curve.budgets) + 2 + (top_n is not None),
+                },
+                **cost,
+            },
+        },
+    )
     return results
 
 
@@ -163,8 +229,15 @@ def edge_values(per_prompt: torch.Tensor, graph) -> np.ndarray:
     return per_prompt[list(writers), list(readers)].float().numpy()
 
 
-def sureness(found: Discovery, template_ids: list, bootstrap: Bootstrap | None, protocol: Protocol, seed: int,
-             run_circuits, cost: dict) -> dict:
+def sureness(
+    found: Discovery,
+    template_ids: list,
+    bootstrap: Bootstrap | None,
+    protocol: Protocol,
+    seed: int,
+    run_circuits,
+    cost: dict,
+) -> dict:
     """How sure each finding is, from the per-prompt values (`interp.circuits.discover_sureness`): "intervals" (the
     `_ci` entries, none without a bootstrap) and "tests" (`selection`, `template_holdout`, `random_circuits`);
     their costs are added to `cost`."""
@@ -172,18 +245,52 @@ def sureness(found: Discovery, template_ids: list, bootstrap: Bootstrap | None, 
     full, empty, n = curve.per_prompt["full"], curve.per_prompt["empty"], len(template_ids)
     intervals, tests = {}, {}
     if bootstrap is not None:
-        intervals = metric_intervals(bootstrap, full, empty, curve.per_prompt["circuits"], found.circuit_per_prompt,
-                                     curve.budgets)
-        tests["selection"] = timed(cost, "selection_stability", 0, lambda: selection_stability(
-            graph, found.scores.per_prompt, bootstrap, circuit, found.n_selected, curve.selection))
+        intervals = metric_intervals(
+            bootstrap, full, empty, curve.per_prompt["circuits"], found.circuit_per_prompt, curve.budgets
+        )
+        tests["selection"] = timed(
+            cost,
+            "selection_stability",
+            0,
+            lambda: selection_stability(
+                graph, found.scores.per_prompt, bootstrap, circuit, found.n_selected, curve.selection
+            ),
+        )
     if protocol.template_holdout and circuit.n_edges:
-        tests["template_holdout"] = timed(cost, "template_holdout", 2 * n, lambda: template_holdout(
-            graph, found.scores.per_prompt, template_ids, seed, circuit, found.circuit_per_prompt, full, empty,
-            found.n_selected, curve.selection, run_circuits))
+        tests["template_holdout"] = timed(
+            cost,
+            "template_holdout",
+            2 * n,
+            lambda: template_holdout(
+                graph,
+                found.scores.per_prompt,
+                template_ids,
+                seed,
+                circuit,
+                found.circuit_per_prompt,
+                full,
+                empty,
+                found.n_selected,
+                curve.selection,
+                run_circuits,
+            ),
+        )
     if protocol.random_circuits and circuit.n_edges:
-        tests["random_circuits"] = timed(cost, "random_circuits", n * protocol.random_circuits, lambda: random_circuits(
-            graph, found.circuit_faithfulness, circuit.n_edges, protocol.random_circuits, seed, full, empty,
-            run_circuits))
+        tests["random_circuits"] = timed(
+            cost,
+            "random_circuits",
+            n * protocol.random_circuits,
+            lambda: random_circuits(
+                graph,
+                found.circuit_faithfulness,
+                circuit.n_edges,
+                protocol.random_circuits,
+                seed,
+                full,
+                empty,
+                run_circuits,
+            ),
+        )
     return {"intervals": intervals, "tests": tests}
 
 
@@ -199,32 +306,64 @@ def rename(values: dict, **names: str) -> dict:
 def add_arguments(parser) -> None:
     add_model(parser)
     parser.add_argument("--task", default="ioi", choices=TASKS)
-    parser.add_argument("--method", default="eap-ig", choices=METHODS,
-                        help="eap-ig (default), eap, or exact (one patched run per edge: slow on big graphs)")
+    parser.add_argument(
+        "--method",
+        default="eap-ig",
+        choices=METHODS,
+        help="eap-ig (default), eap, or exact (one patched run per edge: slow on big graphs)",
+    )
     parser.add_argument("--n", type=int, default=100, help="prompt pairs (default 100)")
-    parser.add_argument("--top-n", type=int, help="edges in the circuit (default: the smallest MIB budget whose "
-                        f"faithfulness reaches {CIRCUIT_FAITHFULNESS})")
-    parser.add_argument("--selection", default="topn", choices=["topn", "greedy"],
-                        help="top edges by |score| (default) or grown greedily from the logits")
-    parser.add_argument("--intervention", default="patching", choices=INTERVENTIONS,
-                        help="what edges outside the circuit carry: the corrupted value (default), mean or zero")
+    parser.add_argument(
+        "--top-n",
+        type=int,
+        help="edges in the circuit (default: the smallest MIB budget whose "
+        f"faithfulness reaches {CIRCUIT_FAITHFULNESS})",
+    )
+    parser.add_argument(
+        "--selection",
+        default="topn",
+        choices=["topn", "greedy"],
+        help="top edges by |score| (default) or grown greedily from the logits",
+    )
+    parser.add_argument(
+        "--intervention",
+        default="patching",
+        choices=INTERVENTIONS,
+        help="what edges outside the circuit carry: the corrupted value (default), mean or zero",
+    )
     parser.add_argument("--steps", type=int, default=5, help="EAP-IG interpolation steps (default 5)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--names", choices=sorted(NAME_LISTS), default="paper",
-                        help="the IOI paper's 99 names (default) or the 109 the organism was trained on")
-    parser.add_argument("--ioi-results", help="an `interp ioi` results.json whose head classes the circuit is "
-                        "compared with")
-    parser.add_argument("--max-memory", type=float, metavar="MIB",
-                        help="working memory for scoring and evaluation in MiB (default 1024): prompts are chunked "
-                        "to fit, and refused when one does not")
+    parser.add_argument(
+        "--names",
+        choices=sorted(NAME_LISTS),
+        default="paper",
+        help="the IOI paper's 99 names (default) or the 109 the organism was trained on",
+    )
+    parser.add_argument(
+        "--ioi-results", help="an `interp ioi` results.json whose head classes the circuit is compared with"
+    )
+    parser.add_argument(
+        "--max-memory",
+        type=float,
+        metavar="MIB",
+        help="working memory for scoring and evaluation in MiB (default 1024): prompts are chunked "
+        "to fit, and refused when one does not",
+    )
     parser.add_argument("--out", help="output directory (default results/discover/<model>/)")
     add_bootstrap(parser)
-    parser.add_argument("--random-circuits", type=int, default=100, metavar="N",
-                        help="random circuits of at least the found circuit's size for its faithfulness' p-value "
-                             "(100; 0: off)")
-    parser.add_argument("--template-holdout", action=argparse.BooleanOptionalAction, default=True,
-                        help="select the circuit on half of the templates, evaluate it on the other half (default: "
-                             "yes)")
+    parser.add_argument(
+        "--random-circuits",
+        type=int,
+        default=100,
+        metavar="N",
+        help="random circuits of at least the found circuit's size for its faithfulness' p-value (100; 0: off)",
+    )
+    parser.add_argument(
+        "--template-holdout",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="select the circuit on half of the templates, evaluate it on the other half (default: yes)",
+    )
     add_prepend_bos(parser, default=False)
     add_workers(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -237,30 +376,56 @@ def run_from_args(args) -> None:
         raise InterpError(f"--top-n must be at least 0, not {args.top_n}")
     if args.random_circuits < 0:
         raise InterpError(f"--random-circuits takes a number >= 0 (0 turns the test off), not {args.random_circuits}")
-    protocol = Protocol(names=args.names, prepend_bos=args.prepend_bos, bootstrap=check_resamples(args.bootstrap),
-                        random_circuits=args.random_circuits, template_holdout=args.template_holdout)
+    protocol = Protocol(
+        names=args.names,
+        prepend_bos=args.prepend_bos,
+        bootstrap=check_resamples(args.bootstrap),
+        random_circuits=args.random_circuits,
+        template_holdout=args.template_holdout,
+    )
     model = load(args)
     with workers_for(args, model) as pool:
-        results = run(model, args.out or default_out_dir("discover", args.model), args.task, args.method, args.n,
-                      args.seed, args.top_n, args.intervention, args.steps, args.selection,
-                      None if args.max_memory is None else int(args.max_memory * 2**20), args.ioi_results,
-                      args.quiet, protocol, pool)
+        results = run(
+            model,
+            args.out or default_out_dir("discover", args.model),
+            args.task,
+            args.method,
+            args.n,
+            args.seed,
+            args.top_n,
+            args.intervention,
+            args.steps,
+            args.selection,
+            None if args.max_memory is None else int(args.max_memory * 2**20),
+            args.ioi_results,
+            args.quiet,
+            protocol,
+            pool,
+        )
     circuit = results["circuit"]
-    print(f"{results['method']} on {results['model']}: circuit of {circuit['n_edges']} of "
-          f"{results['graph']['n_edges']} edges ({100 * circuit['fraction_of_edges']:.2f}%), "
-          f"faithfulness {circuit['faithfulness']:.3f}{with_interval(circuit.get('faithfulness_ci'))}; "
-          f"CPR {results['cpr']:.3f}{with_interval(results.get('cpr_ci'))}, "
-          f"CMD {results['cmd']:.3f}{with_interval(results.get('cmd_ci'))}")
+    print(
+        f"{results['method']} on {results['model']}: circuit of {circuit['n_edges']} of "
+        f"{results['graph']['n_edges']} edges ({100 * circuit['fraction_of_edges']:.2f}%), "
+        f"faithfulness {circuit['faithfulness']:.3f}{with_interval(circuit.get('faithfulness_ci'))}; "
+        f"CPR {results['cpr']:.3f}{with_interval(results.get('cpr_ci'))}, "
+        f"CMD {results['cmd']:.3f}{with_interval(results.get('cmd_ci'))}"
+    )
     if "selection" in results:
-        print(f"{len(results['selection']['stable'])} of {circuit['n_edges']} circuit edges stable (selected in >= "
-              f"{results['selection']['stable_at']:.0%} of {results['bootstrap']['n_resamples']} resamples)")
+        print(
+            f"{len(results['selection']['stable'])} of {circuit['n_edges']} circuit edges stable (selected in >= "
+            f"{results['selection']['stable_at']:.0%} of {results['bootstrap']['n_resamples']} resamples)"
+        )
     if "random_circuits" in results:
         test = results["random_circuits"]
-        print(f"against {test['n']} random circuits of >= {test['size']} edges: percentile {test['percentile']:.0f}, "
-              f"p = {test['p_value']:.3f}")
+        print(
+            f"against {test['n']} random circuits of >= {test['size']} edges: percentile {test['percentile']:.0f}, "
+            f"p = {test['p_value']:.3f}"
+        )
     if "reference" in results:
-        print(f"edge ROC AUC {results['reference']['edge_roc_auc']:.4f}, "
-              f"node ROC AUC {results['reference']['node_roc_auc']:.4f} against the planted circuit")
+        print(
+            f"edge ROC AUC {results['reference']['edge_roc_auc']:.4f}, "
+            f"node ROC AUC {results['reference']['node_roc_auc']:.4f} against the planted circuit"
+        )
 
 
 if __name__ == "__main__":

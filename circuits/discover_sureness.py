@@ -12,17 +12,18 @@ nothing is re-run for the intervals or the selection stability:
   half (two circuit runs);
 - random circuits: the found circuit's faithfulness against random circuits of at least its size (one run each).
 """
+
 from __future__ import annotations
 
 import random
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
+from interp.circuits.ioi_selection import STABLE, template_halves
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from interp.circuits.ioi_selection import STABLE, template_halves
 from interp.discovery import MIB_BUDGETS, Circuit, Graph, area
 from interp.graph import pruned_masks, top_n_masks
 from interp.metrics import normalised
@@ -36,23 +37,25 @@ ALSO_SELECTED = 50  # edges outside the circuit listed with their selection freq
 RunCircuits = Callable[[list[Tensor]], np.ndarray]
 
 
-def metric_intervals(bootstrap: Bootstrap, full, empty, curve, circuit,
-                     budgets=MIB_BUDGETS) -> dict[str, list]:
+def metric_intervals(bootstrap: Bootstrap, full, empty, curve, circuit, budgets=MIB_BUDGETS) -> dict[str, list]:
     """Percentile intervals from the per-prompt metrics of the full model and the empty circuit ([n_prompts]),
     the curve's circuits ([n_budgets, n_prompts]) and the chosen circuit: clean and empty metric, each curve
     point's faithfulness, CPR and CMD of each resample's curve, and the circuit's faithfulness."""
     full_means, empty_means = bootstrap.means(full), bootstrap.means(empty)
     curve_faithfulness = normalised(bootstrap.means(curve), full_means, empty_means)  # [n_budgets, resample]
-    return {"clean_metric_ci": rounded(bootstrap.interval(full_means)),
-            "empty_circuit_metric_ci": rounded(bootstrap.interval(empty_means)),
-            "curve_faithfulness_ci": rounded(bootstrap.interval(curve_faithfulness)),
-            "cpr_ci": rounded(bootstrap.interval(area(budgets, list(curve_faithfulness)))),
-            "cmd_ci": rounded(bootstrap.interval(area(budgets, list(np.abs(1 - curve_faithfulness))))),
-            "circuit_faithfulness_ci": rounded(bootstrap.statistic_interval(normalised, circuit, full, empty))}
+    return {
+        "clean_metric_ci": rounded(bootstrap.interval(full_means)),
+        "empty_circuit_metric_ci": rounded(bootstrap.interval(empty_means)),
+        "curve_faithfulness_ci": rounded(bootstrap.interval(curve_faithfulness)),
+        "cpr_ci": rounded(bootstrap.interval(area(budgets, list(curve_faithfulness)))),
+        "cmd_ci": rounded(bootstrap.interval(area(budgets, list(np.abs(1 - curve_faithfulness))))),
+        "circuit_faithfulness_ci": rounded(bootstrap.statistic_interval(normalised, circuit, full, empty)),
+    }
 
 
-def select_masks(graph: Graph, scores: Float[Tensor, "k n_writers n_readers"], n: int, selection: str
-                 ) -> Bool[Tensor, "k n_writers n_readers"]:
+def select_masks(
+    graph: Graph, scores: Float[Tensor, "k n_writers n_readers"], n: int, selection: str
+) -> Bool[Tensor, "k n_writers n_readers"]:
     """The discovery's rule on every score matrix: the top n edges by |score|, pruned, all at once; greedy growth
     from the logits one matrix at a time."""
     if selection == "topn":
@@ -60,14 +63,19 @@ def select_masks(graph: Graph, scores: Float[Tensor, "k n_writers n_readers"], n
     return torch.stack([Circuit.of_scores(graph, matrix).greedy(n).in_graph for matrix in scores])
 
 
-def weighted_circuits(graph: Graph, per_prompt: Float[Tensor, "n_writers n_readers n_prompts"], weights: np.ndarray,
-                      n: int, selection: str) -> Iterator[Bool[Tensor, "k n_writers n_readers"]]:
+def weighted_circuits(
+    graph: Graph,
+    per_prompt: Float[Tensor, "n_writers n_readers n_prompts"],
+    weights: np.ndarray,
+    n: int,
+    selection: str,
+) -> Iterator[Bool[Tensor, "k n_writers n_readers"]]:
     """The circuit the rule picks from the mean scores under each weighting of the prompts (rows of `weights`
     [n_weightings, n_prompts]), RESAMPLE_CHUNK weightings at a time."""
     real = graph.real.flatten().nonzero()[:, 0]
     values = per_prompt.flatten(0, 1)[real].double().numpy()  # [n_edges, n_prompts]
     for first in range(0, len(weights), RESAMPLE_CHUNK):
-        means = torch.from_numpy(means_under(values, weights[first: first + RESAMPLE_CHUNK]).T)  # [k, n_edges]
+        means = torch.from_numpy(means_under(values, weights[first : first + RESAMPLE_CHUNK]).T)  # [k, n_edges]
         scores = torch.zeros(len(means), graph.real.numel(), dtype=torch.float64)
         scores[:, real] = means
         yield select_masks(graph, scores.view(-1, graph.n_writers, graph.n_readers), n, selection)
@@ -78,8 +86,9 @@ def edge_set(mask: Tensor) -> set[int]:
     return set(np.flatnonzero(mask.numpy()).tolist())
 
 
-def selection_stability(graph: Graph, per_prompt: Tensor, bootstrap: Bootstrap, circuit: Circuit, n_selected: int,
-                        selection: str) -> dict:
+def selection_stability(
+    graph: Graph, per_prompt: Tensor, bootstrap: Bootstrap, circuit: Circuit, n_selected: int, selection: str
+) -> dict:
     """Each edge's fraction of resamples whose circuit (the same rule, the same n) holds it: those of the found
     circuit's edges, which of them are stable, the edges some resamples pick that all the prompts do not (the
     ALSO_SELECTED most frequent), and the Jaccard overlap of each resample's edge set with the found one."""
@@ -91,10 +100,14 @@ def selection_stability(graph: Graph, per_prompt: Tensor, bootstrap: Bootstrap, 
         overlaps += [jaccard(found, edge_set(mask)) for mask in masks]
     frequency = selected.double().numpy() / bootstrap.n_resamples  # flat [n_writers * n_readers]
     names = np.array([f"{w}->{r}" for w in graph.writer_names() for r in graph.reader_names()])
-    of_found = {name: float(frequency[np.ravel_multi_index(graph.edge_index(name), graph.real.shape)])
-                for name in circuit.edges()}
-    others = sorted((index for index in np.flatnonzero(frequency) if index not in found),
-                    key=lambda index: (-frequency[index], names[index]))
+    of_found = {
+        name: float(frequency[np.ravel_multi_index(graph.edge_index(name), graph.real.shape)])
+        for name in circuit.edges()
+    }
+    others = sorted(
+        (index for index in np.flatnonzero(frequency) if index not in found),
+        key=lambda index: (-frequency[index], names[index]),
+    )
     overlaps = np.array(overlaps)
     return {
         "stable_at": STABLE,
@@ -117,9 +130,19 @@ def subset_faithfulness(circuit: np.ndarray, full: np.ndarray, empty: np.ndarray
     return float(normalised(circuit[prompts].mean(), full[prompts].mean(), empty[prompts].mean()))
 
 
-def template_holdout(graph: Graph, per_prompt: Tensor, template_ids, seed: int, circuit: Circuit,
-                     circuit_metric: np.ndarray, full: np.ndarray, empty: np.ndarray, n_selected: int, selection: str,
-                     run_circuits: RunCircuits) -> dict:
+def template_holdout(
+    graph: Graph,
+    per_prompt: Tensor,
+    template_ids,
+    seed: int,
+    circuit: Circuit,
+    circuit_metric: np.ndarray,
+    full: np.ndarray,
+    empty: np.ndarray,
+    n_selected: int,
+    selection: str,
+    run_circuits: RunCircuits,
+) -> dict:
     """The rule (the same n) on the mean scores of half of the templates' prompts, each half's circuit measured on
     the other half's prompts, both ways (beside the all-prompts circuit on the same prompts); the Jaccard overlaps
     of the halves' edge sets with each other and with the all-prompts circuit."""
@@ -133,12 +156,16 @@ def template_holdout(graph: Graph, per_prompt: Tensor, template_ids, seed: int, 
     result = {"templates": [list(half) for half in halves], "directions": []}
     for found_on, evaluated_on in ((0, 1), (1, 0)):
         held_out = members[evaluated_on].astype(bool)
-        result["directions"].append({
-            "found_on": list(halves[found_on]), "evaluated_on": list(halves[evaluated_on]),
-            "n_edges": len(edges[found_on]),
-            "held_out_faithfulness": subset_faithfulness(metrics[found_on], full, empty, held_out),
-            "all_prompts_circuit_faithfulness": subset_faithfulness(circuit_metric, full, empty, held_out),
-            "jaccard_with_all_prompts": jaccard(edges[found_on], found)})
+        result["directions"].append(
+            {
+                "found_on": list(halves[found_on]),
+                "evaluated_on": list(halves[evaluated_on]),
+                "n_edges": len(edges[found_on]),
+                "held_out_faithfulness": subset_faithfulness(metrics[found_on], full, empty, held_out),
+                "all_prompts_circuit_faithfulness": subset_faithfulness(circuit_metric, full, empty, held_out),
+                "jaccard_with_all_prompts": jaccard(edges[found_on], found),
+            }
+        )
     result["jaccard_between_halves"] = jaccard(edges[0], edges[1])
     return result
 
@@ -162,8 +189,16 @@ def random_path_circuit(graph: Graph, size: int, rng: random.Random) -> Bool[Ten
     return mask
 
 
-def random_circuits(graph: Graph, faithfulness: float, size: int, n: int, seed: int, full: np.ndarray,
-                    empty: np.ndarray, run_circuits: RunCircuits) -> dict:
+def random_circuits(
+    graph: Graph,
+    faithfulness: float,
+    size: int,
+    n: int,
+    seed: int,
+    full: np.ndarray,
+    empty: np.ndarray,
+    run_circuits: RunCircuits,
+) -> dict:
     """The found circuit's faithfulness against `n` random circuits of at least its size (`random_path_circuit`).
     Closeness to the model, |1 - faithfulness|, is the statistic: the percentile is the share of random circuits
     farther from the model than the found one, the p-value (1 + the number at least as close) / (n + 1)."""
@@ -171,7 +206,14 @@ def random_circuits(graph: Graph, faithfulness: float, size: int, n: int, seed: 
     drawn = [random_path_circuit(graph, size, rng) for _ in range(n)]
     metrics = run_circuits(drawn) if drawn else np.zeros((0, len(full)))
     values = normalised(metrics.mean(1), full.mean(), empty.mean())
-    return {"n": n, "seed": seed, "size": size, "statistic": "|1 - faithfulness|", "faithfulness": faithfulness,
-            "random_faithfulness": rounded(values), "random_n_edges": [int(mask.sum()) for mask in drawn],
-            "how": "unions of random paths from input to logits, drawn until they hold at least the circuit's edges",
-            **closeness_test(abs(1 - faithfulness), np.abs(1 - values))}
+    return {
+        "n": n,
+        "seed": seed,
+        "size": size,
+        "statistic": "|1 - faithfulness|",
+        "faithfulness": faithfulness,
+        "random_faithfulness": rounded(values),
+        "random_n_edges": [int(mask.sum()) for mask in drawn],
+        "how": "unions of random paths from input to logits, drawn until they hold at least the circuit's edges",
+        **closeness_test(abs(1 - faithfulness), np.abs(1 - values)),
+    }

@@ -1,4 +1,4 @@
-"""Indirect object identification (Wang et al. 2023): find the circuit by measurement, then evaluate it.
+r"""Indirect object identification (Wang et al. 2023): find the circuit by measurement, then evaluate it.
 
     python circuits/ioi.py --model organism          (or: interp ioi --model gpt2)
 
@@ -24,6 +24,7 @@ the same way beside the found one, and on a planted model (`interp.planted`) the
 precision and recall of the found heads against it. The dataset is the paper's by default (`Protocol`): its 99
 names, templates 0-6 of each order drawn per prompt, no BOS token, p_ABC drawn as its code draws it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,13 +36,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from interp.circuits.ioi_evaluation import (
+    evaluate_circuit,
+    evaluation_nodes,
+    known_circuits,
+    node_runs,
+    paper_comparison,
+    paper_numbers,
+    random_circuits,
+    template_holdout,
+)
+from interp.circuits.ioi_selection import RULES, STEPS, THRESHOLD, Evidence, classes_of, selection_stability
 from tqdm import tqdm
 
 from interp.ablation import ablated, heads, mean_activations
 from interp.cache import run_with_selective_cache
-from interp.circuits.ioi_evaluation import (evaluate_circuit, evaluation_nodes, known_circuits, node_runs,
-                                            paper_comparison, paper_numbers, random_circuits, template_holdout)
-from interp.circuits.ioi_selection import RULES, STEPS, THRESHOLD, Evidence, classes_of, selection_stability
 from interp.circuit import NodeRuns
 from interp.cli import add_bootstrap, add_model, add_prepend_bos, add_workers, load, workers_for
 from interp.data.ioi import Corruption, IOIDataset, TemplateOrder, dataset_json, ioi_datasets
@@ -55,6 +64,7 @@ from interp.stats import DEFAULT_RESAMPLES, Bootstrap, check_resamples, rounded
 from interp.tokens import str_tokens
 from interp.views import attention_view, save_view
 from interp.workers import Workers, fill_in
+
 
 def ld(model, data: IOIDataset, logits=None) -> torch.Tensor:
     """Per-prompt logit difference IO - S at END."""
@@ -75,8 +85,11 @@ def behaviour(model, data: IOIDataset, bootstrap: Bootstrap | None, logits=None)
         with torch.inference_mode():
             logits = model(data.tokens)
     diffs = ld(model, data, logits)
-    per_prompt = {"logit_diff": diffs, "io_prob": answer_probs(logits, data.io_ids, data.positions["END"]),
-                  "io_over_s": (diffs > 0).float()}
+    per_prompt = {
+        "logit_diff": diffs,
+        "io_prob": answer_probs(logits, data.io_ids, data.positions["END"]),
+        "io_over_s": (diffs > 0).float(),
+    }
     summary = {}
     for name, key in (("mean_logit_diff", "logit_diff"), ("io_prob", "io_prob"), ("io_over_s", "io_over_s")):
         summary[name] = per_prompt[key].mean().item()
@@ -91,9 +104,12 @@ def attention_per_prompt(model, data: IOIDataset, from_key: str, to_keys: list[s
     _, cache = run_with_selective_cache(model, data.tokens, names)
     rows = torch.arange(len(data))
     query = data.positions[from_key]
-    return torch.stack([
-        torch.stack([cache[name][rows, :, query, data.positions[key]].T for key in to_keys], 1).float().cpu()
-        for name in names])
+    return torch.stack(
+        [
+            torch.stack([cache[name][rows, :, query, data.positions[key]].T for key in to_keys], 1).float().cpu()
+            for name in names
+        ]
+    )
 
 
 def attention(model, data: IOIDataset, from_key: str, to_keys: list[str]) -> torch.Tensor:
@@ -106,8 +122,9 @@ def direct_logit_attribution(model, data: IOIDataset, per_prompt: bool = False, 
     LayerNorm's scale of the whole residual (optionally with components ablated); [layer, head, prompt] per
     prompt."""
     with ablated(model, **ablation) if ablation else nullcontext():
-        contributions = head_logit_contributions(model, data.tokens, data.positions["END"],
-                                                 torch.stack([data.io_ids, data.s_ids], -1))
+        contributions = head_logit_contributions(
+            model, data.tokens, data.positions["END"], torch.stack([data.io_ids, data.s_ids], -1)
+        )
     diffs = (contributions[..., 0] - contributions[..., 1]).permute(1, 2, 0)
     return diffs if per_prompt else diffs.mean(-1)
 
@@ -130,8 +147,14 @@ def copying(model, data: IOIDataset, head_list) -> torch.Tensor:
     return scores
 
 
-def discover(model, clean: IOIDataset, corrupt: IOIDataset, quiet: bool = False, workers: Workers | None = None,
-             rule: str = "threshold") -> dict:
+def discover(
+    model,
+    clean: IOIDataset,
+    corrupt: IOIDataset,
+    quiet: bool = False,
+    workers: Workers | None = None,
+    rule: str = "threshold",
+) -> dict:
     """The paper's discovery steps; returns classes, every measured grid, the per-prompt `evidence` they come
     from, mechanism checks and costs. `workers` share each path-patching step's senders out (default: all in this
     process). `rule`: "threshold" (effects and attention) or "mechanism" (also each class's mechanism, for which
@@ -142,11 +165,13 @@ def discover(model, clean: IOIDataset, corrupt: IOIDataset, quiet: bool = False,
     all_senders = [(layer, head) for layer in range(model.cfg.n_layers) for head in range(model.cfg.n_heads)]
     everyone = np.full((1, len(clean)), 1 / len(clean))
     shape = (model.cfg.n_layers, model.cfg.n_heads, 2, len(clean))
-    evidence = Evidence(ld(model, clean).cpu().numpy(), {},
-                        attention_per_prompt(model, clean, "END", ["IO", "S1", "S2"]).numpy(),
-                        attention_per_prompt(model, clean, "S2", ["S1", "S1+1"]).numpy(),
-                        copying=copying(model, clean, all_senders).reshape(shape).numpy() if rule == "mechanism"
-                        else None)
+    evidence = Evidence(
+        ld(model, clean).cpu().numpy(),
+        {},
+        attention_per_prompt(model, clean, "END", ["IO", "S1", "S2"]).numpy(),
+        attention_per_prompt(model, clean, "S2", ["S1", "S1+1"]).numpy(),
+        copying=copying(model, clean, all_senders).reshape(shape).numpy() if rule == "mechanism" else None,
+    )
     cost = {}
     steps = tqdm(total=5, desc="IOI discovery", disable=quiet)
 
@@ -166,9 +191,11 @@ def discover(model, clean: IOIDataset, corrupt: IOIDataset, quiet: bool = False,
 
     step("direct_effect", "resid_final")
     steps.update()
-    for name, receiver_class, receiver_input in (("into_name_mover_queries", "name_mover", "q"),
-                                                 ("into_s_inhibition_values", "s_inhibition", "v"),
-                                                 ("into_induction_keys", "induction", "k")):
+    for name, receiver_class, receiver_input in (
+        ("into_name_mover_queries", "name_mover", "q"),
+        ("into_s_inhibition_values", "s_inhibition", "v"),
+        ("into_induction_keys", "induction", "k"),
+    ):
         if found()[receiver_class]:
             step(name, [(l, h, receiver_input) for l, h in found()[receiver_class]])
         steps.update()
@@ -179,15 +206,27 @@ def discover(model, clean: IOIDataset, corrupt: IOIDataset, quiet: bool = False,
         start = time.perf_counter()
         means = mean_activations(model, corrupt.tokens, heads(name_movers), groups=corrupt.template_ids)
         evidence.dla_before = direct_logit_attribution(model, clean, per_prompt=True).numpy()
-        evidence.dla_after = direct_logit_attribution(model, clean, per_prompt=True, components=heads(name_movers),
-                                                      method="mean", means=means, groups=clean.template_ids).numpy()
+        evidence.dla_after = direct_logit_attribution(
+            model,
+            clean,
+            per_prompt=True,
+            components=heads(name_movers),
+            method="mean",
+            means=means,
+            groups=clean.template_ids,
+        ).numpy()
         cost["backup"] = {"forward_passes": 3 * len(clean), "seconds": time.perf_counter() - start}
     steps.update()
     steps.close()
     classes, effects = found(), evidence.effects(everyone)
     grids = {name: torch.as_tensor(effects[name][..., 0]) for name in (*STEPS, "backup_rise") if name in effects}
-    return {"heads": classes, "grids": grids, "evidence": evidence,
-            "mechanism": mechanism_checks(model, clean, classes, effects), "cost": cost}
+    return {
+        "heads": classes,
+        "grids": grids,
+        "evidence": evidence,
+        "mechanism": mechanism_checks(model, clean, classes, effects),
+        "cost": cost,
+    }
 
 
 def mechanism_checks(model, clean: IOIDataset, found: dict[str, list], effects: dict[str, np.ndarray]) -> dict:
@@ -196,22 +235,30 @@ def mechanism_checks(model, clean: IOIDataset, found: dict[str, list], effects: 
     # the fraction of prompts where each name mover copies IO, each negative one writes against it: one run
     movers = found["name_mover"] + found["negative_name_mover"]
     copies = copying(model, clean, movers).mean(-1)
-    copy_scores = {key: {f"{l}.{h}": copies[i, side].item() for i, (l, h) in enumerate(movers) if (l, h) in heads}
-                   for key, side, heads in (("name_mover_copy_score", 0, found["name_mover"]),
-                                            ("negative_name_mover_copy_score", 1, found["negative_name_mover"]))}
+    copy_scores = {
+        key: {f"{l}.{h}": copies[i, side].item() for i, (l, h) in enumerate(movers) if (l, h) in heads}
+        for key, side, heads in (
+            ("name_mover_copy_score", 0, found["name_mover"]),
+            ("negative_name_mover_copy_score", 1, found["negative_name_mover"]),
+        )
+    }
     mechanism = {
-        "name_mover_attention": {f"{l}.{h}": {"to_IO": float(at_end[l, h, 0]),
-                                              "to_S": float(at_end[l, h, 1] + at_end[l, h, 2])}
-                                 for l, h in found["name_mover"] + found["backup_name_mover"]},
+        "name_mover_attention": {
+            f"{l}.{h}": {"to_IO": float(at_end[l, h, 0]), "to_S": float(at_end[l, h, 1] + at_end[l, h, 2])}
+            for l, h in found["name_mover"] + found["backup_name_mover"]
+        },
         **copy_scores,
         "s_inhibition_attention_to_S2": {f"{l}.{h}": float(at_end[l, h, 2]) for l, h in found["s_inhibition"]},
-        "attention_from_S2": {f"{l}.{h}": {"to_S1": float(looks[l, h, 0]), "to_S1+1": float(looks[l, h, 1])}
-                              for l, h in found["induction"] + found["duplicate_token"]},
+        "attention_from_S2": {
+            f"{l}.{h}": {"to_S1": float(looks[l, h, 0]), "to_S1+1": float(looks[l, h, 1])}
+            for l, h in found["induction"] + found["duplicate_token"]
+        },
     }
     if found["previous_token"]:
         prev = attention(model, clean, "S1+1", ["S1"])
-        mechanism["previous_token_attention_to_S1"] = {f"{l}.{h}": prev[l, h, 0].item()
-                                                       for l, h in found["previous_token"]}
+        mechanism["previous_token_attention_to_S1"] = {
+            f"{l}.{h}": prev[l, h, 0].item() for l, h in found["previous_token"]
+        }
     return mechanism
 
 
@@ -219,10 +266,13 @@ def example_attention(model, data: IOIDataset, head_list) -> dict:
     """The attention patterns of `head_list` on the first prompt (unpadded), for the results file's figure."""
     length = int(data.positions["END"][0]) + 1
     layers = sorted({layer for layer, _ in head_list})
-    _, cache = run_with_selective_cache(model, data.tokens[:1, :length],
-                                        [f"blocks.{layer}.attn.hook_pattern" for layer in layers])
-    return {"tokens": str_tokens(data.tokens[0, :length], model.tokenizer),
-            "heads": {f"{l}.{h}": cache[f"blocks.{l}.attn.hook_pattern"][0, h].tolist() for l, h in head_list}}
+    _, cache = run_with_selective_cache(
+        model, data.tokens[:1, :length], [f"blocks.{layer}.attn.hook_pattern" for layer in layers]
+    )
+    return {
+        "tokens": str_tokens(data.tokens[0, :length], model.tokenizer),
+        "heads": {f"{l}.{h}": cache[f"blocks.{l}.attn.hook_pattern"][0, h].tolist() for l, h in head_list},
+    }
 
 
 NAME_LISTS = {"paper": PAPER_NAMES, "organism": ORGANISM_NAMES}
@@ -248,16 +298,30 @@ class Protocol:
     def datasets(self, model, n: int, seed: int) -> tuple[IOIDataset, IOIDataset]:
         if self.names not in NAME_LISTS:
             raise InterpError(f"unknown name list {self.names!r}; use {' or '.join(NAME_LISTS)}")
-        return ioi_datasets(n, seed=seed, order=self.order, names=NAME_LISTS[self.names], tokenizer=model.tokenizer,
-                            prepend_bos=self.prepend_bos, n_templates=self.n_templates, corruption=self.corruption)
+        return ioi_datasets(
+            n,
+            seed=seed,
+            order=self.order,
+            names=NAME_LISTS[self.names],
+            tokenizer=model.tokenizer,
+            prepend_bos=self.prepend_bos,
+            n_templates=self.n_templates,
+            corruption=self.corruption,
+        )
 
     def evaluate(self, runs: NodeRuns, classes: dict, seed: int) -> dict:
-        return evaluate_circuit(runs, classes, self.random_knockouts, self.greedy_steps, self.greedy_candidates,
-                                seed)
+        return evaluate_circuit(runs, classes, self.random_knockouts, self.greedy_steps, self.greedy_candidates, seed)
 
 
-def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = False,
-        protocol: Protocol = Protocol(), workers: Workers | None = None) -> dict:
+def run(
+    model,
+    out_dir: str | Path,
+    n: int = 100,
+    seed: int = 0,
+    quiet: bool = False,
+    protocol: Protocol = Protocol(),
+    workers: Workers | None = None,
+) -> dict:
     """The whole reproduction: dataset, discovery, evaluation (and the `known_circuits` evaluated the same way),
     each with how sure it is; writes results.json (with the exact dataset and every per-prompt value, so that every
     number can be recomputed from the file) and the figures. `workers` share the path-patching senders and the
@@ -275,22 +339,37 @@ def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = F
     evaluation_start = time.perf_counter()
     runs = node_runs(model, clean, corrupt, workers, bootstrap)
     evaluation = protocol.evaluate(runs, discovered["heads"], seed)
-    known = {name: (members, protocol.evaluate(runs, members, seed))
-             for name, members in known_circuits(model).items()}
+    known = {name: (members, protocol.evaluate(runs, members, seed)) for name, members in known_circuits(model).items()}
     # forward passes of N prompts: the p_ABC means, then one run per distinct node set
-    cost["evaluation"] = {"forward_passes": (1 + len(runs.scores)) * n,
-                          "seconds": time.perf_counter() - evaluation_start}
+    cost["evaluation"] = {
+        "forward_passes": (1 + len(runs.scores)) * n,
+        "seconds": time.perf_counter() - evaluation_start,
+    }
     sureness = {}
     if bootstrap is not None:
-        sureness["selection"] = timed(cost, "selection_stability", 0, lambda: selection_stability(
-            discovered["evidence"], bootstrap, discovered["heads"]))
+        sureness["selection"] = timed(
+            cost,
+            "selection_stability",
+            0,
+            lambda: selection_stability(discovered["evidence"], bootstrap, discovered["heads"]),
+        )
     circuit = evaluation_nodes(discovered["heads"])
     if protocol.template_holdout and circuit:
-        sureness["template_holdout"] = timed(cost, "template_holdout", n * 2, lambda: template_holdout(
-            runs, discovered["evidence"], clean.template_ids.tolist(), discovered["heads"], seed))
+        sureness["template_holdout"] = timed(
+            cost,
+            "template_holdout",
+            n * 2,
+            lambda: template_holdout(
+                runs, discovered["evidence"], clean.template_ids.tolist(), discovered["heads"], seed
+            ),
+        )
     if protocol.random_circuits and circuit:
-        sureness["random_circuits"] = timed(cost, "random_circuits", n * protocol.random_circuits,
-                                            lambda: random_circuits(runs, circuit, protocol.random_circuits, seed))
+        sureness["random_circuits"] = timed(
+            cost,
+            "random_circuits",
+            n * protocol.random_circuits,
+            lambda: random_circuits(runs, circuit, protocol.random_circuits, seed),
+        )
     info = provenance(model, seed)
     results = {
         **info,
@@ -317,14 +396,25 @@ def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = F
         "dataset": dataset_json(clean, corrupt, NAME_LISTS[protocol.names]),
     }
     for name, (known_heads, evaluated) in known.items():
-        results[f"{name}_circuit"] = {"heads": {c: [list(h) for h in members] for c, members in known_heads.items()},
-                                      **{key: value for key, value in evaluated.items() if key != "minimality_sets"}}
+        results[f"{name}_circuit"] = {
+            "heads": {c: [list(h) for h in members] for c, members in known_heads.items()},
+            **{key: value for key, value in evaluated.items() if key != "minimality_sets"},
+        }
     if info["model"] == "gpt2":
         results["paper_comparison"] = paper_comparison(discovered["heads"])
         results["paper_numbers"] = paper_numbers(
-            {**{key: (observed[key], observed.get(f"{key}_ci")) for key in ("mean_logit_diff", "io_over_s", "io_prob")},
-             "faithfulness": (results["paper_circuit"]["faithfulness"],
-                              results["paper_circuit"].get("faithfulness_ci"))}, PAPER_NUMBERS)
+            {
+                **{
+                    key: (observed[key], observed.get(f"{key}_ci"))
+                    for key in ("mean_logit_diff", "io_over_s", "io_prob")
+                },
+                "faithfulness": (
+                    results["paper_circuit"]["faithfulness"],
+                    results["paper_circuit"].get("faithfulness_ci"),
+                ),
+            },
+            PAPER_NUMBERS,
+        )
     if model.interp_source.circuit is not None:
         results["planted_comparison"] = paper_comparison(discovered["heads"], model.interp_source.circuit)
     out_dir = Path(out_dir)
@@ -332,8 +422,11 @@ def run(model, out_dir: str | Path, n: int = 100, seed: int = 0, quiet: bool = F
     ioi_figures(read_json(out_dir / "results.json"), out_dir)  # exactly what `interp plot` regenerates
     circuit_heads = [h for members in discovered["heads"].values() for h in members]
     if circuit_heads:  # explorable attention of the circuit's heads on an example prompt
-        save_view(attention_view(model, clean.prompts[0], circuit_heads, prepend_bos=protocol.prepend_bos),
-                  out_dir / "ioi_attention.html", title=f"IOI circuit heads in {info['model']}")
+        save_view(
+            attention_view(model, clean.prompts[0], circuit_heads, prepend_bos=protocol.prepend_bos),
+            out_dir / "ioi_attention.html",
+            title=f"IOI circuit heads in {info['model']}",
+        )
     write_json(out_dir / "timing.json", {"total_seconds": time.perf_counter() - start, "steps": cost})
     return results
 
@@ -351,26 +444,52 @@ def add_arguments(parser) -> None:
     parser.add_argument("--n", type=int, default=100, help="prompts (default 100)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="output directory (default results/ioi/<model>/)")
-    parser.add_argument("--names", choices=sorted(NAME_LISTS), default="paper",
-                        help="the paper's 99 names (default) or the 109 the organism was trained on")
+    parser.add_argument(
+        "--names",
+        choices=sorted(NAME_LISTS),
+        default="paper",
+        help="the paper's 99 names (default) or the 109 the organism was trained on",
+    )
     parser.add_argument("--order", choices=["mixed", "BABA", "ABBA"], default="mixed")
-    parser.add_argument("--n-templates", type=int, default=None,
-                        help="the paper's nb_templates: mixed takes half of them from each order (default 15)")
-    parser.add_argument("--corruption", choices=["paper", "distinct"], default="paper",
-                        help="p_ABC names as the paper's code draws them (default), or three distinct new names")
+    parser.add_argument(
+        "--n-templates",
+        type=int,
+        default=None,
+        help="the paper's nb_templates: mixed takes half of them from each order (default 15)",
+    )
+    parser.add_argument(
+        "--corruption",
+        choices=["paper", "distinct"],
+        default="paper",
+        help="p_ABC names as the paper's code draws them (default), or three distinct new names",
+    )
     parser.add_argument("--random-knockouts", type=int, default=10, help="completeness: random subsets (10)")
     parser.add_argument("--greedy-steps", type=int, default=5, help="completeness: greedy knock-out size (5)")
-    parser.add_argument("--greedy-candidates", type=int, default=5,
-                        help="completeness: nodes drawn and tried at each greedy step (5)")
+    parser.add_argument(
+        "--greedy-candidates", type=int, default=5, help="completeness: nodes drawn and tried at each greedy step (5)"
+    )
     add_bootstrap(parser)
-    parser.add_argument("--random-circuits", type=int, default=100, metavar="N",
-                        help="random circuits of the found circuit's size for its faithfulness' p-value (100; 0: off)")
-    parser.add_argument("--template-holdout", action=argparse.BooleanOptionalAction, default=True,
-                        help="find the classes on half of the templates, evaluate on the other half (default: yes)")
-    parser.add_argument("--class-rule", choices=RULES, default="threshold",
-                        help="threshold: a head joins a class when its path-patching effect passes 5%% of the "
-                        "logit difference (default, the paper's discovery); mechanism: and the class's mechanism "
-                        "checks out too (copy scores, where it attends)")
+    parser.add_argument(
+        "--random-circuits",
+        type=int,
+        default=100,
+        metavar="N",
+        help="random circuits of the found circuit's size for its faithfulness' p-value (100; 0: off)",
+    )
+    parser.add_argument(
+        "--template-holdout",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="find the classes on half of the templates, evaluate on the other half (default: yes)",
+    )
+    parser.add_argument(
+        "--class-rule",
+        choices=RULES,
+        default="threshold",
+        help="threshold: a head joins a class when its path-patching effect passes 5%% of the "
+        "logit difference (default, the paper's discovery); mechanism: and the class's mechanism "
+        "checks out too (copy scores, where it attends)",
+    )
     add_prepend_bos(parser, default=False)
     add_workers(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -379,32 +498,55 @@ def add_arguments(parser) -> None:
 def run_from_args(args) -> None:
     if args.random_circuits < 0:
         raise InterpError(f"--random-circuits takes a number >= 0 (0 turns the test off), not {args.random_circuits}")
-    protocol = Protocol(names=args.names, order=args.order, n_templates=args.n_templates, corruption=args.corruption,
-                        prepend_bos=args.prepend_bos, random_knockouts=args.random_knockouts,
-                        greedy_steps=args.greedy_steps, greedy_candidates=args.greedy_candidates,
-                        bootstrap=check_resamples(args.bootstrap), random_circuits=args.random_circuits,
-                        template_holdout=args.template_holdout, class_rule=args.class_rule)
+    protocol = Protocol(
+        names=args.names,
+        order=args.order,
+        n_templates=args.n_templates,
+        corruption=args.corruption,
+        prepend_bos=args.prepend_bos,
+        random_knockouts=args.random_knockouts,
+        greedy_steps=args.greedy_steps,
+        greedy_candidates=args.greedy_candidates,
+        bootstrap=check_resamples(args.bootstrap),
+        random_circuits=args.random_circuits,
+        template_holdout=args.template_holdout,
+        class_rule=args.class_rule,
+    )
     model = load(args)
     with workers_for(args, model) as pool:
-        results = run(model, args.out or default_out_dir("ioi", args.model), args.n, args.seed, args.quiet, protocol,
-                      pool)
-    print(", ".join(f"{label} {results[key]:.3f}{with_interval(results.get(key + '_ci'))}" for label, key in (
-        ("mean logit diff", "mean_logit_diff"), ("IO over S", "io_over_s"))) + ", faithfulness "
-          f"{results['faithfulness']:.3f}{with_interval(results['evaluation'].get('faithfulness_ci'))}")
+        results = run(
+            model, args.out or default_out_dir("ioi", args.model), args.n, args.seed, args.quiet, protocol, pool
+        )
+    print(
+        ", ".join(
+            f"{label} {results[key]:.3f}{with_interval(results.get(key + '_ci'))}"
+            for label, key in (("mean logit diff", "mean_logit_diff"), ("IO over S", "io_over_s"))
+        )
+        + ", faithfulness "
+        f"{results['faithfulness']:.3f}{with_interval(results['evaluation'].get('faithfulness_ci'))}"
+    )
     stable = results.get("selection", {}).get("found", {})
     for name, members in results["heads"].items():
-        print(f"{name:>20}: " + (" ".join(f"{l}.{h}" + (f" ({stable[name][f'{l}.{h}']:.2f})" if stable else "")
-                                          for l, h in members) or "-"))
+        print(
+            f"{name:>20}: "
+            + (
+                " ".join(f"{l}.{h}" + (f" ({stable[name][f'{l}.{h}']:.2f})" if stable else "") for l, h in members)
+                or "-"
+            )
+        )
     if stable:
         print("(selection frequency over the bootstrap resamples in brackets)")
     if "random_circuits" in results:
         test = results["random_circuits"]
-        print(f"against {test['n']} random circuits of {test['size']} nodes: percentile {test['percentile']:.0f}, "
-              f"p = {test['p_value']:.3f}")
+        print(
+            f"against {test['n']} random circuits of {test['size']} nodes: percentile {test['percentile']:.0f}, "
+            f"p = {test['p_value']:.3f}"
+        )
 
 
 def with_interval(interval) -> str:
     return "" if interval is None else f" [{interval[0]:.3f}, {interval[1]:.3f}]"
+
 
 if __name__ == "__main__":
     from interp.cli import main

@@ -5,11 +5,13 @@ interval; the found circuit against random circuits of the same size (Shi et al.
 chance?); template hold-out (classes found on half of the templates, evaluated on the other half); and the
 comparisons with a known circuit (the paper's, a planted model's) and with the paper's headline numbers.
 """
+
 from __future__ import annotations
 
 import random
 
 import numpy as np
+from interp.circuits.ioi_selection import Evidence, found_set, half_classes, template_halves
 
 from interp.circuit import Node, NodeRuns, completeness, minimality, with_uncertainty
 from interp.data.ioi import PAPER_HEADS, IOIDataset
@@ -17,20 +19,37 @@ from interp.engine import logit_diff_metric
 from interp.stats import Bootstrap, closeness_test, contains, jaccard, rounded
 from interp.workers import Workers
 
-from interp.circuits.ioi_selection import Evidence, found_set, half_classes, template_halves
-
 # Where each class does its work: the circuit's nodes are its heads at these positions only.
-CLASS_POSITIONS = {"name_mover": "END", "negative_name_mover": "END", "backup_name_mover": "END",
-                   "s_inhibition": "END", "induction": "S2", "duplicate_token": "S2", "previous_token": "S1+1"}
+CLASS_POSITIONS = {
+    "name_mover": "END",
+    "negative_name_mover": "END",
+    "backup_name_mover": "END",
+    "s_inhibition": "END",
+    "induction": "S2",
+    "duplicate_token": "S2",
+    "previous_token": "S1+1",
+}
 # The paper's code orders GPT-2 small's name movers (with the backups) by importance; its minimality sets K_v
 # follow that order (see `k_sets`).
-PAPER_NAME_MOVER_ORDER = [(9, 9), (10, 0), (9, 6), (10, 10), (10, 6), (10, 2), (10, 1), (11, 2), (9, 7), (9, 0),
-                          (11, 9)]
+PAPER_NAME_MOVER_ORDER = [
+    (9, 9),
+    (10, 0),
+    (9, 6),
+    (10, 10),
+    (10, 6),
+    (10, 2),
+    (10, 1),
+    (11, 2),
+    (9, 7),
+    (9, 0),
+    (11, 9),
+]
 
 
 def circuit_nodes(classes: dict[str, list]) -> dict[str, list[Node]]:
-    return {name: [(layer, head, CLASS_POSITIONS[name]) for layer, head in members]
-            for name, members in classes.items()}
+    return {
+        name: [(layer, head, CLASS_POSITIONS[name]) for layer, head in members] for name, members in classes.items()
+    }
 
 
 def k_sets(by_class: dict[str, list[Node]], paper_sets: bool) -> dict[Node, list[Node]]:
@@ -49,19 +68,27 @@ def k_sets(by_class: dict[str, list[Node]], paper_sets: bool) -> dict[Node, list
         elif head in ((5, 8), (5, 9)):
             sets[node] = of_heads([(11, 10), (10, 7)]) + [node]
         elif head in PAPER_NAME_MOVER_ORDER:
-            sets[node] = of_heads(PAPER_NAME_MOVER_ORDER[:PAPER_NAME_MOVER_ORDER.index(head) + 1])
+            sets[node] = of_heads(PAPER_NAME_MOVER_ORDER[: PAPER_NAME_MOVER_ORDER.index(head) + 1])
     return sets
 
 
-def node_runs(model, clean: IOIDataset, corrupt: IOIDataset, workers: Workers | None = None,
-              bootstrap: Bootstrap | None = None) -> NodeRuns:
+def node_runs(
+    model, clean: IOIDataset, corrupt: IOIDataset, workers: Workers | None = None, bootstrap: Bootstrap | None = None
+) -> NodeRuns:
     """Node-level runs of p_IOI measured by the logit difference per prompt, means over p_ABC within template:
     built once, shared by every circuit evaluated on the same prompts (runs of the same node sets are not
     repeated); with a `bootstrap`, every criterion gets its interval."""
-    return NodeRuns.build(model, clean.tokens, clean.positions, corrupt.tokens, clean.template_ids,
-                          corrupt.template_ids,
-                          metric=logit_diff_metric(clean.io_ids, clean.s_ids, clean.positions["END"], per_prompt=True),
-                          workers=workers, bootstrap=bootstrap)
+    return NodeRuns.build(
+        model,
+        clean.tokens,
+        clean.positions,
+        corrupt.tokens,
+        clean.template_ids,
+        corrupt.template_ids,
+        metric=logit_diff_metric(clean.io_ids, clean.s_ids, clean.positions["END"], per_prompt=True),
+        workers=workers,
+        bootstrap=bootstrap,
+    )
 
 
 def evaluation_nodes(classes: dict[str, list]) -> list[Node]:
@@ -69,8 +96,14 @@ def evaluation_nodes(classes: dict[str, list]) -> list[Node]:
     return sorted(node for members in circuit_nodes(classes).values() for node in members)
 
 
-def evaluate_circuit(runs: NodeRuns, classes: dict[str, list], n_random: int = 10, greedy_steps: int = 5,
-                     greedy_candidates: int = 5, seed: int = 0) -> dict:
+def evaluate_circuit(
+    runs: NodeRuns,
+    classes: dict[str, list],
+    n_random: int = 10,
+    greedy_steps: int = 5,
+    greedy_candidates: int = 5,
+    seed: int = 0,
+) -> dict:
     """The paper's evaluation of a circuit of (head, position) nodes, every other node mean-ablated over p_ABC
     within template (`node_runs`): faithfulness, completeness (class, random and greedy knock-outs) and
     minimality."""
@@ -82,8 +115,11 @@ def evaluate_circuit(runs: NodeRuns, classes: dict[str, list], n_random: int = 1
     f_model, f_circuit = runs.full_model(), runs.circuit(circuit)
     paper_shape = (model.cfg.n_layers, model.cfg.n_heads) == (12, 12)
     return {
-        "nodes": [list(node) for node in circuit], "model_logit_diff": f_model, "circuit_logit_diff": f_circuit,
-        "faithfulness": f_circuit / f_model, "faithfulness_gap": abs(f_model - f_circuit),
+        "nodes": [list(node) for node in circuit],
+        "model_logit_diff": f_model,
+        "circuit_logit_diff": f_circuit,
+        "faithfulness": f_circuit / f_model,
+        "faithfulness_gap": abs(f_model - f_circuit),
         **faithfulness_uncertainty(runs, circuit),
         "completeness": completeness(runs, circuit, by_class, n_random, greedy_steps, greedy_candidates, seed),
         "minimality": minimality(runs, circuit, k_sets(by_class, paper_shape), f_circuit),
@@ -99,8 +135,12 @@ def paper_comparison(found: dict[str, list], reference: dict[str, list] = PAPER_
     for name, heads in reference.items():
         known = [tuple(head) for head in heads]
         hits = len(set(map(tuple, found[name])) & set(known))
-        comparison[name] = {"precision": hits / len(found[name]) if found[name] else None,
-                            "recall": hits / len(known) if known else None, "known": known, "found": found[name]}
+        comparison[name] = {
+            "precision": hits / len(found[name]) if found[name] else None,
+            "recall": hits / len(known) if known else None,
+            "known": known,
+            "found": found[name],
+        }
     return comparison
 
 
@@ -117,8 +157,9 @@ def known_circuits(model) -> dict[str, dict]:
 
 def faithfulness_uncertainty(runs: NodeRuns, circuit: list[Node]) -> dict:
     """F(M) and F(C) per prompt, and with the runs' bootstrap the intervals of F(C) / F(M) and |F(M) - F(C)|."""
-    result = with_uncertainty(runs, {}, {"model_logit_diff": ([], True), "circuit_logit_diff": (circuit, False)},
-                              gap="faithfulness_gap")
+    result = with_uncertainty(
+        runs, {}, {"model_logit_diff": ([], True), "circuit_logit_diff": (circuit, False)}, gap="faithfulness_gap"
+    )
     if runs.bootstrap is not None:
         f_model, f_circuit = runs.values([], True).numpy(), runs.values(circuit, False).numpy()
         result["faithfulness_ci"] = rounded(runs.bootstrap.statistic_interval(np.divide, f_circuit, f_model))
@@ -135,17 +176,28 @@ def random_circuits(runs: NodeRuns, circuit: list[Node], n: int, seed: int) -> d
     by_position = {}
     for _, _, position in circuit:
         by_position[position] = by_position.get(position, 0) + 1
-    drawn = [sorted((layer, head, position) for position, count in by_position.items()
-                    for layer, head in rng.sample(heads, count)) for _ in range(n)]
+    drawn = [
+        sorted(
+            (layer, head, position)
+            for position, count in by_position.items()
+            for layer, head in rng.sample(heads, count)
+        )
+        for _ in range(n)
+    ]
     runs.prefetch([(nodes, False) for nodes in drawn] + [(circuit, False), ([], True)])
     f_model = runs.full_model()
     faithfulness = np.array([runs.circuit(nodes) / f_model for nodes in drawn])
     found = runs.circuit(circuit) / f_model
     closeness, random_closeness = abs(1 - found), np.abs(1 - faithfulness)
-    return {"n": n, "seed": seed, "size": len(circuit), "faithfulness": found,
-            "random_faithfulness": rounded(faithfulness), "random_nodes": [[list(node) for node in nodes]
-                                                                            for nodes in drawn],
-            **closeness_test(closeness, random_closeness)}
+    return {
+        "n": n,
+        "seed": seed,
+        "size": len(circuit),
+        "faithfulness": found,
+        "random_faithfulness": rounded(faithfulness),
+        "random_nodes": [[list(node) for node in nodes] for nodes in drawn],
+        **closeness_test(closeness, random_closeness),
+    }
 
 
 def template_holdout(runs: NodeRuns, evidence: Evidence, template_ids, found: dict[str, list], seed: int) -> dict:
@@ -161,17 +213,27 @@ def template_holdout(runs: NodeRuns, evidence: Evidence, template_ids, found: di
         nodes = evaluation_nodes(classes[found_on])
         held_out = np.isin(template_ids, halves[evaluated_on])
         f_circuit = runs.values(nodes, False).numpy()
-        result["directions"].append({
-            "found_on": list(halves[found_on]), "evaluated_on": list(halves[evaluated_on]),
-            "heads": {name: [list(h) for h in heads] for name, heads in classes[found_on].items()},
-            "held_out_faithfulness": float(f_circuit[held_out].mean() / f_model[held_out].mean()),
-            "jaccard_with_all_prompts": jaccard(found_set(classes[found_on]), found_set(found))})
+        result["directions"].append(
+            {
+                "found_on": list(halves[found_on]),
+                "evaluated_on": list(halves[evaluated_on]),
+                "heads": {name: [list(h) for h in heads] for name, heads in classes[found_on].items()},
+                "held_out_faithfulness": float(f_circuit[held_out].mean() / f_model[held_out].mean()),
+                "jaccard_with_all_prompts": jaccard(found_set(classes[found_on]), found_set(found)),
+            }
+        )
     result["jaccard_between_halves"] = jaccard(found_set(classes[0]), found_set(classes[1]))
     return result
 
 
 def paper_numbers(values: dict[str, tuple[float, list | None]], paper: dict[str, float]) -> dict:
     """Per headline number: the paper's value beside ours and our interval, and whether the interval holds it."""
-    return {name: {"paper": paper[name], "ours": ours, "ci": interval,
-                   "inside_interval": None if interval is None else contains(interval, paper[name])}
-            for name, (ours, interval) in values.items()}
+    return {
+        name: {
+            "paper": paper[name],
+            "ours": ours,
+            "ci": interval,
+            "inside_interval": None if interval is None else contains(interval, paper[name]),
+        }
+        for name, (ours, interval) in values.items()
+    }

@@ -7,6 +7,7 @@ bootstrap resample (each head's selection frequency, the found set's Jaccard ove
 the templates (template hold-out). Nothing is re-run: a resample reweights the per-prompt values. Each step after
 the first patches into the receivers found on all prompts, so a resample's later classes are conditional on them.
 """
+
 from __future__ import annotations
 
 import random
@@ -23,8 +24,15 @@ NAME_ATTENTION = 0.5  # a (negative) name mover puts more than half its attentio
 # mechanism fails.
 RULES = ("threshold", "mechanism")
 COPYING = 0.5  # mechanism: a name mover copies IO (its OV output puts IO in its top 5) on most prompts
-CLASSES = ("name_mover", "negative_name_mover", "backup_name_mover", "s_inhibition", "induction",
-           "duplicate_token", "previous_token")
+CLASSES = (
+    "name_mover",
+    "negative_name_mover",
+    "backup_name_mover",
+    "s_inhibition",
+    "induction",
+    "duplicate_token",
+    "previous_token",
+)
 
 
 # What the class rule reads, per prompt: `Evidence.effects` turns it into the relative effects of any weighting of
@@ -60,11 +68,14 @@ class Evidence:
         clean = means_under(self.clean, weights)
         scale = np.abs(clean)
         with np.errstate(divide="ignore", invalid="ignore"):
-            out = {name: np.nan_to_num((means_under(values, weights) - clean) / scale, nan=0.0)
-                   for name, values in self.patched.items()}
+            out = {
+                name: np.nan_to_num((means_under(values, weights) - clean) / scale, nan=0.0)
+                for name, values in self.patched.items()
+            }
             if self.dla_before is not None:
                 out["backup_rise"] = np.nan_to_num(
-                    (means_under(self.dla_after, weights) - means_under(self.dla_before, weights)) / scale, nan=0.0)
+                    (means_under(self.dla_after, weights) - means_under(self.dla_before, weights)) / scale, nan=0.0
+                )
         out["attention_end"] = means_under(self.attention_end, weights)
         out["attention_s2"] = means_under(self.attention_s2, weights)
         if self.copying is not None:
@@ -72,20 +83,30 @@ class Evidence:
         return out
 
     def to_json(self) -> dict:
-        return {"clean_logit_diff": rounded(self.clean), "patched_logit_diff": {k: rounded(v) for k, v in
-                                                                                self.patched.items()},
-                "attention_end_to_IO_S1_S2": rounded(self.attention_end),
-                "attention_S2_to_S1_S1+1": rounded(self.attention_s2),
-                **({"dla_before": rounded(self.dla_before), "dla_after": rounded(self.dla_after)}
-                   if self.dla_before is not None else {}),
-                **({"copies_IO_top5_bottom5": rounded(self.copying)} if self.copying is not None else {})}
+        return {
+            "clean_logit_diff": rounded(self.clean),
+            "patched_logit_diff": {k: rounded(v) for k, v in self.patched.items()},
+            "attention_end_to_IO_S1_S2": rounded(self.attention_end),
+            "attention_S2_to_S1_S1+1": rounded(self.attention_s2),
+            **(
+                {"dla_before": rounded(self.dla_before), "dla_after": rounded(self.dla_after)}
+                if self.dla_before is not None
+                else {}
+            ),
+            **({"copies_IO_top5_bottom5": rounded(self.copying)} if self.copying is not None else {}),
+        }
 
 
 # Each class's step and the direction its effect must pass THRESHOLD in (negative: patching the path breaks IOI).
-CLASS_RULE = {"name_mover": ("direct_effect", -1), "negative_name_mover": ("direct_effect", 1),
-              "s_inhibition": ("into_name_mover_queries", -1), "induction": ("into_s_inhibition_values", -1),
-              "duplicate_token": ("into_s_inhibition_values", -1), "previous_token": ("into_induction_keys", -1),
-              "backup_name_mover": ("backup_rise", 1)}
+CLASS_RULE = {
+    "name_mover": ("direct_effect", -1),
+    "negative_name_mover": ("direct_effect", 1),
+    "s_inhibition": ("into_name_mover_queries", -1),
+    "induction": ("into_s_inhibition_values", -1),
+    "duplicate_token": ("into_s_inhibition_values", -1),
+    "previous_token": ("into_induction_keys", -1),
+    "backup_name_mover": ("backup_rise", 1),
+}
 
 
 def mechanism(effects: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -96,10 +117,15 @@ def mechanism(effects: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     at_end, from_s2, copying = effects["attention_end"], effects["attention_s2"], effects["copying"]
     to_io = at_end[:, :, 0] > at_end[:, :, 1] + at_end[:, :, 2]
     copies, copies_against = copying[:, :, 0] > COPYING, copying[:, :, 1] > COPYING
-    return {"name_mover": to_io & copies, "negative_name_mover": to_io & copies_against,
-            "backup_name_mover": copies, "s_inhibition": at_end[:, :, 2] > at_end[:, :, 0],
-            "induction": from_s2[:, :, 1] > NAME_ATTENTION, "duplicate_token": from_s2[:, :, 0] > NAME_ATTENTION,
-            "previous_token": np.ones_like(copies)}
+    return {
+        "name_mover": to_io & copies,
+        "negative_name_mover": to_io & copies_against,
+        "backup_name_mover": copies,
+        "s_inhibition": at_end[:, :, 2] > at_end[:, :, 0],
+        "induction": from_s2[:, :, 1] > NAME_ATTENTION,
+        "duplicate_token": from_s2[:, :, 0] > NAME_ATTENTION,
+        "previous_token": np.ones_like(copies),
+    }
 
 
 def class_masks(effects: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -127,10 +153,13 @@ def class_masks(effects: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     hits = passes("induction") & ~m["s_inhibition"] & ~m["name_mover"] & found_any(m["s_inhibition"])
     m["induction"] = works("induction", hits & (to_s1_plus_1 > to_s1))
     m["duplicate_token"] = works("duplicate_token", hits & ~(to_s1_plus_1 > to_s1))
-    m["previous_token"] = works("previous_token", passes("previous_token") & ~np.logical_or.reduce(list(m.values()))
-                                & found_any(m["induction"]))
-    m["backup_name_mover"] = works("backup_name_mover", passes("backup_name_mover") & ~m["name_mover"]
-                                   & ~m["negative_name_mover"] & found_any(m["name_mover"]))
+    m["previous_token"] = works(
+        "previous_token", passes("previous_token") & ~np.logical_or.reduce(list(m.values())) & found_any(m["induction"])
+    )
+    m["backup_name_mover"] = works(
+        "backup_name_mover",
+        passes("backup_name_mover") & ~m["name_mover"] & ~m["negative_name_mover"] & found_any(m["name_mover"]),
+    )
     return {name: m[name] for name in CLASSES}
 
 
@@ -159,20 +188,33 @@ def selection_stability(evidence: Evidence, bootstrap: Bootstrap, found: dict[st
     masks = class_masks(effects)
     frequency = {name: bootstrap.fraction(mask) for name, mask in masks.items()}
     reference = found_set(found)
-    overlaps = np.array([jaccard(reference, {(name, tuple(head)) for name, mask in masks.items()
-                                             for head in np.argwhere(mask[..., r]).tolist()})
-                         for r in range(bootstrap.n_resamples)])
+    overlaps = np.array(
+        [
+            jaccard(
+                reference,
+                {(name, tuple(head)) for name, mask in masks.items() for head in np.argwhere(mask[..., r]).tolist()},
+            )
+            for r in range(bootstrap.n_resamples)
+        ]
+    )
     of_found = {name: {f"{l}.{h}": float(frequency[name][l, h]) for l, h in heads} for name, heads in found.items()}
     return {
         "stable_at": STABLE,
         "frequency": {name: rounded(f, 4) for name, f in frequency.items()},
         "found": of_found,
         "stable": {name: [head for head, f in heads.items() if f >= STABLE] for name, heads in of_found.items()},
-        "also_selected": {name: {f"{l}.{h}": float(frequency[name][l, h]) for l, h in np.argwhere(
-            frequency[name] > 0).tolist() if (l, h) not in set(map(tuple, found[name]))} for name in frequency},
+        "also_selected": {
+            name: {
+                f"{l}.{h}": float(frequency[name][l, h])
+                for l, h in np.argwhere(frequency[name] > 0).tolist()
+                if (l, h) not in set(map(tuple, found[name]))
+            }
+            for name in frequency
+        },
         "jaccard": {"mean": float(overlaps.mean()), "ci": rounded(bootstrap.interval(overlaps))},
-        "grid_intervals": {name: rounded(bootstrap.interval(effects[name]))
-                           for name in (*STEPS, "backup_rise") if name in effects},
+        "grid_intervals": {
+            name: rounded(bootstrap.interval(effects[name])) for name in (*STEPS, "backup_rise") if name in effects
+        },
         "conditional_on": "each path-patching step's receivers as found on all prompts",
     }
 
@@ -181,7 +223,7 @@ def template_halves(template_ids, seed: int) -> tuple[list[int], list[int]]:
     """The templates, shuffled by `seed` and cut in two halves."""
     templates = sorted(set(np.asarray(template_ids).tolist()))
     random.Random(seed).shuffle(templates)
-    return sorted(templates[: len(templates) // 2]), sorted(templates[len(templates) // 2:])
+    return sorted(templates[: len(templates) // 2]), sorted(templates[len(templates) // 2 :])
 
 
 def half_classes(evidence: Evidence, template_ids, half: list[int]) -> dict[str, list[tuple[int, int]]]:

@@ -3,6 +3,7 @@
 Primitives, each in a module named for what it does: load (`models`), cache (`cache`), lens (`lens`),
 patch (`patching`), attribute (`attribution`), ablate (`ablation`), plot (`plotting`, `views`).
 """
+
 from interp.errors import InterpError
 from interp.models import load_model
 

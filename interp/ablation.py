@@ -7,12 +7,14 @@ paper, is unaffected. Mean ablation can be taken within groups (e.g. IOI templat
 prompt gets its own group's mean.
 Hooks live only inside the `ablated` context, which removes them whatever happens inside.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Literal
 
 import torch
 
@@ -30,8 +32,11 @@ class Component:
 
     @property
     def hook_name(self) -> str:
-        return {"head": f"blocks.{self.layer}.attn.hook_z", "attn": f"blocks.{self.layer}.hook_attn_out",
-                "mlp": f"blocks.{self.layer}.hook_mlp_out"}[self.kind]
+        return {
+            "head": f"blocks.{self.layer}.attn.hook_z",
+            "attn": f"blocks.{self.layer}.hook_attn_out",
+            "mlp": f"blocks.{self.layer}.hook_mlp_out",
+        }[self.kind]
 
     def __str__(self) -> str:
         return f"{self.layer}.{self.head}" if self.kind == "head" else f"{self.kind}{self.layer}"
@@ -52,8 +57,9 @@ def all_heads(model) -> list[Component]:
 def check_layer(model, layer, what: str = "") -> int:
     """`layer`, or a clear error naming it (`what` says whose layer) when the model has no such layer."""
     if not (isinstance(layer, int) and 0 <= layer < model.cfg.n_layers):
-        raise InterpError(f"{what} layer {layer!r} is out of range: the model has layers 0..{model.cfg.n_layers - 1}"
-                          .lstrip())
+        raise InterpError(
+            f"{what} layer {layer!r} is out of range: the model has layers 0..{model.cfg.n_layers - 1}".lstrip()
+        )
     return layer
 
 
@@ -61,8 +67,9 @@ def check_head(model, layer, head, what: str = "") -> tuple[int, int]:
     """(layer, head), or a clear error naming the one the model does not have."""
     check_layer(model, layer, what)
     if not (isinstance(head, int) and 0 <= head < model.cfg.n_heads):
-        raise InterpError(f"{what} head {head!r} is out of range: the model has heads 0..{model.cfg.n_heads - 1}"
-                          .lstrip())
+        raise InterpError(
+            f"{what} head {head!r} is out of range: the model has heads 0..{model.cfg.n_heads - 1}".lstrip()
+        )
     return layer, head
 
 
@@ -78,8 +85,9 @@ def group_index(groups: torch.Tensor | None, n: int) -> torch.Tensor:
     return torch.zeros(n, dtype=torch.long) if groups is None else torch.as_tensor(groups, dtype=torch.long)
 
 
-def mean_activations(model, reference_tokens: torch.Tensor, components: Iterable[Component],
-                     groups: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def mean_activations(
+    model, reference_tokens: torch.Tensor, components: Iterable[Component], groups: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
     """Per hook, the mean activation over the reference prompts of each group: [n_groups, pos, ...]."""
     components = list(components)
     if len(reference_tokens) == 0:
@@ -99,8 +107,13 @@ def mean_activations(model, reference_tokens: torch.Tensor, components: Iterable
 
 
 @contextmanager
-def ablated(model, components: Iterable[Component], method: Method = "zero",
-            means: dict[str, torch.Tensor] | None = None, groups: torch.Tensor | None = None):
+def ablated(
+    model,
+    components: Iterable[Component],
+    method: Method = "zero",
+    means: dict[str, torch.Tensor] | None = None,
+    groups: torch.Tensor | None = None,
+):
     """Within the block, the model runs with `components` ablated. For "mean", `means` comes from
     `mean_activations` and `groups` gives each prompt of the batch its group (all 0 when None)."""
     components = list(components)
@@ -134,8 +147,14 @@ def ablated(model, components: Iterable[Component], method: Method = "zero",
         yield model
 
 
-def run_with_ablation(model, tokens: torch.Tensor, components: Iterable[Component], method: Method = "zero",
-                      means: dict[str, torch.Tensor] | None = None, groups: torch.Tensor | None = None):
+def run_with_ablation(
+    model,
+    tokens: torch.Tensor,
+    components: Iterable[Component],
+    method: Method = "zero",
+    means: dict[str, torch.Tensor] | None = None,
+    groups: torch.Tensor | None = None,
+):
     """Logits of `tokens` with `components` ablated."""
     with torch.inference_mode(), ablated(model, components, method, means, groups):
         return model(tokens)

@@ -5,17 +5,18 @@ Two forwards and one backward give the whole grid of that estimate, for the same
 shapes as `interp.patching.activation_patch`, reported the same way (as estimated patched metric values:
 base metric + estimated change), so the two grids compare cell for cell with `agreement`.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from interp.errors import InterpError
 from interp.engine import RUN_FIELDS, Metric, run_bytes
+from interp.errors import InterpError
 from interp.patching import HEAD_SITES, SITE_FIELD, check_site, grid_shape, setup
 
 
@@ -40,9 +41,16 @@ def summed_effect(product: Tensor, site: str, by_position: bool) -> Tensor:
     return per_position if by_position else per_position.sum(0)
 
 
-def attribution_patch(model, clean_tokens: Int[Tensor, "batch pos"], corrupt_tokens: Int[Tensor, "batch pos"],
-                      metric: Metric | Callable, site: str, direction: str = "denoise",
-                      by_position: bool | None = None, max_memory: int | None = None) -> Tensor:
+def attribution_patch(
+    model,
+    clean_tokens: Int[Tensor, "batch pos"],
+    corrupt_tokens: Int[Tensor, "batch pos"],
+    metric: Metric | Callable,
+    site: str,
+    direction: str = "denoise",
+    by_position: bool | None = None,
+    max_memory: int | None = None,
+) -> Tensor:
     """The attribution-patching estimate of `activation_patch`'s grid (same arguments, same shape): base metric +
     grad . (source activation - base activation) over each patched slice. Refuses before running when the two
     recorded runs and the backward would not fit in `max_memory` bytes."""
@@ -54,12 +62,15 @@ def attribution_patch(model, clean_tokens: Int[Tensor, "batch pos"], corrupt_tok
         # MLP's hidden layer before and after GELU); the backward as much again; plus the source run's site.
         itemsize = s.tf.W_E.element_size()
         d_model, d_mlp = s.tf.W_E.shape[1], s.tf.layers[0].W_in.shape[1]
-        graph = (run_bytes(s.tf, n_batch, n_computed, RUN_FIELDS, itemsize)
-                 + itemsize * n_batch * n_computed * s.tf.n_layers * (2 * d_model + 2 * d_mlp))
+        graph = run_bytes(
+            s.tf, n_batch, n_computed, RUN_FIELDS, itemsize
+        ) + itemsize * n_batch * n_computed * s.tf.n_layers * (2 * d_model + 2 * d_mlp)
         needed = 2 * graph + run_bytes(s.tf, n_batch, n_computed, [SITE_FIELD[site]], itemsize)
         if needed > max_memory:
-            raise InterpError(f"attribution patching this batch needs about {needed / 2**20:.1f} MiB, over the budget "
-                              f"of {max_memory / 2**20:.1f} MiB: use fewer or shorter prompts")
+            raise InterpError(
+                f"attribution patching this batch needs about {needed / 2**20:.1f} MiB, over the budget "
+                f"of {max_memory / 2**20:.1f} MiB: use fewer or shorter prompts"
+            )
     field = SITE_FIELD[site]
     with torch.inference_mode():
         source = s.tf.run(s.source_tokens, s.reader, [field])
@@ -70,10 +81,14 @@ def attribution_patch(model, clean_tokens: Int[Tensor, "batch pos"], corrupt_tok
         activations = site_tensors(base, site, s.tf.n_layers)
         grads = torch.autograd.grad(base.value, activations)
     with torch.no_grad():
-        grid = torch.full(grid_shape(site, by_position, s.tf.n_layers, s.n_pos, s.tf.n_heads), float(base.value),
-                          device=base.value.device)
+        grid = torch.full(
+            grid_shape(site, by_position, s.tf.n_layers, s.n_pos, s.tf.n_heads),
+            float(base.value),
+            device=base.value.device,
+        )
         for layer, (grad, activation, source_activation) in enumerate(
-                zip(grads, activations, site_tensors(source, site, s.tf.n_layers))):
+            zip(grads, activations, site_tensors(source, site, s.tf.n_layers))
+        ):
             effect = summed_effect(grad * (source_activation - activation), site, by_position).to(grid.device)
             if by_position:  # positions after the last one the metric reads were not computed: no effect
                 grid[layer, :n_computed] += effect
@@ -94,6 +109,11 @@ def agreement(exact: Tensor, estimate: Tensor) -> dict[str, float]:
     centred_x, centred_y = x - x.mean(), y - y.mean()
     denominator = math.sqrt(float(centred_x.square().sum() * centred_y.square().sum()))
     difference = (x - y).abs()
-    return {"pearson": float((centred_x * centred_y).sum()) / denominator if denominator else float("nan"),
-            "max_abs_diff": float(difference.max()), "mean_abs_diff": float(difference.mean()),
-            "exact_range": float(x.max() - x.min()), "estimate_range": float(y.max() - y.min()), "n_cells": len(x)}
+    return {
+        "pearson": float((centred_x * centred_y).sum()) / denominator if denominator else float("nan"),
+        "max_abs_diff": float(difference.max()),
+        "mean_abs_diff": float(difference.mean()),
+        "exact_range": float(x.max() - x.min()),
+        "estimate_range": float(y.max() - y.min()),
+        "n_cells": len(x),
+    }

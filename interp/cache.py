@@ -1,9 +1,10 @@
 """Selective activation caching: only the hooks asked for, only the positions asked for, optionally stored in a
 lower precision, with the cache's size known before the run."""
+
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from transformer_lens.ActivationCache import ActivationCache
@@ -13,14 +14,23 @@ from interp.errors import InterpError
 
 # What each hook's activation looks like, by the last part of its name (TransformerLens naming).
 _SHAPES = {
-    "hook_resid_pre": ("pos", "d_model"), "hook_resid_mid": ("pos", "d_model"),
-    "hook_resid_post": ("pos", "d_model"), "hook_attn_out": ("pos", "d_model"),
-    "hook_mlp_out": ("pos", "d_model"), "hook_embed": ("pos", "d_model"), "hook_pos_embed": ("pos", "d_model"),
-    "hook_q": ("pos", "n_heads", "d_head"), "hook_k": ("pos", "n_heads", "d_head"),
-    "hook_v": ("pos", "n_heads", "d_head"), "hook_z": ("pos", "n_heads", "d_head"),
+    "hook_resid_pre": ("pos", "d_model"),
+    "hook_resid_mid": ("pos", "d_model"),
+    "hook_resid_post": ("pos", "d_model"),
+    "hook_attn_out": ("pos", "d_model"),
+    "hook_mlp_out": ("pos", "d_model"),
+    "hook_embed": ("pos", "d_model"),
+    "hook_pos_embed": ("pos", "d_model"),
+    "hook_q": ("pos", "n_heads", "d_head"),
+    "hook_k": ("pos", "n_heads", "d_head"),
+    "hook_v": ("pos", "n_heads", "d_head"),
+    "hook_z": ("pos", "n_heads", "d_head"),
     "hook_result": ("pos", "n_heads", "d_model"),
-    "hook_attn_scores": ("n_heads", "pos", "key_pos"), "hook_pattern": ("n_heads", "pos", "key_pos"),
-    "hook_pre": ("pos", "d_mlp"), "hook_post": ("pos", "d_mlp"), "hook_scale": ("pos", "one"),
+    "hook_attn_scores": ("n_heads", "pos", "key_pos"),
+    "hook_pattern": ("n_heads", "pos", "key_pos"),
+    "hook_pre": ("pos", "d_mlp"),
+    "hook_post": ("pos", "d_mlp"),
+    "hook_scale": ("pos", "one"),
     "hook_normalized": ("pos", "d_model"),
 }
 
@@ -33,13 +43,26 @@ def hook_shape(model, name: str, n_batch: int, n_pos: int, n_positions_kept: int
     if suffix not in _SHAPES:
         raise InterpError(f"cannot estimate the size of hook {name!r}")
     cfg = model.cfg
-    sizes = {"pos": n_positions_kept or n_pos, "key_pos": n_pos, "d_model": cfg.d_model, "n_heads": cfg.n_heads,
-             "d_head": cfg.d_head, "d_mlp": cfg.d_mlp, "one": 1}
+    sizes = {
+        "pos": n_positions_kept or n_pos,
+        "key_pos": n_pos,
+        "d_model": cfg.d_model,
+        "n_heads": cfg.n_heads,
+        "d_head": cfg.d_head,
+        "d_mlp": cfg.d_mlp,
+        "one": 1,
+    }
     return (n_batch, *(sizes[axis] for axis in _SHAPES[suffix]))
 
 
-def cache_size_bytes(model, names: Sequence[str], n_batch: int, n_pos: int,
-                     positions: Sequence[int] | None = None, dtype: torch.dtype | None = None) -> int:
+def cache_size_bytes(
+    model,
+    names: Sequence[str],
+    n_batch: int,
+    n_pos: int,
+    positions: Sequence[int] | None = None,
+    dtype: torch.dtype | None = None,
+) -> int:
     """Bytes the cache of `names` will take for a [n_batch, n_pos] input, computed before running anything."""
     itemsize = torch.empty((), dtype=dtype or model.cfg.dtype).element_size()
     kept = len(positions) if positions is not None else None
@@ -62,10 +85,15 @@ def expand_names(model, names: Sequence[str] | str) -> list[str]:
     return list(names)
 
 
-def run_with_selective_cache(model, tokens: torch.Tensor, names: Sequence[str] | str,
-                             positions: Sequence[int] | None = None, dtype: torch.dtype | None = None,
-                             max_memory: int | None = None, unembed: bool = True
-                             ) -> tuple[torch.Tensor | None, ActivationCache]:
+def run_with_selective_cache(
+    model,
+    tokens: torch.Tensor,
+    names: Sequence[str] | str,
+    positions: Sequence[int] | None = None,
+    dtype: torch.dtype | None = None,
+    max_memory: int | None = None,
+    unembed: bool = True,
+) -> tuple[torch.Tensor | None, ActivationCache]:
     """(logits, cache) holding only `names` (a list, or a regex), at `positions` (all when None), in `dtype`.
 
     Refuses before running when the cache would exceed `max_memory` bytes. Position-sliced activations keep the
@@ -83,8 +111,10 @@ def run_with_selective_cache(model, tokens: torch.Tensor, names: Sequence[str] |
             raise InterpError(f"positions {bad} are out of range for a prompt of {n_pos} tokens")
     size = cache_size_bytes(model, names, n_batch, n_pos, positions, dtype)
     if max_memory is not None and size > max_memory:
-        raise InterpError(f"the cache would take {size / 2**20:.1f} MiB, over the budget of "
-                          f"{max_memory / 2**20:.1f} MiB: cache fewer hooks or positions, or a smaller batch")
+        raise InterpError(
+            f"the cache would take {size / 2**20:.1f} MiB, over the budget of "
+            f"{max_memory / 2**20:.1f} MiB: cache fewer hooks or positions, or a smaller batch"
+        )
     index = None if positions is None else torch.tensor([p % n_pos for p in positions])
     store: dict[str, torch.Tensor] = {}
 

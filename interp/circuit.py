@@ -10,12 +10,13 @@ positions line up). F(...) is the metric of such a run, F(M) that of the untouch
   grown greedily to make the two differ most); a complete circuit answers like the model;
 - minimality: |F(C \\ (K_v \\ {v})) - F(C \\ K_v)| for each node v and a set K_v that contains it.
 """
+
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -23,8 +24,8 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from interp.ablation import all_heads, check_head, mean_activations
-from interp.errors import InterpError
 from interp.engine import Metric, Reader, Transformer, make_reader
+from interp.errors import InterpError
 from interp.stats import Bootstrap, rounded
 from interp.workers import Workers
 
@@ -52,9 +53,18 @@ class NodeRuns:
     # (F per prompt for a per-prompt metric: the criteria read its mean, the bootstrap its values)
 
     @classmethod
-    def build(cls, model, tokens, positions, reference_tokens, groups, reference_groups,
-              metric: Metric | Callable[[Tensor], float], workers: Workers | None = None,
-              bootstrap: Bootstrap | None = None) -> NodeRuns:
+    def build(
+        cls,
+        model,
+        tokens,
+        positions,
+        reference_tokens,
+        groups,
+        reference_groups,
+        metric: Metric | Callable[[Tensor], float],
+        workers: Workers | None = None,
+        bootstrap: Bootstrap | None = None,
+    ) -> NodeRuns:
         """`metric`: a `Metric`, or a function of the full logits [batch, pos, vocab]; a per-prompt metric keeps
         every run's values per prompt (and, with a `bootstrap`, the criteria get intervals)."""
         means = mean_activations(model, reference_tokens, all_heads(model), groups=reference_groups)
@@ -69,8 +79,17 @@ class NodeRuns:
         reader = make_reader(metric, *tokens.shape, device)
         tokens = tokens[:, : reader.n_pos_needed].to(device)  # later positions cannot change the metric
         means = {name: mean.to(device) for name, mean in means.items()}
-        return cls(model, tokens, positions, torch.as_tensor(groups), means, metric,
-                   Transformer(model, reader.token_ids), reader, workers)
+        return cls(
+            model,
+            tokens,
+            positions,
+            torch.as_tensor(groups),
+            means,
+            metric,
+            Transformer(model, reader.token_ids),
+            reader,
+            workers,
+        )
 
     def check(self, nodes: Iterable[Node]) -> list[Node]:
         nodes = list(nodes)
@@ -93,6 +112,7 @@ class NodeRuns:
     @torch.inference_mode()
     def run(self, masks: dict[int, Tensor]) -> Tensor:
         """The metric of one run (a scalar, or one value per prompt on the CPU for a per-prompt metric)."""
+
         def replace(layer: int, z: Tensor) -> Tensor:
             if not masks[layer].any():
                 return z
@@ -103,14 +123,22 @@ class NodeRuns:
 
     def prefetch(self, sets: Iterable[tuple[Iterable[Node], bool]]) -> None:
         """Score the (nodes, ablate_nodes) sets not scored yet, shared out to the workers."""
-        keys = [key for key in dict.fromkeys((ablate, frozenset(self.check(nodes))) for nodes, ablate in sets)
-                if key not in self.scores]
+        keys = [
+            key
+            for key in dict.fromkeys((ablate, frozenset(self.check(nodes))) for nodes, ablate in sets)
+            if key not in self.scores
+        ]
         if self.workers is None or self.workers.count == 1 or len(keys) < 2:
             for key in keys:
                 self.scores[key] = self.run(self.masks(key[1], key[0]))
             return
-        shared = {"tokens": self.tokens, "positions": self.positions, "groups": self.groups, "means": self.means,
-                  "metric": self.metric}
+        shared = {
+            "tokens": self.tokens,
+            "positions": self.positions,
+            "groups": self.groups,
+            "means": self.means,
+            "metric": self.metric,
+        }
         for part in self.workers.map(partial(score_node_sets, shared), keys, "circuit runs"):
             self.scores.update(part)
 
@@ -149,8 +177,9 @@ def without(circuit: Sequence[Node], knocked: Iterable[Node]) -> list[Node]:
     return [node for node in circuit if node not in knocked]
 
 
-def with_uncertainty(runs: NodeRuns, result: dict, sets: dict[str, tuple[Sequence[Node], bool]],
-                     gap: str | None = None) -> dict:
+def with_uncertainty(
+    runs: NodeRuns, result: dict, sets: dict[str, tuple[Sequence[Node], bool]], gap: str | None = None
+) -> dict:
     """`result` with, for each named run (nodes, ablate_nodes), its per-prompt values (`<name>_per_prompt`, for a
     per-prompt metric) and, with the runs' bootstrap, the interval of its mean (`<name>_ci`) and of `gap`, the
     absolute difference of the two runs' means."""
@@ -161,8 +190,9 @@ def with_uncertainty(runs: NodeRuns, result: dict, sets: dict[str, tuple[Sequenc
     if runs.bootstrap is not None:
         result.update({f"{name}_ci": rounded(runs.bootstrap.mean_interval(v)) for name, v in values.items()})
         if gap is not None:
-            result[f"{gap}_ci"] = rounded(runs.bootstrap.statistic_interval(lambda a, b: np.abs(a - b),
-                                                                            *values.values()))
+            result[f"{gap}_ci"] = rounded(
+                runs.bootstrap.statistic_interval(lambda a, b: np.abs(a - b), *values.values())
+            )
     return result
 
 
@@ -170,9 +200,12 @@ def knockout(runs: NodeRuns, circuit: Sequence[Node], knocked: Sequence[Node]) -
     """F(C \\ K), F(M \\ K) and their gap for one knock-out set K."""
     kept = without(circuit, knocked)
     f_c, f_m = runs.circuit(kept), runs.model_without(knocked)
-    return with_uncertainty(runs, {"nodes": [list(node) for node in knocked], "circuit": f_c, "model": f_m,
-                                   "incompleteness": abs(f_c - f_m)},
-                            {"circuit": (kept, False), "model": (knocked, True)}, gap="incompleteness")
+    return with_uncertainty(
+        runs,
+        {"nodes": [list(node) for node in knocked], "circuit": f_c, "model": f_m, "incompleteness": abs(f_c - f_m)},
+        {"circuit": (kept, False), "model": (knocked, True)},
+        gap="incompleteness",
+    )
 
 
 def knockout_sets(circuit: Sequence[Node], knocked_sets: Iterable[Sequence[Node]]) -> list[tuple[list[Node], bool]]:
@@ -190,8 +223,9 @@ def random_subsets(circuit: Sequence[Node], n: int, seed: int) -> list[list[Node
     return subsets
 
 
-def greedy_knockout(runs: NodeRuns, circuit: Sequence[Node], steps: int = 5, candidates: int = 5, seed: int = 0
-                    ) -> list[dict]:
+def greedy_knockout(
+    runs: NodeRuns, circuit: Sequence[Node], steps: int = 5, candidates: int = 5, seed: int = 0
+) -> list[dict]:
     """K grown one node at a time: at each step `candidates` nodes not yet in K are drawn at random and the one
     that makes |F(C \\ K) - F(M \\ K)| largest joins K, as long as that widens the largest gap so far (then the
     search stops). Every accepted step's K and gap, in order. Drawing a few candidates per step, rather than
@@ -203,8 +237,9 @@ def greedy_knockout(runs: NodeRuns, circuit: Sequence[Node], steps: int = 5, can
             break
         drawn = rng.sample(remaining, min(candidates, len(remaining)))
         runs.prefetch(knockout_sets(circuit, [knocked + [node] for node in drawn]))
-        best = max((knockout(runs, circuit, knocked + [node]) for node in drawn),
-                   key=lambda result: result["incompleteness"])
+        best = max(
+            (knockout(runs, circuit, knocked + [node]) for node in drawn), key=lambda result: result["incompleteness"]
+        )
         if best["incompleteness"] <= best_gap:
             break
         knocked, best_gap = [tuple(node) for node in best["nodes"]], best["incompleteness"]
@@ -212,25 +247,37 @@ def greedy_knockout(runs: NodeRuns, circuit: Sequence[Node], steps: int = 5, can
     return trail
 
 
-def completeness(runs: NodeRuns, circuit: Sequence[Node], classes: dict[str, list[Node]], n_random: int = 10,
-                 greedy_steps: int = 5, greedy_candidates: int = 5, seed: int = 0) -> dict:
+def completeness(
+    runs: NodeRuns,
+    circuit: Sequence[Node],
+    classes: dict[str, list[Node]],
+    n_random: int = 10,
+    greedy_steps: int = 5,
+    greedy_candidates: int = 5,
+    seed: int = 0,
+) -> dict:
     """Knock-outs of whole classes, random subsets and a greedy search; their (F(C \\ K), F(M \\ K)) pairs."""
     subsets = random_subsets(circuit, n_random, seed)
     runs.prefetch(knockout_sets(circuit, [nodes for nodes in classes.values() if nodes] + subsets))
-    results = {"classes": {name: knockout(runs, circuit, nodes) for name, nodes in classes.items() if nodes},
-               "random": [knockout(runs, circuit, subset) for subset in subsets],
-               "greedy": greedy_knockout(runs, circuit, greedy_steps, greedy_candidates, seed)}
+    results = {
+        "classes": {name: knockout(runs, circuit, nodes) for name, nodes in classes.items() if nodes},
+        "random": [knockout(runs, circuit, subset) for subset in subsets],
+        "greedy": greedy_knockout(runs, circuit, greedy_steps, greedy_candidates, seed),
+    }
     every = [*results["classes"].values(), *results["random"], *results["greedy"]]
     results["max_incompleteness"] = max((r["incompleteness"] for r in every), default=0.0)
     return results
 
 
-def minimality(runs: NodeRuns, circuit: Sequence[Node], k_sets: dict[Node, Sequence[Node]], f_circuit: float
-               ) -> dict[str, dict]:
+def minimality(
+    runs: NodeRuns, circuit: Sequence[Node], k_sets: dict[Node, Sequence[Node]], f_circuit: float
+) -> dict[str, dict]:
     """Per node v: |F(C \\ (K_v \\ {v})) - F(C \\ K_v)|, in logit-difference units and relative to F(C)."""
     in_circuit = {node: [n for n in k_sets[node] if n in circuit] for node in circuit}
-    runs.prefetch([(without(circuit, [n for n in k_v if n != node]), False) for node, k_v in in_circuit.items()]
-                  + [(without(circuit, k_v), False) for k_v in in_circuit.values()])
+    runs.prefetch(
+        [(without(circuit, [n for n in k_v if n != node]), False) for node, k_v in in_circuit.items()]
+        + [(without(circuit, k_v), False) for k_v in in_circuit.values()]
+    )
     scores = {}
     for node in circuit:
         k_v = in_circuit[node]
@@ -238,10 +285,18 @@ def minimality(runs: NodeRuns, circuit: Sequence[Node], k_sets: dict[Node, Seque
         without_v = runs.circuit(without(circuit, k_v))
         score = abs(with_v - without_v)
         scores[node_name(node)] = with_uncertainty(
-            runs, {"k_v": [node_name(n) for n in k_v], "absolute": score,
-                   "relative": score / abs(f_circuit) if f_circuit else None},
-            {"with_v": (without(circuit, [n for n in k_v if n != node]), False),
-             "without_v": (without(circuit, k_v), False)}, gap="absolute")
+            runs,
+            {
+                "k_v": [node_name(n) for n in k_v],
+                "absolute": score,
+                "relative": score / abs(f_circuit) if f_circuit else None,
+            },
+            {
+                "with_v": (without(circuit, [n for n in k_v if n != node]), False),
+                "without_v": (without(circuit, k_v), False),
+            },
+            gap="absolute",
+        )
     return scores
 
 

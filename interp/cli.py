@@ -1,4 +1,5 @@
 """The `interp` command. Every user mistake becomes one line on stderr and a non-zero exit, no traceback."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,43 +15,70 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_model(parser, default: str = "organism") -> None:
-    parser.add_argument("--model", default=default, help=f"model spec (default: {default}): gpt2, gpt2-medium, "
-                        "gpt2-large, gpt2-xl, random:<size>, organism, or a checkpoint directory")
+    parser.add_argument(
+        "--model",
+        default=default,
+        help=f"model spec (default: {default}): gpt2, gpt2-medium, "
+        "gpt2-large, gpt2-xl, random:<size>, organism, or a checkpoint directory",
+    )
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--dtype", default=None, help="float32 (default), bfloat16 or float16")
-    parser.add_argument("--device-map", default=None, choices=["auto", "balanced"],
-                        help="spread the model's blocks over every GPU (accelerate's placement: auto fills them in "
-                             "order, balanced evens them out) instead of --device")
+    parser.add_argument(
+        "--device-map",
+        default=None,
+        choices=["auto", "balanced"],
+        help="spread the model's blocks over every GPU (accelerate's placement: auto fills them in "
+        "order, balanced evens them out) instead of --device",
+    )
 
 
 def add_prepend_bos(parser, default: bool = True) -> None:
-    parser.add_argument("--prepend-bos", action=argparse.BooleanOptionalAction, default=default,
-                        help="put GPT-2's BOS token (<|endoftext|>) before every prompt (default: "
-                             f"{'yes' if default else 'no'}; recorded in the results)")
+    parser.add_argument(
+        "--prepend-bos",
+        action=argparse.BooleanOptionalAction,
+        default=default,
+        help="put GPT-2's BOS token (<|endoftext|>) before every prompt (default: "
+        f"{'yes' if default else 'no'}; recorded in the results)",
+    )
 
 
 def add_bootstrap(parser) -> None:
-    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
-                        help="bootstrap resamples of the prompts (within template or task) for every mean's 95%% "
-                             "interval and every found component's selection frequency (default 1000; 0: off)")
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="bootstrap resamples of the prompts (within template or task) for every mean's 95%% "
+        "interval and every found component's selection frequency (default 1000; 0: off)",
+    )
 
 
 def add_workers(parser) -> None:
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="share the sweeps out to N Ray workers, each with its own copy of the model (a local "
-                             "cluster of N processes, or N workers of the cluster at --ray-address); needs "
-                             "interp[ray]")
-    parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
-                        help="join the running Ray cluster there (e.g. auto, or ray://host:10001): one worker per "
-                             "GPU unless --workers says otherwise")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="share the sweeps out to N Ray workers, each with its own copy of the model (a local "
+        "cluster of N processes, or N workers of the cluster at --ray-address); needs "
+        "interp[ray]",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDRESS",
+        help="join the running Ray cluster there (e.g. auto, or ray://host:10001): one worker per "
+        "GPU unless --workers says otherwise",
+    )
 
 
 def load(args):
     from interp.models import load_model
 
     if args.device_map is not None and (getattr(args, "workers", None) or getattr(args, "ray_address", None)):
-        raise InterpError("--device-map and Ray workers exclude each other: each worker holds the whole model on "
-                          "its own device")
+        raise InterpError(
+            "--device-map and Ray workers exclude each other: each worker holds the whole model on its own device"
+        )
     return load_model(args.model, device=args.device, dtype=args.dtype, device_map=args.device_map)
 
 
@@ -141,10 +169,22 @@ def cmd_patch(args) -> None:
     model = load(args)
     max_memory = None if args.max_memory is None else int(args.max_memory * 2**20)
     with workers_for(args, model) as pool:
-        data = {"model": args.model, **patch_grid_for_cli(model, args.clean, args.corrupt, args.answer, args.wrong,
-                                                          args.site, args.direction, max_memory, args.prepend_bos,
-                                                          pool),
-                **pool.describe()}
+        data = {
+            "model": args.model,
+            **patch_grid_for_cli(
+                model,
+                args.clean,
+                args.corrupt,
+                args.answer,
+                args.wrong,
+                args.site,
+                args.direction,
+                max_memory,
+                args.prepend_bos,
+                pool,
+            ),
+            **pool.describe(),
+        }
     if args.out:
         from interp.results import write_json
 
@@ -152,8 +192,10 @@ def cmd_patch(args) -> None:
     if args.json:
         print(json.dumps(data))
         return
-    print(f"{args.model}: {args.direction} {data['site']}; {data['metric']}: clean {data['clean_metric']:.3f}, "
-          f"corrupt {data['corrupt_metric']:.3f}")
+    print(
+        f"{args.model}: {args.direction} {data['site']}; {data['metric']}: clean {data['clean_metric']:.3f}, "
+        f"corrupt {data['corrupt_metric']:.3f}"
+    )
     print(f"{data['row_axis']:>6} " + " ".join(f"{label[:9]:>9}" for label in data["column_labels"]))
     for label, row in zip(data["row_labels"], data["grid"]):
         print(f"{label:>6} " + " ".join(f"{value:9.3f}" for value in row))
@@ -206,51 +248,75 @@ def build_parser() -> Parser:
     capitals.add_arguments(capitals_parser)
     capitals_parser.set_defaults(run=capitals.run_args)
 
-    check_parser = commands.add_parser("check", help="acceptance test of real GPT-2 weights: TransformerLens's "
-                                       "recorded loss, the IOI paper's numbers, the capitals paper's logit lens")
+    check_parser = commands.add_parser(
+        "check",
+        help="acceptance test of real GPT-2 weights: TransformerLens's "
+        "recorded loss, the IOI paper's numbers, the capitals paper's logit lens",
+    )
     check.add_arguments(check_parser)
     check_parser.set_defaults(run=check.run_from_args)
 
-    article_parser = commands.add_parser("article", help="the explainer's claims about GPT-2, measured (word vectors, "
-                                         "context, heads, memories, facts, IOI's limit, one-liners)")
+    article_parser = commands.add_parser(
+        "article",
+        help="the explainer's claims about GPT-2, measured (word vectors, "
+        "context, heads, memories, facts, IOI's limit, one-liners)",
+    )
     article.add_arguments(article_parser)
     article_parser.set_defaults(run=article.run_from_args)
 
-    discover_parser = commands.add_parser("discover", help="edge-level circuit discovery (EAP, EAP-IG, exact) "
-                                          "with MIB's faithfulness curve")
+    discover_parser = commands.add_parser(
+        "discover", help="edge-level circuit discovery (EAP, EAP-IG, exact) with MIB's faithfulness curve"
+    )
     discover.add_arguments(discover_parser)
     discover_parser.set_defaults(run=discover.run_from_args)
 
     from interp.patching import CLI_SITES, DIRECTIONS
 
-    patch = commands.add_parser("patch", help="activation patching: logit(answer) - logit(wrong) per layer x "
-                                "position (residual sites) or layer x head (head_out)")
+    patch = commands.add_parser(
+        "patch",
+        help="activation patching: logit(answer) - logit(wrong) per layer x "
+        "position (residual sites) or layer x head (head_out)",
+    )
     patch.add_argument("--clean", required=True, help="the clean prompt")
     patch.add_argument("--corrupt", required=True, help="the corrupted prompt (same number of tokens)")
     patch.add_argument("--answer", required=True, help="the clean answer token, e.g. ' Mary'")
     patch.add_argument("--wrong", required=True, help="the token it is compared with, e.g. ' John'")
     patch.add_argument("--site", default="resid_pre", choices=CLI_SITES)
-    patch.add_argument("--direction", default="denoise", choices=DIRECTIONS,
-                       help="denoise: clean activations into the corrupted run (default); noise: the reverse")
+    patch.add_argument(
+        "--direction",
+        default="denoise",
+        choices=DIRECTIONS,
+        help="denoise: clean activations into the corrupted run (default); noise: the reverse",
+    )
     add_model(patch)
     add_prepend_bos(patch)
     add_workers(patch)
     patch.add_argument("--json", action="store_true", help="print one JSON object")
     patch.add_argument("--out", help="directory for patch.json")
-    patch.add_argument("--max-memory", type=float, metavar="MIB",
-                       help="memory budget of the sweep in MiB: chunked to fit, refused when even one chunk is over")
+    patch.add_argument(
+        "--max-memory",
+        type=float,
+        metavar="MIB",
+        help="memory budget of the sweep in MiB: chunked to fit, refused when even one chunk is over",
+    )
     patch.set_defaults(run=cmd_patch)
 
-    bench = commands.add_parser("bench", help="benchmarks (source checkout): patching and edge attribution vs "
-                                "TransformerLens, IOI's cost")
-    bench.add_argument("name", choices=["patching", "ioi", "discovery", "load", "scale", "noise"],
-                       help="patching: interp vs TransformerLens; ioi: the whole IOI pipeline's cost; discovery: "
-                       "EAP vs TransformerLens's edge attribution, EAP-IG, exact edge patching; load: loading time "
-                       "and peak memory over the weights' bytes, per size; scale: IOI in one process vs on 1 and 2 "
-                       "Ray workers; noise: IOI discovery on planted:ioi as the heads outside its circuit get noisier")
-    bench.add_argument("--model", default=None,
-                       help="model spec (default: random:gpt2 for patching, planted:ioi for ioi, discovery, scale "
-                       "and noise)")
+    bench = commands.add_parser(
+        "bench", help="benchmarks (source checkout): patching and edge attribution vs TransformerLens, IOI's cost"
+    )
+    bench.add_argument(
+        "name",
+        choices=["patching", "ioi", "discovery", "load", "scale", "noise"],
+        help="patching: interp vs TransformerLens; ioi: the whole IOI pipeline's cost; discovery: "
+        "EAP vs TransformerLens's edge attribution, EAP-IG, exact edge patching; load: loading time "
+        "and peak memory over the weights' bytes, per size; scale: IOI in one process vs on 1 and 2 "
+        "Ray workers; noise: IOI discovery on planted:ioi as the heads outside its circuit get noisier",
+    )
+    bench.add_argument(
+        "--model",
+        default=None,
+        help="model spec (default: random:gpt2 for patching, planted:ioi for ioi, discovery, scale and noise)",
+    )
     bench.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     bench.add_argument("--json", action="store_true", help="print the full report as one JSON object")
     bench.set_defaults(run=cmd_bench)

@@ -9,6 +9,7 @@ readers' own inputs are what EAP differentiates with respect to.
 The forward is written over the patching engine's processed weights (`interp.engine.Transformer`), so it shares
 its arithmetic; tests check it against TransformerLens's hooks (`hook_q_input`, `hook_result`, ...) on the bridge.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,9 +18,9 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from interp.engine import Transformer, attend, take_positions
 from interp.errors import InterpError
 from interp.graph import Graph
-from interp.engine import Transformer, attend, take_positions
 
 INTERVENTIONS = ("patching", "mean", "zero")
 DEFAULT_MEMORY = 2**30  # working memory of edge scoring and circuit runs when no budget is given
@@ -40,8 +41,10 @@ def prompts_per_chunk(per_prompt: int, n_batch: int, n_pos: int, max_memory: int
     """How many prompts one chunk may hold within `max_memory` bytes (default 1 GiB); refused before anything runs
     when a single prompt does not fit."""
     if max_memory is not None and per_prompt > max_memory:
-        raise InterpError(f"{what} needs about {per_prompt / 2**20:.1f} MiB per prompt of {n_pos} tokens, over the "
-                          f"budget of {max_memory / 2**20:.1f} MiB")
+        raise InterpError(
+            f"{what} needs about {per_prompt / 2**20:.1f} MiB per prompt of {n_pos} tokens, over the "
+            f"budget of {max_memory / 2**20:.1f} MiB"
+        )
     return max(1, min(n_batch, (max_memory or DEFAULT_MEMORY) // per_prompt))
 
 
@@ -50,11 +53,16 @@ def embed(tf: Transformer, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "b
     return tf.W_E[tokens] + tf.W_pos[: tokens.shape[1]]
 
 
-def edge_forward(tf: Transformer, graph: Graph, embeddings: Float[Tensor, "batch pos d_model"],
-                 read_positions: Int[Tensor, "batch n_read"],
-                 replaced: Bool[Tensor, "n_writers n_readers"] | None = None,
-                 replacement: Float[Tensor, "batch pos n_writers d_model"] | Float[Tensor, "n_writers d_model"]
-                 | None = None, record_writers: bool = False, expose_readers: bool = False) -> EdgeRun:
+def edge_forward(
+    tf: Transformer,
+    graph: Graph,
+    embeddings: Float[Tensor, "batch pos d_model"],
+    read_positions: Int[Tensor, "batch n_read"],
+    replaced: Bool[Tensor, "n_writers n_readers"] | None = None,
+    replacement: Float[Tensor, "batch pos n_writers d_model"] | Float[Tensor, "n_writers d_model"] | None = None,
+    record_writers: bool = False,
+    expose_readers: bool = False,
+) -> EdgeRun:
     """The forward from `embeddings` where the edges in `replaced` carry `replacement` writer outputs instead of
     this run's (none replaced: the model's own forward). `expose_readers` makes each reader's input its own node
     of the autograd graph (for gradients with respect to it)."""
@@ -71,7 +79,7 @@ def edge_forward(tf: Transformer, graph: Graph, embeddings: Float[Tensor, "batch
     def reader_inputs(residual: Tensor, first: int, count: int) -> Float[Tensor, "batch pos count d_model"]:
         """The own residual of readers first..first+count (they share their writers)."""
         n_before = graph.writers_before(first)
-        mask = replaced[:n_before, first: first + count].to(residual.dtype) if cutting else None
+        mask = replaced[:n_before, first : first + count].to(residual.dtype) if cutting else None
         if mask is None or not mask.any():
             own = residual[:, :, None].expand(n_batch, n_pos, count, d_model)
         else:
@@ -100,11 +108,17 @@ def edge_forward(tf: Transformer, graph: Graph, embeddings: Float[Tensor, "batch
         own = reader_inputs(x, graph.head_reader(layer, 0, "q"), 3 * H)
         if own.stride(2) == 0 and not expose_readers:  # every head reads the same residual: normalise it once
             own = own[:, :, :1]
-        normed = tf.norm(own.to(tf.device(layer)), weights.ln1).expand(n_batch, n_pos, 3 * H, d_model).reshape(
-            n_batch, n_pos, 3, H, d_model)
-        q, k, v = (torch.einsum("bphd,dhe->bphe", normed[:, :, i], W.reshape(d_model, H, -1)) + b.reshape(H, -1)
-                   for i, (W, b) in enumerate(((weights.W_Q, weights.b_Q), (weights.W_K, weights.b_K),
-                                               (weights.W_V, weights.b_V))))
+        normed = (
+            tf.norm(own.to(tf.device(layer)), weights.ln1)
+            .expand(n_batch, n_pos, 3 * H, d_model)
+            .reshape(n_batch, n_pos, 3, H, d_model)
+        )
+        q, k, v = (
+            torch.einsum("bphd,dhe->bphe", normed[:, :, i], W.reshape(d_model, H, -1)) + b.reshape(H, -1)
+            for i, (W, b) in enumerate(
+                ((weights.W_Q, weights.b_Q), (weights.W_K, weights.b_K), (weights.W_V, weights.b_V))
+            )
+        )
         results = torch.einsum("bphe,hed->bphd", attend(q, k, v, positions)[0], weights.W_O).to(x.device)
         b_O = weights.b_O.to(x.device)
         write(slice(graph.head_writer(layer, 0), graph.mlp_writer(layer)), results)
@@ -116,25 +130,35 @@ def edge_forward(tf: Transformer, graph: Graph, embeddings: Float[Tensor, "batch
         write(graph.mlp_writer(layer), mlp_out)
         x = x + mlp_out
         if cutting:
-            replaced_residual = replaced_residual + replacement_rows(slice(graph.mlp_writer(layer),
-                                                                           graph.mlp_writer(layer) + 1))[:, :, 0]
+            replaced_residual = (
+                replaced_residual
+                + replacement_rows(slice(graph.mlp_writer(layer), graph.mlp_writer(layer) + 1))[:, :, 0]
+            )
     final = reader_inputs(x, graph.logits_reader, 1)[:, :, 0]
     return EdgeRun(tf.logits(take_positions(final, read_positions)), writers, exposed)
 
 
-def mean_writers(tf: Transformer, graph: Graph, tokens: Int[Tensor, "batch pos"],
-                 last_positions: Int[Tensor, " batch"]) -> Float[Tensor, "n_writers d_model"]:
+def mean_writers(
+    tf: Transformer, graph: Graph, tokens: Int[Tensor, "batch pos"], last_positions: Int[Tensor, " batch"]
+) -> Float[Tensor, "n_writers d_model"]:
     """Each writer's output averaged over the prompts and their positions up to each prompt's last read one
     (later positions, padding in a right-padded batch, are left out)."""
     with torch.inference_mode():
         run = edge_forward(tf, graph, embed(tf, tokens), last_positions[:, None], record_writers=True)
     counted = (torch.arange(tokens.shape[1], device=tokens.device)[None] <= last_positions[:, None]).to(
-        run.writers.dtype)
+        run.writers.dtype
+    )
     return torch.einsum("bpfd,bp->fd", run.writers, counted) / counted.sum()
 
 
-def replacement_writers(tf: Transformer, graph: Graph, intervention: str, corrupt_tokens: Tensor,
-                        read_positions: Tensor, mean_tokens: Tensor | None = None) -> Tensor:
+def replacement_writers(
+    tf: Transformer,
+    graph: Graph,
+    intervention: str,
+    corrupt_tokens: Tensor,
+    read_positions: Tensor,
+    mean_tokens: Tensor | None = None,
+) -> Tensor:
     """What a cut edge carries: the writers' outputs on the corrupted prompts ("patching", [batch, pos, writers,
     d_model]), their mean ("mean", [writers, d_model]) over every position of `mean_tokens`, or by default over
     the corrupted prompts up to their last read position, or zero ("zero")."""
@@ -144,8 +168,9 @@ def replacement_writers(tf: Transformer, graph: Graph, intervention: str, corrup
     if intervention == "mean":
         if mean_tokens is None:
             return mean_writers(tf, graph, corrupt_tokens, read_positions.max(1).values)
-        return mean_writers(tf, graph, mean_tokens, torch.full((len(mean_tokens),), mean_tokens.shape[1] - 1,
-                                                                device=mean_tokens.device))
+        return mean_writers(
+            tf, graph, mean_tokens, torch.full((len(mean_tokens),), mean_tokens.shape[1] - 1, device=mean_tokens.device)
+        )
     if intervention == "zero":
         return torch.zeros(graph.n_writers, tf.W_E.shape[1], device=tf.W_E.device, dtype=tf.W_E.dtype)
     raise InterpError(f"unknown intervention {intervention!r}; use one of {', '.join(INTERVENTIONS)}")

@@ -18,11 +18,12 @@ With a per-prompt metric (`logit_diff_metric(..., per_prompt=True)`) every metho
 edge (`EdgeScores.per_prompt`): exact, each prompt's own change; EAP and EAP-IG, the difference times the gradient
 of that prompt's own metric. Their mean over prompts is the score of the mean metric.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from jaxtyping import Float
@@ -30,10 +31,21 @@ from torch import Tensor
 from tqdm import tqdm
 
 from interp.edge_forward import INTERVENTIONS, edge_forward, embed, prompts_per_chunk, replacement_writers
+from interp.engine import (
+    Cell,
+    Metric,
+    Run,
+    Transformer,
+    attend,
+    check_tokens,
+    evaluate_cells,
+    make_reader,
+    row_budget,
+    row_bytes,
+    run_bytes,
+)
 from interp.errors import InterpError
 from interp.graph import Graph
-from interp.engine import (Cell, Metric, Run, Transformer, attend, check_tokens, evaluate_cells, make_reader,
-                             row_budget, row_bytes, run_bytes)
 
 METHODS = ("eap", "eap-ig", "exact")
 EXACT_BLOCK = 512  # edges evaluated between two progress updates of exact patching
@@ -69,10 +81,20 @@ def scoring_bytes_per_prompt(tf: Transformer, graph: Graph, n_pos: int, itemsize
     return itemsize * n_pos * per_position
 
 
-def edge_scores(model, clean_tokens, corrupt_tokens, metric: Metric | Callable, method: str = "eap-ig",
-                intervention: str = "patching", steps: int = 5, mean_tokens=None,
-                edges: Sequence[str] | None = None, max_memory: int | None = None, quiet: bool = True,
-                prompts: Sequence[int] | None = None) -> EdgeScores:
+def edge_scores(
+    model,
+    clean_tokens,
+    corrupt_tokens,
+    metric: Metric | Callable,
+    method: str = "eap-ig",
+    intervention: str = "patching",
+    steps: int = 5,
+    mean_tokens=None,
+    edges: Sequence[str] | None = None,
+    max_memory: int | None = None,
+    quiet: bool = True,
+    prompts: Sequence[int] | None = None,
+) -> EdgeScores:
     """Every edge's score over the pairs (see the module's docstring). metric: a `Metric` or a function of the
     full logits. intervention: what a cut edge carries, "patching" (its writer's output on the paired corrupted
     prompt), "mean" (its mean over `mean_tokens`, default the corrupted prompts) or "zero". edges: for "exact",
@@ -85,8 +107,9 @@ def edge_scores(model, clean_tokens, corrupt_tokens, metric: Metric | Callable, 
     if intervention not in INTERVENTIONS:
         raise InterpError(f"unknown intervention {intervention!r}; use one of {', '.join(INTERVENTIONS)}")
     if method == "eap-ig" and intervention != "patching":
-        raise InterpError("EAP-IG integrates between the corrupted and the clean inputs: it needs intervention "
-                          "'patching'")
+        raise InterpError(
+            "EAP-IG integrates between the corrupted and the clean inputs: it needs intervention 'patching'"
+        )
     if method == "eap-ig" and steps < 1:
         raise InterpError(f"EAP-IG needs at least one step, not {steps}")
     if edges is not None and method != "exact":
@@ -104,42 +127,86 @@ def edge_scores(model, clean_tokens, corrupt_tokens, metric: Metric | Callable, 
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     if method == "exact":
-        scores, clean_metric, chunk, memory = exact_scores(tf, graph, clean_tokens, corrupt_tokens, reader,
-                                                           intervention, mean_tokens, edges, max_memory, quiet)
+        scores, clean_metric, chunk, memory = exact_scores(
+            tf, graph, clean_tokens, corrupt_tokens, reader, intervention, mean_tokens, edges, max_memory, quiet
+        )
     else:
-        scores, clean_metric, chunk, memory = attribution_scores(tf, graph, clean_tokens, corrupt_tokens, reader,
-                                                                 method, intervention, steps, mean_tokens,
-                                                                 max_memory, quiet, prompts)
+        scores, clean_metric, chunk, memory = attribution_scores(
+            tf,
+            graph,
+            clean_tokens,
+            corrupt_tokens,
+            reader,
+            method,
+            intervention,
+            steps,
+            mean_tokens,
+            max_memory,
+            quiet,
+            prompts,
+        )
     peak = torch.cuda.max_memory_allocated() if on_cuda else None
     per_prompt = scores.cpu() if scores.ndim == 3 else None
-    return EdgeScores(graph, scores.cpu() if per_prompt is None else per_prompt.mean(-1), method, intervention,
-                      steps if method == "eap-ig" else 1, clean_metric, len(clean_tokens), chunk, memory, peak,
-                      time.perf_counter() - start, per_prompt)
+    return EdgeScores(
+        graph,
+        scores.cpu() if per_prompt is None else per_prompt.mean(-1),
+        method,
+        intervention,
+        steps if method == "eap-ig" else 1,
+        clean_metric,
+        len(clean_tokens),
+        chunk,
+        memory,
+        peak,
+        time.perf_counter() - start,
+        per_prompt,
+    )
 
 
-def attribution_scores(tf, graph, clean_tokens, corrupt_tokens, reader, method, intervention, steps, mean_tokens,
-                       max_memory, quiet, prompts=None) -> tuple[Tensor, float, int, int]:
+def attribution_scores(
+    tf,
+    graph,
+    clean_tokens,
+    corrupt_tokens,
+    reader,
+    method,
+    intervention,
+    steps,
+    mean_tokens,
+    max_memory,
+    quiet,
+    prompts=None,
+) -> tuple[Tensor, float, int, int]:
     n_batch, n_pos = clean_tokens.shape
     per_prompt = scoring_bytes_per_prompt(tf, graph, n_pos, tf.W_E.element_size())
     chunk = prompts_per_chunk(per_prompt, n_batch, n_pos, max_memory, "edge scoring")
-    fixed = None if intervention == "patching" else replacement_writers(tf, graph, intervention, corrupt_tokens,
-                                                                        reader.positions, mean_tokens)
+    fixed = (
+        None
+        if intervention == "patching"
+        else replacement_writers(tf, graph, intervention, corrupt_tokens, reader.positions, mean_tokens)
+    )
     clean_embeddings, corrupt_embeddings = embed(tf, clean_tokens), embed(tf, corrupt_tokens)
     every = torch.arange(n_batch, device=clean_tokens.device)
     chunks = (every if prompts is None else torch.as_tensor(list(prompts), device=every.device)).split(chunk)
     whole = len(chunks) == 1 and len(chunks[0]) == n_batch  # one chunk of every prompt: the metric sees only it
     if not whole:  # each chunk's metric sees the other prompts' clean logits
         with torch.inference_mode():
-            clean_logits = torch.cat([edge_forward(tf, graph, clean_embeddings[rows], reader.positions[rows]).logits
-                                      for rows in every.split(chunk)])
+            clean_logits = torch.cat(
+                [
+                    edge_forward(tf, graph, clean_embeddings[rows], reader.positions[rows]).logits
+                    for rows in every.split(chunk)
+                ]
+            )
     scores = None  # [n_writers, n_readers], with a per-prompt metric [..., n_batch]
     alphas = [1.0] if method == "eap" else [k / steps for k in range(steps)]
     bar = tqdm(total=len(chunks) * (len(alphas) + 1), desc=f"{method} edge scores", disable=quiet)
     clean_metric = 0.0
     for rows in chunks:
+
         def forward(embeddings, expose_readers):
-            return edge_forward(tf, graph, embeddings, reader.positions[rows], record_writers=True,
-                                expose_readers=expose_readers)
+            return edge_forward(
+                tf, graph, embeddings, reader.positions[rows], record_writers=True, expose_readers=expose_readers
+            )
 
         def metric_of(logits):
             if whole:
@@ -173,14 +240,20 @@ def attribution_scores(tf, graph, clean_tokens, corrupt_tokens, reader, method, 
         replacement = outputs["corrupt"] if fixed is None else fixed
         if scores is None:
             scores = torch.zeros(graph.n_writers, graph.n_readers, *value.shape, device=tf.W_E.device)
-        add_scores(scores, graph, replacement - outputs["clean"], gradient_sum / len(alphas),
-                   rows if value.ndim else None)
+        add_scores(
+            scores, graph, replacement - outputs["clean"], gradient_sum / len(alphas), rows if value.ndim else None
+        )
     bar.close()
     return scores, clean_metric, chunk, per_prompt * chunk
 
 
-def add_scores(scores: Tensor, graph: Graph, difference: Float[Tensor, "batch pos n_writers d_model"],
-               gradient: Float[Tensor, "batch pos n_readers d_model"], rows: Tensor | None = None) -> None:
+def add_scores(
+    scores: Tensor,
+    graph: Graph,
+    difference: Float[Tensor, "batch pos n_writers d_model"],
+    gradient: Float[Tensor, "batch pos n_readers d_model"],
+    rows: Tensor | None = None,
+) -> None:
     """scores[writer, reader] += difference . gradient summed over positions and d_model, and over prompts, or with
     `rows` (the batch's prompts) kept per prompt in scores[writer, reader, rows]; block by block over readers that
     share their writers (only the graph's edges are computed)."""
@@ -190,8 +263,11 @@ def add_scores(scores: Tensor, graph: Graph, difference: Float[Tensor, "batch po
     for first, count in blocks + [(graph.logits_reader, 1)]:
         n_before = graph.writers_before(first)
         target = (slice(0, n_before), slice(first, first + count)) + (() if rows is None else (rows,))
-        scores[target] += torch.einsum("bpfd,bprd->fr" + ("" if rows is None else "b"),
-                                       difference[:, :, :n_before], gradient[:, :, first: first + count])
+        scores[target] += torch.einsum(
+            "bpfd,bprd->fr" + ("" if rows is None else "b"),
+            difference[:, :, :n_before],
+            gradient[:, :, first : first + count],
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -208,16 +284,19 @@ def writer_output(tf: Transformer, graph: Graph, run: Run, writer: int) -> Float
     return run.z[layer][:, :, offset] @ tf.layers[layer].W_O[offset]
 
 
-def exact_scores(tf, graph, clean_tokens, corrupt_tokens, reader, intervention, mean_tokens, edges, max_memory,
-                 quiet) -> tuple[Tensor, float, int, int]:
+def exact_scores(
+    tf, graph, clean_tokens, corrupt_tokens, reader, intervention, mean_tokens, edges, max_memory, quiet
+) -> tuple[Tensor, float, int, int]:
     """Each edge's true effect: the clean run with that edge alone carrying its replacement, less the clean run
     (per prompt with a per-prompt metric)."""
     n_batch, n_pos = clean_tokens.shape
     keep = ["resid", "q", "k", "v", "z", "mlp_out"]
     itemsize = tf.W_E.element_size()
     # the clean run, the corrupted one (or the constant replacement), every writer's difference
-    fixed = (run_bytes(tf, n_batch, n_pos, keep, itemsize) * (2 if intervention == "patching" else 1)
-             + itemsize * graph.n_writers * n_batch * n_pos * tf.W_E.shape[1])
+    fixed = (
+        run_bytes(tf, n_batch, n_pos, keep, itemsize) * (2 if intervention == "patching" else 1)
+        + itemsize * graph.n_writers * n_batch * n_pos * tf.W_E.shape[1]
+    )
     max_rows = row_budget(tf, reader, n_batch, n_pos, fixed, max_memory, itemsize)
     chosen = graph.edge_list() if edges is None else [graph.edge_index(name) for name in edges]
     with torch.inference_mode():
@@ -242,12 +321,11 @@ def exact_scores(tf, graph, clean_tokens, corrupt_tokens, reader, intervention, 
                     differences[writer] = (replacement(writer).to(output.device) - output).to(tf.home)
             return torch.stack([differences[writer] for writer in writers]).to(device)
 
-        scores = torch.full((graph.n_writers, graph.n_readers, *clean.value.shape), float("nan"),
-                            device=tf.W_E.device)
+        scores = torch.full((graph.n_writers, graph.n_readers, *clean.value.shape), float("nan"), device=tf.W_E.device)
         block = max(EXACT_BLOCK, max_rows(0))
         with tqdm(total=len(chosen), desc="exact edge patching", unit="edge", disable=quiet) as bar:
             for first in range(0, len(chosen), block):  # blocks of edges, so that progress can be shown
-                edges_here = chosen[first: first + block]
+                edges_here = chosen[first : first + block]
                 cells = edge_cells(tf, graph, clean, edges_here, difference)
                 values = evaluate_cells(tf, clean, reader, cells, len(edges_here), max_rows)
                 index = torch.tensor(edges_here, device=scores.device)
@@ -258,8 +336,13 @@ def exact_scores(tf, graph, clean_tokens, corrupt_tokens, reader, intervention, 
     return scores, float(clean.value.mean()), rows, memory
 
 
-def edge_cells(tf: Transformer, graph: Graph, clean: Run, chosen: list[tuple[int, int]],
-               difference: Callable[[list[int], torch.device], Tensor]) -> list[Cell]:
+def edge_cells(
+    tf: Transformer,
+    graph: Graph,
+    clean: Run,
+    chosen: list[tuple[int, int]],
+    difference: Callable[[list[int], torch.device], Tensor],
+) -> list[Cell]:
     """One cell per reader group: the edges into a layer's heads join at its resid_mid (the head recomputed with
     the patched input), into its MLP at its resid_post, into the logits at the final residual."""
     groups: dict[tuple[int, str], list[int]] = {}
@@ -274,26 +357,38 @@ def edge_cells(tf: Transformer, graph: Graph, clean: Run, chosen: list[tuple[int
     for (layer, kind), members in sorted(groups.items()):
         writers = [chosen[i][0] for i in members]
         if kind == "logits":
+
             def make(rows, writers=writers):
                 resid = clean.resid[2 * graph.n_layers]
                 return resid[None] + difference(writers[rows], resid.device)
+
             cells.append(Cell(2 * graph.n_layers, 0, members, make))
         elif kind == "mlp":
+
             def make(rows, writers=writers, layer=layer):
                 patched = tf.mlp(layer, clean.resid[2 * layer + 1][None] + difference(writers[rows], tf.device(layer)))
                 return clean.resid[2 * layer + 2][None] + patched - clean.mlp_out[layer][None]
+
             cells.append(Cell(2 * layer + 2, 0, members, make))
         else:
             parts = [divmod(chosen[i][1] - layer * (3 * graph.n_heads + 1), graph.n_heads) for i in members]
+
             def make(rows, writers=writers, layer=layer, parts=parts):
-                return clean.resid[2 * layer + 1][None] + head_change(tf, clean, layer, parts[rows],
-                                                                      difference(writers[rows], tf.device(layer)))
+                return clean.resid[2 * layer + 1][None] + head_change(
+                    tf, clean, layer, parts[rows], difference(writers[rows], tf.device(layer))
+                )
+
             cells.append(Cell(2 * layer + 1, 0, members, make))
     return cells
 
 
-def head_change(tf: Transformer, clean: Run, layer: int, parts: list[tuple[int, int]],
-                difference: Float[Tensor, "rows batch pos d_model"]) -> Float[Tensor, "rows batch pos d_model"]:
+def head_change(
+    tf: Transformer,
+    clean: Run,
+    layer: int,
+    parts: list[tuple[int, int]],
+    difference: Float[Tensor, "rows batch pos d_model"],
+) -> Float[Tensor, "rows batch pos d_model"]:
     """Each row's change of resid_mid when head h's input i (0 q, 1 k, 2 v) reads the clean residual plus its
     row of `difference`: the head recomputed with that input, times W_O."""
     weights = tf.layers[layer]

@@ -15,11 +15,12 @@ The engine is exact (the model's arithmetic, nothing approximated) and fast beca
 No hook is ever attached to the model. Activation patching, path patching (`interp.patching`), node-level circuit
 runs (`interp.circuit`), edge scores (`interp.edge_scores`) and the capitals ablation (`interp.vectors`) run on it.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -51,8 +52,12 @@ class Metric:
     token_ids: Sequence[int] | Tensor | None = None
 
 
-def logit_diff_metric(answer_ids: int | Sequence[int] | Tensor, wrong_ids: int | Sequence[int] | Tensor,
-                      positions: int | Sequence[int] | Tensor = -1, per_prompt: bool = False) -> Metric:
+def logit_diff_metric(
+    answer_ids: int | Sequence[int] | Tensor,
+    wrong_ids: int | Sequence[int] | Tensor,
+    positions: int | Sequence[int] | Tensor = -1,
+    per_prompt: bool = False,
+) -> Metric:
     """Mean over prompts of logit(answer) - logit(wrong) at `positions` (one id for all prompts, or one per prompt);
     with `per_prompt`, one value per prompt (every sweep then keeps a trailing prompt axis, whose mean is the grid
     of the mean metric).
@@ -69,8 +74,9 @@ def logit_diff_metric(answer_ids: int | Sequence[int] | Tensor, wrong_ids: int |
     def logit_diff(logits: Float[Tensor, "batch n_read 2*n_answers"]) -> Float[Tensor, ""]:
         n_batch = logits.shape[0]
         if n_answers not in (1, n_batch):
-            raise InterpError(f"the metric has {n_answers} answer tokens for {n_batch} prompts: give one, or one "
-                              "per prompt")
+            raise InterpError(
+                f"the metric has {n_answers} answer tokens for {n_batch} prompts: give one, or one per prompt"
+            )
         prompt = torch.arange(n_batch, device=logits.device)
         column = prompt % n_answers  # each prompt's own answer, or the one answer of all
         diffs = (logits[prompt, :, column] - logits[prompt, :, n_answers + column]).mean(-1)
@@ -84,7 +90,7 @@ class Reader:
     """A metric resolved for one batch: absolute positions read per prompt, the columns read, the function."""
 
     positions: Int[Tensor, "batch n_read"]
-    token_ids: Int[Tensor, "n_columns"] | None
+    token_ids: Int[Tensor, " n_columns"] | None
     fn: Callable[[Tensor], Tensor]
 
     @property
@@ -99,8 +105,10 @@ class Reader:
         if value.ndim == 1 and len(value) == len(logits):
             return value
         if value.numel() != 1:
-            raise InterpError(f"the metric must return a scalar or one value per prompt ({len(logits)}); it returned "
-                              f"shape {tuple(value.shape)}")
+            raise InterpError(
+                f"the metric must return a scalar or one value per prompt ({len(logits)}); it returned "
+                f"shape {tuple(value.shape)}"
+            )
         return value.reshape(())
 
 
@@ -119,8 +127,10 @@ def make_reader(metric: Metric | Callable, n_batch: int, n_pos: int, device) -> 
         if positions.ndim == 1:
             positions = positions[:, None]
         if positions.ndim != 2 or positions.shape[0] != n_batch:
-            raise InterpError(f"the metric reads positions of shape {tuple(positions.shape)}; need one position, "
-                              f"one per prompt ({n_batch}), or [{n_batch}, n_read]")
+            raise InterpError(
+                f"the metric reads positions of shape {tuple(positions.shape)}; need one position, "
+                f"one per prompt ({n_batch}), or [{n_batch}, n_read]"
+            )
         bad = positions[(positions < -n_pos) | (positions >= n_pos)]
         if len(bad):
             raise InterpError(f"the metric reads position {int(bad[0])}, out of range for prompts of {n_pos} tokens")
@@ -158,21 +168,21 @@ class Layer:
 
     ln1: tuple[Tensor, Tensor]
     W_Q: Float[Tensor, "d_model head*d_head"]
-    b_Q: Float[Tensor, "head*d_head"]
+    b_Q: Float[Tensor, " head*d_head"]
     W_K: Float[Tensor, "d_model head*d_head"]
-    b_K: Float[Tensor, "head*d_head"]
+    b_K: Float[Tensor, " head*d_head"]
     W_V: Float[Tensor, "d_model head*d_head"]
-    b_V: Float[Tensor, "head*d_head"]
+    b_V: Float[Tensor, " head*d_head"]
     W_O: Float[Tensor, "head d_head d_model"]
-    b_O: Float[Tensor, "d_model"]
+    b_O: Float[Tensor, " d_model"]
     ln2: tuple[Tensor, Tensor]
     W_in: Float[Tensor, "d_model d_mlp"]
-    b_in: Float[Tensor, "d_mlp"]
+    b_in: Float[Tensor, " d_mlp"]
     W_out: Float[Tensor, "d_mlp d_model"]
-    b_out: Float[Tensor, "d_model"]
+    b_out: Float[Tensor, " d_model"]
 
     @classmethod
-    def of_block(cls, block) -> "Layer":
+    def of_block(cls, block) -> Layer:
         attn, mlp = block.attn, block.mlp
 
         def matrix(W: Tensor) -> Tensor:  # [head, d_model, d_head] -> [d_model, head*d_head]
@@ -180,16 +190,28 @@ class Layer:
 
         return cls(
             (block.ln1.weight.detach(), block.ln1.bias.detach()),
-            matrix(attn.W_Q), attn.b_Q.detach().reshape(-1), matrix(attn.W_K), attn.b_K.detach().reshape(-1),
-            matrix(attn.W_V), attn.b_V.detach().reshape(-1), attn.W_O.detach(), attn.b_O.detach(),
+            matrix(attn.W_Q),
+            attn.b_Q.detach().reshape(-1),
+            matrix(attn.W_K),
+            attn.b_K.detach().reshape(-1),
+            matrix(attn.W_V),
+            attn.b_V.detach().reshape(-1),
+            attn.W_O.detach(),
+            attn.b_O.detach(),
             (block.ln2.weight.detach(), block.ln2.bias.detach()),
-            mlp.W_in.detach(), mlp.b_in.detach(), mlp.W_out.detach(), mlp.b_out.detach())
+            mlp.W_in.detach(),
+            mlp.b_in.detach(),
+            mlp.W_out.detach(),
+            mlp.b_out.detach(),
+        )
 
 
-def attend(q: Float[Tensor, "... query_pos head d_head"], k: Float[Tensor, "... key_pos head d_head"],
-           v: Float[Tensor, "... key_pos head d_head"],
-           query_positions: Int[Tensor, "query_pos"] | Int[Tensor, "batch query_pos"]
-           ) -> tuple[Float[Tensor, "... query_pos head d_head"], Float[Tensor, "... head query_pos key_pos"]]:
+def attend(
+    q: Float[Tensor, "... query_pos head d_head"],
+    k: Float[Tensor, "... key_pos head d_head"],
+    v: Float[Tensor, "... key_pos head d_head"],
+    query_positions: Int[Tensor, " query_pos"] | Int[Tensor, "batch query_pos"],
+) -> tuple[Float[Tensor, "... query_pos head d_head"], Float[Tensor, "... head query_pos key_pos"]]:
     """Causal attention of queries at absolute `query_positions` over keys at positions 0.. (z, pattern)."""
     scores = q.transpose(-3, -2) @ k.permute(*range(k.ndim - 3), -2, -1, -3) / math.sqrt(q.shape[-1])
     future = torch.arange(k.shape[-3], device=k.device) > query_positions.to(k.device)[..., None]
@@ -199,13 +221,15 @@ def attend(q: Float[Tensor, "... query_pos head d_head"], k: Float[Tensor, "... 
     return mix_values(pattern, v), pattern
 
 
-def mix_values(pattern: Float[Tensor, "... head query_pos key_pos"], v: Float[Tensor, "... key_pos head d_head"]
-               ) -> Float[Tensor, "... query_pos head d_head"]:
+def mix_values(
+    pattern: Float[Tensor, "... head query_pos key_pos"], v: Float[Tensor, "... key_pos head d_head"]
+) -> Float[Tensor, "... query_pos head d_head"]:
     return (pattern @ v.transpose(-3, -2)).transpose(-3, -2)
 
 
-def with_base_prefix(base: Float[Tensor, "batch pos ..."], x: Float[Tensor, "rows batch suffix ..."], start: int
-                     ) -> Float[Tensor, "rows batch pos ..."]:
+def with_base_prefix(
+    base: Float[Tensor, "batch pos ..."], x: Float[Tensor, "rows batch suffix ..."], start: int
+) -> Float[Tensor, "rows batch pos ..."]:
     """Rows computed from `start` on, preceded by the base run's earlier positions (a patch at `start` or later
     leaves them unchanged: attention is causal)."""
     if not start:
@@ -214,8 +238,9 @@ def with_base_prefix(base: Float[Tensor, "batch pos ..."], x: Float[Tensor, "row
     return torch.cat([prefix.expand(x.shape[0], *prefix.shape), x], dim=2)
 
 
-def take_positions(x: Float[Tensor, "... batch pos d"], positions: Int[Tensor, "batch n_read"]
-                   ) -> Float[Tensor, "... batch n_read d"]:
+def take_positions(
+    x: Float[Tensor, "... batch pos d"], positions: Int[Tensor, "batch n_read"]
+) -> Float[Tensor, "... batch n_read d"]:
     """x at each prompt's own positions (the batch axis is the one before the positions)."""
     positions = positions.to(x.device)
     prompt = torch.arange(positions.shape[0], device=x.device)[:, None]
@@ -231,14 +256,22 @@ class Transformer:
 
     def __init__(self, model, token_ids: Tensor | None = None):
         cfg = model.cfg
-        unsupported = [f"{name}={getattr(cfg, name, None)!r}" for name, want in
-                       (("normalization_type", ("LN", "LNPre")), ("act_fn", ("gelu_new",)),
-                        ("positional_embedding_type", ("standard",)), ("parallel_attn_mlp", (False,)),
-                        ("n_key_value_heads", (None,)), ("attn_only", (False,)))
-                       if getattr(cfg, name, None) not in want]
+        unsupported = [
+            f"{name}={getattr(cfg, name, None)!r}"
+            for name, want in (
+                ("normalization_type", ("LN", "LNPre")),
+                ("act_fn", ("gelu_new",)),
+                ("positional_embedding_type", ("standard",)),
+                ("parallel_attn_mlp", (False,)),
+                ("n_key_value_heads", (None,)),
+                ("attn_only", (False,)),
+            )
+            if getattr(cfg, name, None) not in want
+        ]
         if unsupported:
-            raise InterpError("the patching engine runs GPT-2-style models only; this one has "
-                              + ", ".join(unsupported))
+            raise InterpError(
+                "the patching engine runs GPT-2-style models only; this one has " + ", ".join(unsupported)
+            )
         self.n_layers, self.n_heads, self.d_head = cfg.n_layers, cfg.n_heads, cfg.d_head
         self.eps = cfg.eps
         self.layers = [Layer.of_block(block) for block in model.blocks]
@@ -275,8 +308,14 @@ class Transformer:
     def logits(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... n_columns"]:
         return (self.norm(x.to(self.W_U.device), self.ln_final) @ self.W_U + self.b_U).to(self.home)
 
-    def run(self, tokens: Int[Tensor, "batch pos"], reader: Reader, keep: Sequence[str] = RUN_FIELDS,
-            track_grad: bool = False, edit_z: Callable[[int, Tensor], Tensor] | None = None) -> Run:
+    def run(
+        self,
+        tokens: Int[Tensor, "batch pos"],
+        reader: Reader,
+        keep: Sequence[str] = RUN_FIELDS,
+        track_grad: bool = False,
+        edit_z: Callable[[int, Tensor], Tensor] | None = None,
+    ) -> Run:
         """A full forward recording the activations named in `keep` (all of them are nodes of the graph when
         `track_grad`, so gradients of the metric can be taken with respect to them); `edit_z(layer, z)` may
         replace heads' z (ablation)."""
@@ -307,9 +346,15 @@ class Transformer:
         record.value = reader(self.logits(take_positions(x, reader.positions)))
         return record
 
-    def attention(self, layer: int, x: Float[Tensor, "rows batch suffix d_model"], start: int, base: Run,
-                  query_positions: Int[Tensor, "batch n_read"] | None = None, edit: Callable | None = None
-                  ) -> Float[Tensor, "rows batch suffix_or_n_read d_model"]:
+    def attention(
+        self,
+        layer: int,
+        x: Float[Tensor, "rows batch suffix d_model"],
+        start: int,
+        base: Run,
+        query_positions: Int[Tensor, "batch n_read"] | None = None,
+        edit: Callable | None = None,
+    ) -> Float[Tensor, "rows batch suffix_or_n_read d_model"]:
         """resid_mid from resid_pre at positions start.. (or only at `query_positions`, for the last layer),
         attending to the base run's keys and values for positions before `start`.
 
@@ -330,8 +375,13 @@ class Transformer:
             q, k, v = edit(layer, q, k, v, query_positions)
         return resid + self.attn_out(layer, attend(q, k, v, positions)[0])
 
-    def flow(self, joins: list[tuple[int, Callable[[], Tensor]]], stop: int, step: Callable[[int, Tensor], Tensor],
-             arrive: Callable[[int, Tensor], Tensor]) -> Tensor:
+    def flow(
+        self,
+        joins: list[tuple[int, Callable[[], Tensor]]],
+        stop: int,
+        step: Callable[[int, Tensor], Tensor],
+        arrive: Callable[[int, Tensor], Tensor],
+    ) -> Tensor:
         """Rows that join at their boundaries, carried to boundary `stop` half a layer at a time.
 
         `joins` is [(boundary, make_rows)], sorted by boundary; arrive(boundary, make_rows()) gives the joining
@@ -352,8 +402,14 @@ class Transformer:
                 state = step(boundary, state)
         return state
 
-    def propagate(self, base: Run, reader: Reader, start: int, joins: list[tuple[int, Callable[[], Tensor]]],
-                  edit: Callable | None = None) -> Float[Tensor, "rows batch n_read n_columns"]:
+    def propagate(
+        self,
+        base: Run,
+        reader: Reader,
+        start: int,
+        joins: list[tuple[int, Callable[[], Tensor]]],
+        edit: Callable | None = None,
+    ) -> Float[Tensor, "rows batch n_read n_columns"]:
         """Logits at the read positions of patched rows; make_rows() of each join gives [rows, batch, pos - start,
         d_model], the residual at its boundary from `start` on (earlier positions are the base run's)."""
         last_attention = 2 * (self.n_layers - 1)
@@ -407,8 +463,9 @@ def chunks(cells: list[Cell], max_rows: Callable[[int], int]):
             yield start, chunk
 
 
-def evaluate_cells(tf: Transformer, base: Run, reader: Reader, cells: list[Cell], n_values: int,
-                   max_rows: Callable[[int], int]) -> Float[Tensor, "n_values *prompt"]:
+def evaluate_cells(
+    tf: Transformer, base: Run, reader: Reader, cells: list[Cell], n_values: int, max_rows: Callable[[int], int]
+) -> Float[Tensor, " n_values *prompt"]:
     """The metric of every variant of every cell, in grid order (NaN where no cell puts a value); per-prompt metrics
     add a trailing prompt axis."""
     values = torch.full((n_values, *base.value.shape), float("nan"), device=base.value.device)
@@ -428,8 +485,16 @@ def evaluate_cells(tf: Transformer, base: Run, reader: Reader, cells: list[Cell]
 def run_bytes(tf: Transformer, n_batch: int, n_pos: int, keep: Sequence[str], itemsize: int) -> int:
     """Bytes a Run records."""
     d_model = tf.W_E.shape[1]
-    per_layer = {"resid": 2 * d_model, "attn_out": d_model, "mlp_out": d_model, "q": d_model, "k": d_model,
-                 "v": d_model, "z": d_model, "pattern": tf.n_heads * n_pos}
+    per_layer = {
+        "resid": 2 * d_model,
+        "attn_out": d_model,
+        "mlp_out": d_model,
+        "q": d_model,
+        "k": d_model,
+        "v": d_model,
+        "z": d_model,
+        "pattern": tf.n_heads * n_pos,
+    }
     return itemsize * n_batch * n_pos * (tf.n_layers * sum(per_layer[name] for name in keep) + d_model)
 
 
@@ -441,23 +506,26 @@ def row_bytes(tf: Transformer, n_batch: int, n_pos: int, start: int, n_read: int
     return itemsize * n_batch * ((n_pos - start) * per_position + 2 * n_pos * d_model + n_read * tf.W_U.shape[1])
 
 
-def row_budget(tf: Transformer, reader: Reader, n_batch: int, n_pos: int, fixed_bytes: int, max_memory: int | None,
-               itemsize: int) -> Callable[[int], int]:
+def row_budget(
+    tf: Transformer, reader: Reader, n_batch: int, n_pos: int, fixed_bytes: int, max_memory: int | None, itemsize: int
+) -> Callable[[int], int]:
     """How many patched rows a chunk starting at a position may hold: the budget less the cached runs, over one
     row's working bytes. Refuses before running when even one row does not fit."""
+
     def one_row(start: int) -> int:
         return row_bytes(tf, n_batch, n_pos, start, reader.positions.shape[1], itemsize)
 
     if max_memory is None:
         budget = max(DEFAULT_WORKING_MEMORY, fixed_bytes)
     elif fixed_bytes + one_row(0) > max_memory:
-        raise InterpError(f"patching this batch needs at least {(fixed_bytes + one_row(0)) / 2**20:.1f} MiB (cached "
-                          f"runs {fixed_bytes / 2**20:.1f} MiB + one patched run {one_row(0) / 2**20:.1f} MiB), "
-                          f"over the budget of {max_memory / 2**20:.1f} MiB: use fewer or shorter prompts")
+        raise InterpError(
+            f"patching this batch needs at least {(fixed_bytes + one_row(0)) / 2**20:.1f} MiB (cached "
+            f"runs {fixed_bytes / 2**20:.1f} MiB + one patched run {one_row(0) / 2**20:.1f} MiB), "
+            f"over the budget of {max_memory / 2**20:.1f} MiB: use fewer or shorter prompts"
+        )
     else:
         budget = max_memory - fixed_bytes
     return lambda start: max(1, budget // one_row(start))
-
 
 
 def check_tokens(model, clean_tokens: Tensor, corrupt_tokens: Tensor) -> tuple[Tensor, Tensor]:
@@ -467,11 +535,15 @@ def check_tokens(model, clean_tokens: Tensor, corrupt_tokens: Tensor) -> tuple[T
     if clean_tokens.ndim != 2 or corrupt_tokens.ndim != 2:
         raise InterpError("tokens must be [batch, pos] tensors")
     if clean_tokens.shape[1] != corrupt_tokens.shape[1]:
-        raise InterpError(f"the clean prompts are {clean_tokens.shape[1]} tokens long and the corrupt prompts "
-                          f"{corrupt_tokens.shape[1]}: patching needs the same length")
+        raise InterpError(
+            f"the clean prompts are {clean_tokens.shape[1]} tokens long and the corrupt prompts "
+            f"{corrupt_tokens.shape[1]}: patching needs the same length"
+        )
     if clean_tokens.shape[0] != corrupt_tokens.shape[0]:
-        raise InterpError(f"{clean_tokens.shape[0]} clean prompts but {corrupt_tokens.shape[0]} corrupt prompts: "
-                          "patching pairs them one to one")
+        raise InterpError(
+            f"{clean_tokens.shape[0]} clean prompts but {corrupt_tokens.shape[0]} corrupt prompts: "
+            "patching pairs them one to one"
+        )
     if clean_tokens.shape[1] > model.cfg.n_ctx:
         raise InterpError(f"the prompts are {clean_tokens.shape[1]} tokens; the model's context is {model.cfg.n_ctx}")
     if clean_tokens.shape[1] == 0:

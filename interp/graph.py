@@ -13,6 +13,7 @@ Scores and membership are [n_writers, n_readers] matrices (EAP-IG's layout: writ
 logits), with `real` marking the pairs that are edges. Selection follows MIB: keep the top n edges by |score|
 (or grow them greedily from the logits), then prune until every kept edge lies on a path from input to logits.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -116,9 +117,12 @@ class Graph:
         then every writer into the MLP; last, every writer into the logits."""
         edges = []
         for layer in range(self.n_layers):
-            edges += [(writer, self.head_reader(layer, head, part))
-                      for writer in range(self.head_writer(layer, 0))
-                      for head in range(self.n_heads) for part in QKV]
+            edges += [
+                (writer, self.head_reader(layer, head, part))
+                for writer in range(self.head_writer(layer, 0))
+                for head in range(self.n_heads)
+                for part in QKV
+            ]
             edges += [(writer, self.mlp_reader(layer)) for writer in range(self.mlp_writer(layer))]
         return edges + [(writer, self.logits_reader) for writer in range(self.n_writers)]
 
@@ -249,18 +253,28 @@ class Circuit:
     def heads(self) -> list[tuple[int, int]]:
         """The heads that write into the circuit."""
         writes = self.in_graph.any(1)
-        return [(layer, head) for layer in range(self.graph.n_layers) for head in range(self.graph.n_heads)
-                if writes[self.graph.head_writer(layer, head)]]
+        return [
+            (layer, head)
+            for layer in range(self.graph.n_layers)
+            for head in range(self.graph.n_heads)
+            if writes[self.graph.head_writer(layer, head)]
+        ]
 
     def to_json(self) -> dict:
         """EAP-IG's `Graph.to_json` / MIB's submission format."""
         graph = self.graph
         return {
-            "cfg": {"n_layers": graph.n_layers, "n_heads": graph.n_heads, "parallel_attn_mlp": False,
-                    "d_model": graph.d_model},
+            "cfg": {
+                "n_layers": graph.n_layers,
+                "n_heads": graph.n_heads,
+                "parallel_attn_mlp": False,
+                "d_model": graph.d_model,
+            },
             "nodes": {name: {"in_graph": flag} for name, flag in self.nodes_in_graph().items()},
-            "edges": {name: {"score": float(self.scores[w, r]), "in_graph": bool(self.in_graph[w, r])}
-                      for name, (w, r) in zip(graph.edge_names(), graph.edge_list())},
+            "edges": {
+                name: {"score": float(self.scores[w, r]), "in_graph": bool(self.in_graph[w, r])}
+                for name, (w, r) in zip(graph.edge_names(), graph.edge_list())
+            },
         }
 
     def save(self, path: str | Path) -> Path:
@@ -273,8 +287,9 @@ class Circuit:
 # Selection on many score matrices at once (a circuit's own, or every bootstrap resample's): leading batch axes.
 
 
-def top_n_masks(graph: Graph, scores: Float[Tensor, "*batch n_writers n_readers"], n: int
-                ) -> Bool[Tensor, "*batch n_writers n_readers"]:
+def top_n_masks(
+    graph: Graph, scores: Float[Tensor, "*batch n_writers n_readers"], n: int
+) -> Bool[Tensor, "*batch n_writers n_readers"]:
     """Membership of the n real edges of highest |score| in each score matrix (ties in index order, as a stable
     sort), before pruning."""
     if not 0 <= n <= graph.n_edges:
@@ -292,8 +307,9 @@ def top_n_masks(graph: Graph, scores: Float[Tensor, "*batch n_writers n_readers"
     return (above | tied).view(scores.shape)
 
 
-def pruned_masks(graph: Graph, in_graph: Bool[Tensor, "*batch n_writers n_readers"]
-                 ) -> Bool[Tensor, "*batch n_writers n_readers"]:
+def pruned_masks(
+    graph: Graph, in_graph: Bool[Tensor, "*batch n_writers n_readers"]
+) -> Bool[Tensor, "*batch n_writers n_readers"]:
     """Edges on a path from input to logits only: repeatedly drop nodes without an incoming edge (input excepted)
     or without an outgoing one, and the edges of dropped nodes (MIB's `prune`), every membership matrix at once."""
     reader_writer = graph.reader_writer()
@@ -317,6 +333,7 @@ def pruned_masks(graph: Graph, in_graph: Bool[Tensor, "*batch n_writers n_reader
 def transformer_lens_edge_name(writer, reader) -> str:
     """The EAP-IG / MIB name of an edge of TransformerLens 4.3's attribution graph
     (`transformer_lens.tools.analysis.attribution_patching.Node` pairs, which also carry a position)."""
+
     def name(node) -> str:
         if node.kind == "embed":
             return "input"

@@ -3,6 +3,7 @@
 For every boundary (the embeddings, then the output of each block) the final LayerNorm is recomputed on that
 residual and the result unembedded. Probabilities are the softmax over the full vocabulary.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -30,8 +31,9 @@ def lens_logits(model, residual: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def head_logit_contributions(model, tokens: torch.Tensor, positions: torch.Tensor, token_ids: torch.Tensor
-                             ) -> torch.Tensor:
+def head_logit_contributions(
+    model, tokens: torch.Tensor, positions: torch.Tensor, token_ids: torch.Tensor
+) -> torch.Tensor:
     """[batch, layer, head, n]: each head's direct contribution to the logits of each prompt's `token_ids`
     ([batch, n]) at its position (`positions`, one per prompt): the head's output there through the final
     LayerNorm's scale of the whole residual, times the unembedding; in float32 whatever the model's dtype (these
@@ -67,8 +69,9 @@ class LensResult:
         return [(model.tokenizer.decode([i]), p) for i, p in zip(ids.tolist(), probs.tolist())]
 
 
-def logit_lens(model, prompt: str | torch.Tensor, targets: list[str] = (), top_k: int = 5, *,
-               prepend_bos: bool = True) -> LensResult:
+def logit_lens(
+    model, prompt: str | torch.Tensor, targets: list[str] = (), top_k: int = 5, *, prepend_bos: bool = True
+) -> LensResult:
     """Top-k tokens and the probability and rank of each target token at every boundary and position. A prompt
     given as text is tokenized with BOS first when `prepend_bos`; tokens are used as they are."""
     tokens = prompt_tokens(model, prompt, prepend_bos=prepend_bos) if isinstance(prompt, str) else prompt
@@ -93,8 +96,15 @@ def logit_lens(model, prompt: str | torch.Tensor, targets: list[str] = (), top_k
                 target_ranks.append(token_ranks(probs, targets_by_position))
     stack = lambda xs: torch.stack(xs).cpu() if xs else None  # noqa: E731
     starts_with_bos = prepend_bos if isinstance(prompt, str) else bool(tokens[0, 0] == bos_id(model.tokenizer))
-    return LensResult(str_tokens(tokens[0], model.tokenizer), starts_with_bos, stack(top_ids), stack(top_probs),
-                      list(targets), stack(target_probs), stack(target_ranks))
+    return LensResult(
+        str_tokens(tokens[0], model.tokenizer),
+        starts_with_bos,
+        stack(top_ids),
+        stack(top_probs),
+        list(targets),
+        stack(target_probs),
+        stack(target_ranks),
+    )
 
 
 def lens_json(model, result: LensResult, model_spec: str, position: int = -1) -> dict:
@@ -102,16 +112,27 @@ def lens_json(model, result: LensResult, model_spec: str, position: int = -1) ->
     whether the first token is a BOS the tokenizer added."""
     layers = []
     for boundary in range(result.top_ids.shape[0]):
-        entry = {"layer": boundary, "name": boundary_name(boundary),
-                 "top_tokens": [{"token": t, "prob": round(p, 6)}
-                                for t, p in result.top_tokens(model, boundary, position)]}
+        entry = {
+            "layer": boundary,
+            "name": boundary_name(boundary),
+            "top_tokens": [{"token": t, "prob": round(p, 6)} for t, p in result.top_tokens(model, boundary, position)],
+        }
         if result.targets:
-            entry["targets"] = {t: {"prob": round(result.target_probs[boundary, position, i].item(), 6),
-                                    "rank": int(result.target_ranks[boundary, position, i])}
-                                for i, t in enumerate(result.targets)}
+            entry["targets"] = {
+                t: {
+                    "prob": round(result.target_probs[boundary, position, i].item(), 6),
+                    "rank": int(result.target_ranks[boundary, position, i]),
+                }
+                for i, t in enumerate(result.targets)
+            }
         layers.append(entry)
     decode = lambda ids: [[model.tokenizer.decode([i]) for i in row] for row in ids]  # noqa: E731
     top1 = {"tokens": decode(result.top_ids[:, :, 0].tolist()), "probs": result.top_probs[:, :, 0].tolist()}
-    return {"model": model_spec, "tokens": result.str_tokens, "prepend_bos": result.prepend_bos,
-            "position": position, "layers": layers,
-            "top1_grid": top1}
+    return {
+        "model": model_spec,
+        "tokens": result.str_tokens,
+        "prepend_bos": result.prepend_bos,
+        "position": position,
+        "layers": layers,
+        "top1_grid": top1,
+    }

@@ -4,9 +4,10 @@ A neuron i of block l's MLP reads its key (column i of W_in) from the residual s
 adds its value (row i of W_out) back. The value projected onto the vocabulary, W_out[i] @ W_U, reads as the
 tokens the neuron promotes; the contexts where it fires most show the pattern its key matches.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -33,8 +34,9 @@ def value_tokens(model, layer: int, neuron: int, k: int = 10) -> list[tuple[str,
 
 
 @torch.inference_mode()
-def answer_neurons(model, prompt: str, layer: int, token: str, k: int = 3, *, prepend_bos: bool = True
-                   ) -> list[tuple[int, float]]:
+def answer_neurons(
+    model, prompt: str, layer: int, token: str, k: int = 3, *, prepend_bos: bool = True
+) -> list[tuple[int, float]]:
     """The k neurons of block `layer` that write the most for `token` at the prompt's last position: their
     activation times their value's logit for it (the direct effect, before the final LayerNorm's scale)."""
     check_neurons(model, layer, [])
@@ -46,8 +48,16 @@ def answer_neurons(model, prompt: str, layer: int, token: str, k: int = 3, *, pr
     return list(zip(ids.tolist(), values.tolist()))
 
 
-def top_contexts(model, layer: int, neurons: Sequence[int], texts: Sequence[str], k: int = 5, window: int = 8, *,
-                 prepend_bos: bool = True) -> dict[int, list[dict]]:
+def top_contexts(
+    model,
+    layer: int,
+    neurons: Sequence[int],
+    texts: Sequence[str],
+    k: int = 5,
+    window: int = 8,
+    *,
+    prepend_bos: bool = True,
+) -> dict[int, list[dict]]:
     """For each neuron, the k (text, position) pairs of a text sample where it fires most: the activation, the
     text's index, the token there and the `window` tokens before it (a BOS is never one of them: it is the same
     in every text)."""
@@ -59,13 +69,21 @@ def top_contexts(model, layer: int, neurons: Sequence[int], texts: Sequence[str]
         for neuron in neurons:
             activations = kept[name][:, start:, neuron].float().cpu()
             values, flat = activations.flatten().topk(min(k, activations.numel()))
-            found[neuron] += [(v, indices[f // activations.shape[1]], f % activations.shape[1] + start)
-                              for v, f in zip(values.tolist(), flat.tolist())]
+            found[neuron] += [
+                (v, indices[f // activations.shape[1]], f % activations.shape[1] + start)
+                for v, f in zip(values.tolist(), flat.tolist())
+            ]
     contexts = {}
     for neuron, hits in found.items():
         contexts[neuron] = []
         for activation, text, position in sorted(hits, key=lambda h: (-h[0], h[1], h[2]))[:k]:
             tokens = str_tokens(prompt_ids(texts[text], model.tokenizer, prepend_bos=prepend_bos), model.tokenizer)
-            contexts[neuron].append({"activation": activation, "text": text, "token": tokens[position],
-                                     "context": "".join(tokens[max(start, position - window):position])})
+            contexts[neuron].append(
+                {
+                    "activation": activation,
+                    "text": text,
+                    "token": tokens[position],
+                    "context": "".join(tokens[max(start, position - window) : position]),
+                }
+            )
     return contexts

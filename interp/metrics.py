@@ -3,6 +3,7 @@
 Logit differences and probabilities are unaffected by the per-position constant that weight processing adds
 to logits, so these are comparable with the unprocessed model.
 """
+
 from __future__ import annotations
 
 import torch
@@ -13,8 +14,9 @@ def at_positions(logits: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     return logits[torch.arange(len(logits), device=logits.device), positions.to(logits.device)]
 
 
-def logit_diffs(logits: torch.Tensor, answer_ids: torch.Tensor, wrong_ids: torch.Tensor,
-                positions: torch.Tensor | None = None) -> torch.Tensor:
+def logit_diffs(
+    logits: torch.Tensor, answer_ids: torch.Tensor, wrong_ids: torch.Tensor, positions: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per prompt: logit(answer) - logit(wrong), at `positions` (the last position when None)."""
     final = logits[:, -1] if positions is None else at_positions(logits, positions)
     index = torch.arange(len(final), device=final.device)

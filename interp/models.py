@@ -11,6 +11,7 @@ A spec is one of:
 
 Every path ends in the same place: an HF `GPT2LMHeadModel` handed to `TransformerBridge.boot_transformers`.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,10 +33,23 @@ HUB_REPOS = {name: (f"openai-community/{name}", name) for name in GPT2_SIZES}  #
 ORGANISM_DIR = Path(__file__).parent / "organism" / "checkpoint"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 TOKENIZER_FILES = ("vocab.json", "merges.txt")
-HUB_FILES = ("config.json", "generation_config.json", "merges.txt", "model.safetensors", "tokenizer.json",
-             "tokenizer_config.json", "vocab.json")  # what interp reads of a hub GPT-2 repository
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
+HUB_FILES = (
+    "config.json",
+    "generation_config.json",
+    "merges.txt",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+)  # what interp reads of a hub GPT-2 repository
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 @dataclass(frozen=True)
@@ -107,7 +121,8 @@ def hub_checkpoint_dir(name: str) -> Path:
     raise InterpError(
         f"weights for {name!r} were not found in {where} ({'; '.join(errors)}); download them where there is "
         f"network with `{download_command(name)}` (they land in the HF cache), "
-        f"or pass the path of a local checkpoint directory as the model spec")
+        f"or pass the path of a local checkpoint directory as the model spec"
+    )
 
 
 def find_checkpoint(spec: str) -> Path | None:
@@ -125,8 +140,9 @@ def find_checkpoint(spec: str) -> Path | None:
         return None
     if spec == "organism":
         if not (ORGANISM_DIR / "config.json").is_file():
-            raise InterpError(f"the organism checkpoint is missing from {ORGANISM_DIR}; "
-                              "rebuild it with `interp organism train`")
+            raise InterpError(
+                f"the organism checkpoint is missing from {ORGANISM_DIR}; rebuild it with `interp organism train`"
+            )
         return ORGANISM_DIR
     if spec in GPT2_SIZES:
         return hub_checkpoint_dir(spec)
@@ -153,21 +169,31 @@ def load_hf_model(spec: str, dtype: torch.dtype, seed: int):
 
         model, circuit = build_planted(spec)
         edges = planted_edges(spec)
-        return model.to(dtype), gpt2_tokenizer(), ModelSource(spec, None, None, circuit,
-                                                              None if edges is None else tuple(edges))
+        return (
+            model.to(dtype),
+            gpt2_tokenizer(),
+            ModelSource(spec, None, None, circuit, None if edges is None else tuple(edges)),
+        )
 
     try:
         model = GPT2LMHeadModel.from_pretrained(directory, dtype=dtype)
     except Exception as error:
-        raise InterpError(f"could not load the checkpoint in {directory}: {type(error).__name__}: "
-                          f"{str(error).splitlines()[0] if str(error) else ''}") from error
+        raise InterpError(
+            f"could not load the checkpoint in {directory}: {type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}"
+        ) from error
     has_tokenizer = all((directory / name).is_file() for name in TOKENIZER_FILES)
     tokenizer = GPT2TokenizerFast.from_pretrained(directory) if has_tokenizer else gpt2_tokenizer()
     return model, tokenizer, ModelSource(spec, str(directory), None)
 
 
-def load_model(spec: str = "organism", device: str | None = None, dtype: str | torch.dtype | None = None,
-               seed: int = 0, device_map: str | dict | None = None):
+def load_model(
+    spec: str = "organism",
+    device: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    seed: int = 0,
+    device_map: str | dict | None = None,
+):
     """A hooked GPT-2 (`TransformerBridge`, compatibility mode: TransformerLens hook names, processed weights).
 
     Weight processing (LayerNorm folding, centring) shifts each position's logits by a constant: logit
@@ -192,9 +218,13 @@ def load_model(spec: str = "organism", device: str | None = None, dtype: str | t
 
         placement = device_placement(hf_model, device_map, dtype)
         dispatch_model(hf_model, placement)
-    bridge = TransformerBridge.boot_transformers(source.checkpoint_dir or "gpt2", hf_model=hf_model,
-                                                 tokenizer=tokenizer, dtype=dtype,
-                                                 device=None if placement else device or default_device())
+    bridge = TransformerBridge.boot_transformers(
+        source.checkpoint_dir or "gpt2",
+        hf_model=hf_model,
+        tokenizer=tokenizer,
+        dtype=dtype,
+        device=None if placement else device or default_device(),
+    )
     bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
     bridge.eval()
     bridge.interp_source = source
@@ -206,8 +236,9 @@ def load_model(spec: str = "organism", device: str | None = None, dtype: str | t
 DEVICE_MAPS = ("auto", "balanced")
 
 
-def device_placement(hf_model, device_map: str | dict, dtype: torch.dtype,
-                     max_memory: dict | None = None) -> dict[str, str | int]:
+def device_placement(
+    hf_model, device_map: str | dict, dtype: torch.dtype, max_memory: dict | None = None
+) -> dict[str, str | int]:
     """{module: device} for a GPT-2: accelerate's placement of whole blocks over the GPUs ("auto" fills them in
     order, "balanced" evens them out; `max_memory` as accelerate takes it, default every GPU's free memory, or
     the CPU where there is none), or a map given as a dict. Every weight must sit where it is computed: a map that
@@ -238,8 +269,10 @@ def device_placement(hf_model, device_map: str | dict, dtype: torch.dtype,
         raise InterpError(f"unknown device map {device_map!r}; use {' or '.join(DEVICE_MAPS)}")
     targets = {str(target) for target in placement.values()}
     if targets & {"disk", "meta"} or ("cpu" in targets and len(targets) > 1):
-        raise InterpError(f"the model does not fit on the GPUs (device map: {sorted(targets)}); interp computes "
-                          "every layer where its weights are, so nothing may be offloaded to the CPU or disk")
+        raise InterpError(
+            f"the model does not fit on the GPUs (device map: {sorted(targets)}); interp computes "
+            "every layer where its weights are, so nothing may be offloaded to the CPU or disk"
+        )
     return placement
 
 

@@ -17,19 +17,35 @@ own `patching.get_act_patch_*` helpers run on the same bridge.
 Shapes: `batch` prompts of `pos` tokens; grids are [layer, pos] for residual sites, [layer, head] for head sites
 over all positions, [layer, pos, head] for head sites by position (for `pattern`, pos is the query position).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.ablation import check_head
-from interp.engine import (Cell, Metric, Reader, Run, Transformer, attend, check_tokens, chunks, evaluate_cells,
-                           logit_diff_metric, make_reader, mix_values, row_budget, run_bytes, take_positions)
+from interp.engine import (
+    Cell,
+    Metric,
+    Reader,
+    Run,
+    Transformer,
+    attend,
+    check_tokens,
+    chunks,
+    evaluate_cells,
+    logit_diff_metric,
+    make_reader,
+    mix_values,
+    row_budget,
+    run_bytes,
+    take_positions,
+)
 from interp.errors import InterpError
 from interp.workers import Workers, fill_in
 
@@ -41,8 +57,18 @@ SITES = RESIDUAL_SITES + HEAD_SITES
 DIRECTIONS = ("denoise", "noise")
 RECEIVER_INPUTS = ("q", "k", "v")
 # The activation each site's patch replaces, as a field of `Run` (resid_* pick their boundary of `Run.resid`).
-SITE_FIELD = {"resid_pre": "resid", "resid_mid": "resid", "resid_post": "resid", "attn_out": "attn_out",
-              "mlp_out": "mlp_out", "head_out": "z", "q": "q", "k": "k", "v": "v", "pattern": "pattern"}
+SITE_FIELD = {
+    "resid_pre": "resid",
+    "resid_mid": "resid",
+    "resid_post": "resid",
+    "attn_out": "attn_out",
+    "mlp_out": "mlp_out",
+    "head_out": "z",
+    "q": "q",
+    "k": "k",
+    "v": "v",
+    "pattern": "pattern",
+}
 
 
 def check_site(site: str, direction: str, by_position: bool | None) -> bool:
@@ -50,8 +76,9 @@ def check_site(site: str, direction: str, by_position: bool | None) -> bool:
     if site not in SITES:
         raise InterpError(f"unknown patching site {site!r}; use one of {', '.join(SITES)}")
     if direction not in DIRECTIONS:
-        raise InterpError(f"unknown direction {direction!r}; use 'denoise' (clean into corrupt) or 'noise' "
-                          "(corrupt into clean)")
+        raise InterpError(
+            f"unknown direction {direction!r}; use 'denoise' (clean into corrupt) or 'noise' (corrupt into clean)"
+        )
     return site in RESIDUAL_SITES if by_position is None else bool(by_position)
 
 
@@ -65,13 +92,15 @@ def site_activations(site: str) -> tuple[list[str], list[str]]:
     """(base run fields, source run fields) a site's patches need. The base always keeps its residual, keys and
     values, which patched runs start from and attend to; head sites recompute heads' outputs from the base's."""
     field = SITE_FIELD[site]
-    base = {"resid", "k", "v", field} | ({"z"} if site in HEAD_SITES else set()) | (
-        {"q"} if site in ("k", "v") else set())
+    base = (
+        {"resid", "k", "v", field} | ({"z"} if site in HEAD_SITES else set()) | ({"q"} if site in ("k", "v") else set())
+    )
     return sorted(base), [field]
 
 
-def residual_site(site: str, layer: int, base: Run, source: Run
-                  ) -> tuple[int, Float[Tensor, "batch pos d_model"], Float[Tensor, "batch pos d_model"]]:
+def residual_site(
+    site: str, layer: int, base: Run, source: Run
+) -> tuple[int, Float[Tensor, "batch pos d_model"], Float[Tensor, "batch pos d_model"]]:
     """(boundary it changes, source activation, base activation) of a residual-stream site at a layer."""
     if site in ("resid_pre", "resid_mid", "resid_post"):
         boundary = 2 * layer + ("resid_pre", "resid_mid", "resid_post").index(site)
@@ -90,8 +119,12 @@ def patched_z(site: str, layer: int, base: Run, source: Run, patched: Tensor) ->
         return torch.where(at_positions, source.z[layer], base.z[layer])
     if site == "pattern":
         return mix_values(torch.where(patched[:, None], source.pattern[layer], base.pattern[layer]), base.v[layer])
-    q, k, v = (torch.where(at_positions, getattr(source, name)[layer], getattr(base, name)[layer])
-               if name == site else getattr(base, name)[layer] for name in ("q", "k", "v"))
+    q, k, v = (
+        torch.where(at_positions, getattr(source, name)[layer], getattr(base, name)[layer])
+        if name == site
+        else getattr(base, name)[layer]
+        for name in ("q", "k", "v")
+    )
     return attend(q, k, v, torch.arange(q.shape[1], device=q.device))[0]
 
 
@@ -105,8 +138,13 @@ def site_cells(tf: Transformer, site: str, by_position: bool, base: Run, source:
             if site in RESIDUAL_SITES:
                 boundary, source_activation, base_activation = residual_site(site, layer, base, source)
 
-                def make(rows, boundary=boundary, source_activation=source_activation,
-                         base_activation=base_activation, position=position):
+                def make(
+                    rows,
+                    boundary=boundary,
+                    source_activation=source_activation,
+                    base_activation=base_activation,
+                    position=position,
+                ):
                     if position is None:
                         return (base.resid[boundary] + source_activation - base_activation)[None]
                     state = base.resid[boundary][None, :, position:].clone()
@@ -115,6 +153,7 @@ def site_cells(tf: Transformer, site: str, by_position: bool, base: Run, source:
 
                 cells.append(Cell(boundary, start, [layer * len(positions) + column], make))
             else:
+
                 def make(rows, layer=layer, position=position, start=start):
                     patched = torch.zeros(base.z[layer].shape[1], dtype=torch.bool, device=base.z[layer].device)
                     patched[slice(None) if position is None else position] = True
@@ -148,9 +187,17 @@ def setup(model, clean_tokens, corrupt_tokens, metric, direction: str) -> Setup:
     return Setup(Transformer(model, reader.token_ids), reader, base, source, n_pos)
 
 
-def sweep(model, clean_tokens, corrupt_tokens, metric, site: str, direction: str = "denoise",
-          by_position: bool | None = None, max_memory: int | None = None, layers: Sequence[int] | None = None
-          ) -> tuple[Tensor, Tensor, Tensor]:
+def sweep(
+    model,
+    clean_tokens,
+    corrupt_tokens,
+    metric,
+    site: str,
+    direction: str = "denoise",
+    by_position: bool | None = None,
+    max_memory: int | None = None,
+    layers: Sequence[int] | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
     """(grid of patched metric values, base run metric, source run metric): see `activation_patch`. `layers`:
     patch only these (the grid is NaN at the others), one worker's share of a sweep."""
     by_position = check_site(site, direction, by_position)
@@ -158,8 +205,9 @@ def sweep(model, clean_tokens, corrupt_tokens, metric, site: str, direction: str
     base_keep, source_keep = site_activations(site)
     n_batch, n_computed = s.base_tokens.shape
     itemsize = s.tf.W_E.element_size()
-    fixed = (run_bytes(s.tf, n_batch, n_computed, base_keep, itemsize)
-             + run_bytes(s.tf, n_batch, n_computed, source_keep, itemsize))
+    fixed = run_bytes(s.tf, n_batch, n_computed, base_keep, itemsize) + run_bytes(
+        s.tf, n_batch, n_computed, source_keep, itemsize
+    )
     max_rows = row_budget(s.tf, s.reader, n_batch, n_computed, fixed, max_memory, itemsize)
     shape = grid_shape(site, by_position, s.tf.n_layers, s.n_pos, s.tf.n_heads)
     with torch.inference_mode():
@@ -173,10 +221,16 @@ def sweep(model, clean_tokens, corrupt_tokens, metric, site: str, direction: str
     return values.reshape(shape + base.value.shape).clone(), base.value.clone(), source.value.clone()
 
 
-def activation_patch(model, clean_tokens: Int[Tensor, "batch pos"], corrupt_tokens: Int[Tensor, "batch pos"],
-                     metric: Metric | Callable[[Float[Tensor, "batch pos vocab"]], Float[Tensor, ""]], site: str,
-                     direction: str = "denoise", by_position: bool | None = None, max_memory: int | None = None
-                     ) -> Tensor:
+def activation_patch(
+    model,
+    clean_tokens: Int[Tensor, "batch pos"],
+    corrupt_tokens: Int[Tensor, "batch pos"],
+    metric: Metric | Callable[[Float[Tensor, "batch pos vocab"]], Float[Tensor, ""]],
+    site: str,
+    direction: str = "denoise",
+    by_position: bool | None = None,
+    max_memory: int | None = None,
+) -> Tensor:
     """Exact activation patching of every layer x position (x head) of a site: the grid of patched metric values.
 
     site: resid_pre, resid_mid, resid_post, attn_out, mlp_out ([layer, pos], or [layer] with by_position=False),
@@ -207,8 +261,9 @@ def check_receivers(model, receivers) -> dict[int, list[tuple[str, list[int]]]] 
     """None for the final residual stream, else {layer: [(input, heads)]} of the receivers' q/k/v inputs."""
     if isinstance(receivers, str):
         if receivers != "resid_final":
-            raise InterpError(f"unknown receivers {receivers!r}: use 'resid_final' or "
-                              "[(layer, head, 'q'|'k'|'v'), ...]")
+            raise InterpError(
+                f"unknown receivers {receivers!r}: use 'resid_final' or [(layer, head, 'q'|'k'|'v'), ...]"
+            )
         return None
     by_layer: dict[int, dict[str, list[int]]] = {}
     for entry in receivers:
@@ -223,10 +278,15 @@ def check_receivers(model, receivers) -> dict[int, list[tuple[str, list[int]]]] 
     return {layer: sorted(inputs.items()) for layer, inputs in sorted(by_layer.items())}
 
 
-def path_patch(model, clean_tokens: Int[Tensor, "batch pos"], corrupt_tokens: Int[Tensor, "batch pos"],
-               metric: Metric | Callable, receivers: str | Sequence[tuple[int, int, str]],
-               senders: Sequence[tuple[int, int]] | None = None, max_memory: int | None = None
-               ) -> Float[Tensor, "layer head *prompt"]:
+def path_patch(
+    model,
+    clean_tokens: Int[Tensor, "batch pos"],
+    corrupt_tokens: Int[Tensor, "batch pos"],
+    metric: Metric | Callable,
+    receivers: str | Sequence[tuple[int, int, str]],
+    senders: Sequence[tuple[int, int]] | None = None,
+    max_memory: int | None = None,
+) -> Float[Tensor, "layer head *prompt"]:
     """Path patching from each sender head to the receivers: the metric per sender ([layer, head], NaN where a head
     is not a sender; a per-prompt metric adds a prompt axis).
 
@@ -238,8 +298,11 @@ def path_patch(model, clean_tokens: Int[Tensor, "batch pos"], corrupt_tokens: In
     path to it: its value is the clean metric.
     """
     final_receivers = check_receivers(model, receivers)
-    senders = check_heads(model, senders, "sender") if senders is not None else [
-        (layer, head) for layer in range(model.cfg.n_layers) for head in range(model.cfg.n_heads)]
+    senders = (
+        check_heads(model, senders, "sender")
+        if senders is not None
+        else [(layer, head) for layer in range(model.cfg.n_layers) for head in range(model.cfg.n_heads)]
+    )
     s = setup(model, clean_tokens, corrupt_tokens, metric, "noise")  # base = clean, source = corrupt
     tf, reader = s.tf, s.reader
     n_batch, n_pos = s.base_tokens.shape
@@ -283,8 +346,14 @@ def path_patch(model, clean_tokens: Int[Tensor, "batch pos"], corrupt_tokens: In
     return grid.clone()
 
 
-def frozen_forward(tf: Transformer, clean: Run, reader: Reader, joins: list[tuple[int, Callable[[], Tensor]]],
-                   n_rows: int, receivers: dict[int, list[tuple[str, list[int]]]] | None):
+def frozen_forward(
+    tf: Transformer,
+    clean: Run,
+    reader: Reader,
+    joins: list[tuple[int, Callable[[], Tensor]]],
+    n_rows: int,
+    receivers: dict[int, list[tuple[str, list[int]]]] | None,
+):
     """Step 1 of path patching: from each row's boundary on, attention frozen to the clean run's output, MLPs
     recomputed. Returns the final residual at the read positions (receivers None), or each receiver layer's
     [(input, heads, values [rows, batch, pos, heads, d_head])], clean for rows that join after that layer.
@@ -305,8 +374,11 @@ def frozen_forward(tf: Transformer, clean: Run, reader: Reader, joins: list[tupl
             weights = tf.layers[layer]
             normed = tf.norm(state, weights.ln1)
             for name, heads in receivers[layer]:
-                W, b = {"q": (weights.W_Q, weights.b_Q), "k": (weights.W_K, weights.b_K),
-                        "v": (weights.W_V, weights.b_V)}[name]
+                W, b = {
+                    "q": (weights.W_Q, weights.b_Q),
+                    "k": (weights.W_K, weights.b_K),
+                    "v": (weights.W_V, weights.b_V),
+                }[name]
                 values = getattr(clean, name)[layer][None, :, :, heads].repeat(n_rows, 1, 1, 1, 1)
                 values[: state.shape[0]] = tf.project(normed, W, b)[:, :, :, heads]
                 recorded.setdefault(layer, []).append((name, heads, values))
@@ -339,9 +411,18 @@ def receiver_edit(recorded: dict[int, list[tuple[str, list[int], Tensor]]]) -> C
 CLI_SITES = RESIDUAL_SITES + ("head_out",)
 
 
-def patch_grid_for_cli(model, clean: str, corrupt: str, answer: str, wrong: str, site: str,
-                       direction: str = "denoise", max_memory: int | None = None, prepend_bos: bool = True,
-                       workers: Workers | None = None) -> dict:
+def patch_grid_for_cli(
+    model,
+    clean: str,
+    corrupt: str,
+    answer: str,
+    wrong: str,
+    site: str,
+    direction: str = "denoise",
+    max_memory: int | None = None,
+    prepend_bos: bool = True,
+    workers: Workers | None = None,
+) -> dict:
     """`interp patch`: the grid of logit(answer) - logit(wrong) at the last position, patched at every layer x
     position (residual sites) or layer x head (head_out, all positions), with labels and the unpatched metrics.
     `workers` share the layers out (default: all in this process)."""
@@ -352,30 +433,43 @@ def patch_grid_for_cli(model, clean: str, corrupt: str, answer: str, wrong: str,
     clean_tokens, corrupt_tokens = (prompt_tokens(model, text, prepend_bos=prepend_bos) for text in (clean, corrupt))
     if clean_tokens.shape[1] != corrupt_tokens.shape[1]:
         bos = " (BOS included)" if prepend_bos else ""
-        raise InterpError(f"the clean prompt is {clean_tokens.shape[1]} tokens and the corrupt prompt "
-                          f"{corrupt_tokens.shape[1]}{bos}: patching needs the same length")
+        raise InterpError(
+            f"the clean prompt is {clean_tokens.shape[1]} tokens and the corrupt prompt "
+            f"{corrupt_tokens.shape[1]}{bos}: patching needs the same length"
+        )
     answer_id = single_token_id(answer, model.tokenizer, "answer")
     wrong_id = single_token_id(wrong, model.tokenizer, "wrong answer")
     metric = logit_diff_metric(answer_id, wrong_id)
 
     def sweep_layers(replica, layers: list[int]) -> tuple[Tensor, Tensor, Tensor]:
-        return sweep(replica, clean_tokens, corrupt_tokens, metric, site, direction, max_memory=max_memory,
-                     layers=layers)
+        return sweep(
+            replica, clean_tokens, corrupt_tokens, metric, site, direction, max_memory=max_memory, layers=layers
+        )
 
     shards = (workers or Workers(model)).map(sweep_layers, range(model.cfg.n_layers), f"patching {site}")
     grid = fill_in([shard_grid for shard_grid, _, _ in shards])
     _, base_value, source_value = shards[0]
     clean_value, corrupt_value = (source_value, base_value) if direction == "denoise" else (base_value, source_value)
     clean_str = str_tokens(clean_tokens[0], model.tokenizer)
-    columns = ([f"{position}:{token}" for position, token in enumerate(clean_str)] if site in RESIDUAL_SITES
-               else [f"H{head}" for head in range(model.cfg.n_heads)])
+    columns = (
+        [f"{position}:{token}" for position, token in enumerate(clean_str)]
+        if site in RESIDUAL_SITES
+        else [f"H{head}" for head in range(model.cfg.n_heads)]
+    )
     return {
-        "site": site, "direction": direction, "prepend_bos": prepend_bos,
+        "site": site,
+        "direction": direction,
+        "prepend_bos": prepend_bos,
         "metric": f"logit({answer!r}) - logit({wrong!r}) at the last position",
-        "clean_metric": float(clean_value), "corrupt_metric": float(corrupt_value),
-        "row_axis": "layer", "column_axis": "position" if site in RESIDUAL_SITES else "head",
-        "row_labels": [f"L{layer}" for layer in range(model.cfg.n_layers)], "column_labels": columns,
-        "clean_tokens": clean_str, "corrupt_tokens": str_tokens(corrupt_tokens[0], model.tokenizer),
-        "clean_token_ids": clean_tokens[0].tolist(), "corrupt_token_ids": corrupt_tokens[0].tolist(),
+        "clean_metric": float(clean_value),
+        "corrupt_metric": float(corrupt_value),
+        "row_axis": "layer",
+        "column_axis": "position" if site in RESIDUAL_SITES else "head",
+        "row_labels": [f"L{layer}" for layer in range(model.cfg.n_layers)],
+        "column_labels": columns,
+        "clean_tokens": clean_str,
+        "corrupt_tokens": str_tokens(corrupt_tokens[0], model.tokenizer),
+        "clean_token_ids": clean_tokens[0].tolist(),
+        "corrupt_token_ids": corrupt_tokens[0].tolist(),
         "grid": grid.tolist(),
     }

@@ -1,5 +1,6 @@
 """Figures, one function per kind, all in one style. Each takes plain results data (what results.json holds),
 so every figure can be regenerated from its results file alone. Files: PNG and SVG, deterministic names."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,9 +14,17 @@ from interp.results import atomic_path  # noqa: E402
 from interp.stats import crosses  # noqa: E402
 
 STYLE = {
-    "figure.dpi": 110, "savefig.dpi": 150, "font.size": 9, "axes.titlesize": 10, "axes.titleweight": "bold",
-    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": False, "legend.frameon": False,
-    "svg.hashsalt": "interp", "svg.fonttype": "none",
+    "figure.dpi": 110,
+    "savefig.dpi": 150,
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.titleweight": "bold",
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": False,
+    "legend.frameon": False,
+    "svg.hashsalt": "interp",
+    "svg.fonttype": "none",
 }
 DIVERGING = "RdBu"
 SEQUENTIAL = "viridis"
@@ -28,8 +37,12 @@ def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
         for suffix in (".png", ".svg"):
             path = Path(out_dir) / f"{name}{suffix}"
             with atomic_path(path) as tmp:
-                fig.savefig(tmp, format=suffix[1:], bbox_inches="tight",
-                            metadata={"Date": None} if suffix == ".svg" else {"Software": None})
+                fig.savefig(
+                    tmp,
+                    format=suffix[1:],
+                    bbox_inches="tight",
+                    metadata={"Date": None} if suffix == ".svg" else {"Software": None},
+                )
             paths.append(path)
     plt.close(fig)
     return paths
@@ -40,9 +53,17 @@ def token_label(token: str) -> str:
     return token.replace("\n", "\\n").replace("\t", "\\t")
 
 
-def plot_layer_grid(grid, title: str, label: str, marked: dict[str, list] | None = None,
-                    columns: list[str] | None = None, column_title: str = "head", center: float = 0.0,
-                    intervals=None, threshold: float | None = None):
+def plot_layer_grid(
+    grid,
+    title: str,
+    label: str,
+    marked: dict[str, list] | None = None,
+    columns: list[str] | None = None,
+    column_title: str = "head",
+    center: float = 0.0,
+    intervals=None,
+    threshold: float | None = None,
+):
     """A layers x (heads or positions) grid, diverging colours centred at `center`; named groups of
     (layer, column) cells outlined; `columns` labels the columns (e.g. the prompt's tokens). With `intervals`
     ([layer, column, 2]), cells whose interval crosses +-`threshold` get a cross, those whose interval crosses zero
@@ -54,8 +75,9 @@ def plot_layer_grid(grid, title: str, label: str, marked: dict[str, list] | None
     limit = max(float(np.nanmax(np.abs(values - center))), 1e-9)
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(1.6 + 0.42 * n_columns, 1.2 + 0.36 * n_layers))
-        image = ax.imshow(values, cmap=DIVERGING, vmin=center - limit, vmax=center + limit, aspect="auto",
-                          origin="lower")
+        image = ax.imshow(
+            values, cmap=DIVERGING, vmin=center - limit, vmax=center + limit, aspect="auto", origin="lower"
+        )
         if columns is None:
             ax.set_xticks(range(n_columns))
         else:
@@ -66,16 +88,28 @@ def plot_layer_grid(grid, title: str, label: str, marked: dict[str, list] | None
         ax.set_title(title)
         fig.colorbar(image, ax=ax, label=label, fraction=0.04)
         if intervals is not None:
-            crosses_threshold = np.zeros(values.shape, dtype=bool) if threshold is None else (
-                crosses(intervals, threshold) | crosses(intervals, -threshold))
+            crosses_threshold = (
+                np.zeros(values.shape, dtype=bool)
+                if threshold is None
+                else (crosses(intervals, threshold) | crosses(intervals, -threshold))
+            )
             crosses_zero = crosses(intervals, 0.0) & ~crosses_threshold
             for mask, marker, size in ((crosses_threshold, "x", 18), (crosses_zero, ".", 4)):
                 rows, cols = np.nonzero(mask)
                 ax.scatter(cols, rows, marker=marker, s=size, c="#444444", linewidths=0.8)
         for (name, members), colour in zip((marked or {}).items(), CLASS_COLOURS):
             for i, (layer, head) in enumerate(members):
-                ax.add_patch(plt.Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, lw=2, ec=colour,
-                                           label=name.replace("_", " ") if i == 0 else None))
+                ax.add_patch(
+                    plt.Rectangle(
+                        (head - 0.5, layer - 0.5),
+                        1,
+                        1,
+                        fill=False,
+                        lw=2,
+                        ec=colour,
+                        label=name.replace("_", " ") if i == 0 else None,
+                    )
+                )
         if marked and any(marked.values()):
             ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, fontsize=8)
         fig.tight_layout()
@@ -101,15 +135,27 @@ def plot_selection_frequency(selection: dict, heads: dict[str, list], title: str
 
 
 CLASS_COLOURS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
-IOI_FLOW = [("previous_token", "induction", "K"), ("induction", "s_inhibition", "V"),
-            ("duplicate_token", "s_inhibition", "V"), ("s_inhibition", "name_mover", "Q"),
-            ("s_inhibition", "backup_name_mover", "Q"), ("s_inhibition", "negative_name_mover", "Q")]
+IOI_FLOW = [
+    ("previous_token", "induction", "K"),
+    ("induction", "s_inhibition", "V"),
+    ("duplicate_token", "s_inhibition", "V"),
+    ("s_inhibition", "name_mover", "Q"),
+    ("s_inhibition", "backup_name_mover", "Q"),
+    ("s_inhibition", "negative_name_mover", "Q"),
+]
 
 
 def plot_ioi_circuit(heads: dict[str, list], n_layers: int, title: str):
     """The IOI circuit: every head a box at its layer, in its class's column; arrows along the patched paths."""
-    order = ["previous_token", "duplicate_token", "induction", "s_inhibition", "name_mover", "backup_name_mover",
-             "negative_name_mover"]
+    order = [
+        "previous_token",
+        "duplicate_token",
+        "induction",
+        "s_inhibition",
+        "name_mover",
+        "backup_name_mover",
+        "negative_name_mover",
+    ]
     present = [name for name in order if heads.get(name)]
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(1.5 + 1.6 * max(len(present), 2), 1.5 + 0.8 * n_layers))
@@ -121,13 +167,24 @@ def plot_ioi_circuit(heads: dict[str, list], n_layers: int, title: str):
                 per_layer[layer] = offset + 1
                 x, y = column + 0.32 * offset - 0.16 * (sum(1 for l, _ in heads[name] if l == layer) - 1), layer
                 where.setdefault(name, []).append((x, y))
-                ax.text(x, y, f"{layer}.{head}", ha="center", va="center", fontsize=8,
-                        bbox={"boxstyle": "round", "fc": CLASS_COLOURS[order.index(name)], "alpha": 0.45})
+                ax.text(
+                    x,
+                    y,
+                    f"{layer}.{head}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    bbox={"boxstyle": "round", "fc": CLASS_COLOURS[order.index(name)], "alpha": 0.45},
+                )
         for source, target, via in IOI_FLOW:
             for start in where.get(source, []):
                 for end in (e for e in where.get(target, []) if e[1] > start[1]):  # paths run up the layers
-                    ax.annotate("", xy=end, xytext=start, arrowprops={"arrowstyle": "->", "lw": 0.8, "color": "0.45",
-                                                                      "shrinkA": 12, "shrinkB": 12})
+                    ax.annotate(
+                        "",
+                        xy=end,
+                        xytext=start,
+                        arrowprops={"arrowstyle": "->", "lw": 0.8, "color": "0.45", "shrinkA": 12, "shrinkB": 12},
+                    )
             later = [(a, b) for a in where.get(source, []) for b in where.get(target, []) if b[1] > a[1]]
             if later:
                 ax.text(*[(u + v) / 2 for u, v in zip(*later[0])], via, fontsize=7, color="0.3")
@@ -137,8 +194,14 @@ def plot_ioi_circuit(heads: dict[str, list], n_layers: int, title: str):
         ax.set_ylim(-0.7, n_layers - 0.3)
         ax.set_ylabel("layer")
         ax.set_title(title)
-        fig.text(0.99, 0.01, "arrow labels: the receiving heads' input (Q/K/V) that the path was patched into",
-                 ha="right", fontsize=7, color="0.4")
+        fig.text(
+            0.99,
+            0.01,
+            "arrow labels: the receiving heads' input (Q/K/V) that the path was patched into",
+            ha="right",
+            fontsize=7,
+            color="0.4",
+        )
         fig.tight_layout()
     return fig
 
@@ -195,8 +258,12 @@ def plot_attention(patterns: dict[str, list], tokens: list[str], title: str):
 
     names = list(patterns)
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, max(len(names), 1), figsize=(0.5 + 0.3 * len(tokens) * max(len(names), 1),
-                                                                 1.2 + 0.3 * len(tokens)), squeeze=False)
+        fig, axes = plt.subplots(
+            1,
+            max(len(names), 1),
+            figsize=(0.5 + 0.3 * len(tokens) * max(len(names), 1), 1.2 + 0.3 * len(tokens)),
+            squeeze=False,
+        )
         labels = [token_label(t) for t in tokens]
         for ax, name in zip(axes[0], names):
             image = ax.imshow(np.asarray(patterns[name], dtype=float), cmap="Blues", vmin=0, vmax=1)
@@ -225,21 +292,33 @@ def ioi_figures(results: dict, out_dir: str | Path) -> list[Path]:
     paths = []
     for name, grid in results["grids"].items():
         title, classes = GRID_TITLES[name]
-        label = ("relative change of IO-S logit diff" if name != "backup_rise"
-                 else "rise / clean logit diff")
+        label = "relative change of IO-S logit diff" if name != "backup_rise" else "rise / clean logit diff"
         marked = {c: results["heads"][c] for c in classes}
         intervals = results.get("selection", {}).get("grid_intervals", {}).get(name)
-        paths += save_figure(plot_layer_grid(grid, f"{title} ({model})", label, marked, intervals=intervals,
-                                             threshold=results["threshold"]), out_dir, f"ioi_{name}")
+        paths += save_figure(
+            plot_layer_grid(
+                grid, f"{title} ({model})", label, marked, intervals=intervals, threshold=results["threshold"]
+            ),
+            out_dir,
+            f"ioi_{name}",
+        )
     if "selection" in results:
-        paths += save_figure(plot_selection_frequency(results["selection"], results["heads"],
-                                                      f"Selection frequency over bootstrap resamples ({model})"),
-                             out_dir, "ioi_selection_frequency")
+        paths += save_figure(
+            plot_selection_frequency(
+                results["selection"], results["heads"], f"Selection frequency over bootstrap resamples ({model})"
+            ),
+            out_dir,
+            "ioi_selection_frequency",
+        )
     n_layers = len(next(iter(results["grids"].values())))
-    paths += save_figure(plot_ioi_circuit(results["heads"], n_layers, f"IOI circuit found in {model}"),
-                         out_dir, "ioi_circuit")
-    paths += save_figure(plot_name_mover_attention(results["mechanism"], f"Name movers' attention ({model})"),
-                         out_dir, "ioi_name_mover_attention")
+    paths += save_figure(
+        plot_ioi_circuit(results["heads"], n_layers, f"IOI circuit found in {model}"), out_dir, "ioi_circuit"
+    )
+    paths += save_figure(
+        plot_name_mover_attention(results["mechanism"], f"Name movers' attention ({model})"),
+        out_dir,
+        "ioi_name_mover_attention",
+    )
     if "nodes" in results["evaluation"]:  # node-level evaluation (results files from before it have no such plot)
         circuits = {"found": results["evaluation"]["completeness"]}
         for name in ("paper", "planted"):
@@ -248,9 +327,11 @@ def ioi_figures(results: dict, out_dir: str | Path) -> list[Path]:
         paths += save_figure(plot_completeness(circuits, f"Completeness ({model})"), out_dir, "ioi_completeness")
     example = results["example_attention"]
     if example["heads"]:
-        paths += save_figure(plot_attention(example["heads"], example["tokens"],
-                                            f"Name movers on an example prompt ({model})"),
-                             out_dir, "ioi_attention_patterns")
+        paths += save_figure(
+            plot_attention(example["heads"], example["tokens"], f"Name movers on an example prompt ({model})"),
+            out_dir,
+            "ioi_attention_patterns",
+        )
     return paths
 
 
@@ -261,15 +342,26 @@ def plot_lens(data: dict, title: str | None = None):
     n_boundaries, n_pos = len(probs), len(tokens)
     has_targets = "targets" in data["layers"][0]
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 2 if has_targets else 1, figsize=(min(3 + 0.9 * n_pos, 16) + 4 * has_targets,
-                                                                      1.5 + 0.35 * n_boundaries),
-                                 gridspec_kw={"width_ratios": [3, 1.3]} if has_targets else None, squeeze=False)
+        fig, axes = plt.subplots(
+            1,
+            2 if has_targets else 1,
+            figsize=(min(3 + 0.9 * n_pos, 16) + 4 * has_targets, 1.5 + 0.35 * n_boundaries),
+            gridspec_kw={"width_ratios": [3, 1.3]} if has_targets else None,
+            squeeze=False,
+        )
         ax = axes[0, 0]
         image = ax.imshow(probs, cmap=SEQUENTIAL, vmin=0, vmax=1, aspect="auto", origin="lower")
         for b in range(n_boundaries):
             for p in range(n_pos):
-                ax.text(p, b, token_label(grid["tokens"][b][p])[:10], ha="center", va="center", fontsize=7,
-                        color="black" if probs[b][p] > 0.6 else "white")
+                ax.text(
+                    p,
+                    b,
+                    token_label(grid["tokens"][b][p])[:10],
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="black" if probs[b][p] > 0.6 else "white",
+                )
         ax.set_xticks(range(n_pos), [token_label(t) for t in tokens], rotation=45, ha="right")
         ax.set_yticks(range(n_boundaries), [layer["name"] for layer in data["layers"]])
         ax.set_xlabel("input position (token)")
@@ -279,8 +371,12 @@ def plot_lens(data: dict, title: str | None = None):
         if has_targets:
             ax = axes[0, 1]
             for target in data["layers"][0]["targets"]:
-                ax.plot([layer["targets"][target]["prob"] for layer in data["layers"]], range(n_boundaries),
-                        marker="o", label=token_label(target))
+                ax.plot(
+                    [layer["targets"][target]["prob"] for layer in data["layers"]],
+                    range(n_boundaries),
+                    marker="o",
+                    label=token_label(target),
+                )
             ax.set_yticks(range(n_boundaries), [layer["name"] for layer in data["layers"]])
             ax.set_xlim(0, 1)
             ax.set_xlabel("probability at the last position")
@@ -304,8 +400,10 @@ def ci_errors(values: list[float], intervals: list[list[float] | None]) -> list[
     percentile interval need not hold the mean (a skewed statistic): the bar then ends at the mean."""
     if not all(intervals):
         return None
-    return [[max(v - low, 0) for v, (low, _) in zip(values, intervals)],
-            [max(high - v, 0) for v, (_, high) in zip(values, intervals)]]
+    return [
+        [max(v - low, 0) for v, (low, _) in zip(values, intervals)],
+        [max(high - v, 0) for v, (_, high) in zip(values, intervals)],
+    ]
 
 
 def plot_lens_trajectories(tasks: dict, model: str):
@@ -344,16 +442,29 @@ def plot_transplant(transplant: dict, model: str):
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(tasks), 3.2))
         x = range(len(tasks))
-        for offset, key, color, label in ((-0.2, "mrr_before", "C7", "cue-free prompt"),
-                                          (0.2, "mrr_after", "C3", "with the o-vector")):
+        for offset, key, color, label in (
+            (-0.2, "mrr_before", "C7", "cue-free prompt"),
+            (0.2, "mrr_after", "C3", "with the o-vector"),
+        ):
             values = [transplant[t][key] for t in tasks]
-            ax.bar([i + offset for i in x], values, width=0.4, color=color, label=label, capsize=3,
-                   yerr=ci_errors(values, [transplant[t].get(f"{key}_ci") for t in tasks]))
+            ax.bar(
+                [i + offset for i in x],
+                values,
+                width=0.4,
+                color=color,
+                label=label,
+                capsize=3,
+                yerr=ci_errors(values, [transplant[t].get(f"{key}_ci") for t in tasks]),
+            )
         for i, task in enumerate(tasks):
             interval = transplant[task].get("no_effect_rate_ci")
-            ax.annotate(f"no effect {transplant[task]['no_effect_rate']:.0%}"
-                        + (f"\n[{interval[0]:.0%}, {interval[1]:.0%}]" if interval else ""), (i, 1.02),
-                        ha="center", fontsize=8)
+            ax.annotate(
+                f"no effect {transplant[task]['no_effect_rate']:.0%}"
+                + (f"\n[{interval[0]:.0%}, {interval[1]:.0%}]" if interval else ""),
+                (i, 1.02),
+                ha="center",
+                fontsize=8,
+            )
         ax.set_xticks(list(x), [f"{t}\n(block {transplant[t]['layer']})" for t in tasks])
         ax.set_ylim(0, 1.2)
         ax.set_ylabel("mean reciprocal rank of the answer")
@@ -373,8 +484,15 @@ def plot_ablation_curves(ablation: dict, model: str):
             ks = [int(k) for k in ablation[method]]
             for key, color in (("abstractive_accuracy", "C3"), ("extractive_accuracy", "C0")):
                 curve = [ablation[method][str(k)] for k in ks]
-                ax.plot(ks, [point[key] for point in curve], style, marker="o", markersize=3,
-                        color=color, label=f"{key.split('_')[0]}, {method}")
+                ax.plot(
+                    ks,
+                    [point[key] for point in curve],
+                    style,
+                    marker="o",
+                    markersize=3,
+                    color=color,
+                    label=f"{key.split('_')[0]}, {method}",
+                )
                 intervals = [point.get(f"{key}_ci") for point in curve]
                 if all(intervals):
                     ax.fill_between(ks, *zip(*intervals), color=color, alpha=0.12, linewidth=0)
@@ -405,8 +523,15 @@ def plot_faithfulness_curve(curve: dict, title: str):
         ax.set_xlabel("edges kept (% of the graph, before pruning)")
         ax.set_ylabel("faithfulness")
         ax.set_title(title)
-        ax.text(0.98, 0.04, f"CPR {curve['cpr']:.3f}   CMD {curve['cmd']:.3f}", transform=ax.transAxes,
-                ha="right", fontsize=8, color="0.3")
+        ax.text(
+            0.98,
+            0.04,
+            f"CPR {curve['cpr']:.3f}   CMD {curve['cmd']:.3f}",
+            transform=ax.transAxes,
+            ha="right",
+            fontsize=8,
+            color="0.3",
+        )
         fig.tight_layout()
     return fig
 
@@ -436,12 +561,26 @@ def plot_circuit_graph(edges: list[str], scores: dict[str, float], n_layers: int
             target = reader.split("<")[0]
             nodes.update((writer, target))
             (x1, y1), (x2, y2) = (node_position(n, n_heads, n_layers) for n in (writer, target))
-            ax.plot([x1, x2], [y1, y2], color="#b2182b" if scores[edge] > 0 else "#2166ac",
-                    lw=0.3 + 2.2 * abs(scores[edge]) / largest, alpha=0.55, zorder=1)
+            ax.plot(
+                [x1, x2],
+                [y1, y2],
+                color="#b2182b" if scores[edge] > 0 else "#2166ac",
+                lw=0.3 + 2.2 * abs(scores[edge]) / largest,
+                alpha=0.55,
+                zorder=1,
+            )
         for name in sorted(nodes):
             x, y = node_position(name, n_heads, n_layers)
-            ax.text(x, y, name, ha="center", va="center", fontsize=6, zorder=2,
-                    bbox={"boxstyle": "round", "fc": "#fee8c8" if name.startswith("m") else "#e0ecf4", "lw": 0.4})
+            ax.text(
+                x,
+                y,
+                name,
+                ha="center",
+                va="center",
+                fontsize=6,
+                zorder=2,
+                bbox={"boxstyle": "round", "fc": "#fee8c8" if name.startswith("m") else "#e0ecf4", "lw": 0.4},
+            )
         ax.set_xlim(-1, n_heads + 1.5)
         ax.set_ylim(-1.7, n_layers + 0.7)
         ax.set_yticks(range(n_layers))
@@ -460,13 +599,21 @@ def discovery_figures(results: dict, out_dir: str | Path) -> list[Path]:
     model, method = results["model"], results["method"]
     scores = dict(zip(results["edge_names"], results["scores"]))
     circuit = results["circuit"]
-    paths = save_figure(plot_faithfulness_curve({**results["curve"], "cpr": results["cpr"], "cmd": results["cmd"]},
-                                                f"Faithfulness of {method} circuits ({model})"),
-                        out_dir, "discover_faithfulness")
+    paths = save_figure(
+        plot_faithfulness_curve(
+            {**results["curve"], "cpr": results["cpr"], "cmd": results["cmd"]},
+            f"Faithfulness of {method} circuits ({model})",
+        ),
+        out_dir,
+        "discover_faithfulness",
+    )
     title = f"{method} circuit in {model}: {circuit['n_edges']} edges, faithfulness {circuit['faithfulness']:.2f}"
     drawn = circuit["edges"][:MAX_DRAWN_EDGES]  # highest |score| first
     if len(drawn) < circuit["n_edges"]:
         title += f"\n(the {len(drawn)} edges of highest |score| drawn)"
-    paths += save_figure(plot_circuit_graph(drawn, scores, results["graph"]["n_layers"],
-                                            results["graph"]["n_heads"], title), out_dir, "discover_circuit")
+    paths += save_figure(
+        plot_circuit_graph(drawn, scores, results["graph"]["n_layers"], results["graph"]["n_heads"], title),
+        out_dir,
+        "discover_circuit",
+    )
     return paths

@@ -15,6 +15,7 @@ In order, as TransformerLens does it:
 - centre the unembedding over the vocabulary (logits move by a constant per position);
 - fold the value biases into the output bias (each head's output moves by a constant), b_O centred again.
 """
+
 from __future__ import annotations
 
 import torch
@@ -72,8 +73,8 @@ def process_in_place(model) -> None:
         attn, mlp = block.attn, block.mlp
         W, b = fold_norm(block.ln_1, attn.c_attn.weight.float(), attn.c_attn.bias.float())
         W_O = centred(attn.c_proj.weight.float(), 1)
-        b_O = centred(attn.c_proj.bias.float() + b[2 * d_model:] @ W_O, 0)  # the value bias, through W_O
-        b[2 * d_model:] = 0
+        b_O = centred(attn.c_proj.bias.float() + b[2 * d_model :] @ W_O, 0)  # the value bias, through W_O
+        b[2 * d_model :] = 0
         store(attn.c_attn.weight, W)
         store(attn.c_attn.bias, b)
         store(attn.c_proj.weight, W_O)

@@ -3,6 +3,7 @@
 `results.json` is deterministic: the same command, seed and machine give the same bytes. Wall-clock facts
 (timestamps, durations) go to `timing.json` beside it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 
@@ -45,21 +46,23 @@ def versions() -> dict[str, str | None]:
 CODE_PATHS = ("interp", "circuits", "pyproject.toml")  # what a result depends on; results/ and docs do not count
 
 
-@lru_cache(maxsize=None)
+@cache
 def git_commit(root: Path = Path(__file__).resolve().parent.parent) -> str | None:
     """The commit of the interp checkout this code runs from ("-dirty" when its code has uncommitted changes;
     results written by an earlier run, or edited docs, do not make it dirty)."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", *CODE_PATHS], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", *CODE_PATHS], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit + ("-dirty" if dirty else "")
 
 
-@lru_cache(maxsize=None)
+@cache
 def checkpoint_hash(directory: str | None) -> str | None:
     """sha256 over the weight files a checkpoint directory is loaded from: its safetensors files, or its .bin
     files when it has none (transformers' own preference; None for random weights)."""

@@ -10,10 +10,11 @@ its own number of prompts in every resample, as the experiment's design fixes th
 Intervals are percentile intervals (scipy.stats.bootstrap's `method="percentile"`): the 2.5th and 97.5th
 percentiles of the statistic over the resamples, numpy's linear interpolation.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -106,8 +107,14 @@ class Bootstrap:
     def describe(self) -> dict:
         sizes = np.unique(self.groups, return_counts=True)[1]
         # a stratum of one prompt never varies: many of them make the intervals too narrow
-        return {"n_resamples": self.n_resamples, "seed": self.seed, "level": self.level, "method": "percentile",
-                "strata": len(sizes), "smallest_stratum": int(sizes.min())}
+        return {
+            "n_resamples": self.n_resamples,
+            "seed": self.seed,
+            "level": self.level,
+            "method": "percentile",
+            "strata": len(sizes),
+            "smallest_stratum": int(sizes.min()),
+        }
 
 
 def contains(interval, value: float) -> bool:
@@ -136,5 +143,7 @@ def closeness_test(found: float, random) -> dict:
     """A found circuit's distance from the model (any statistic, smaller is closer) against random circuits':
     `percentile`, the share of random circuits farther; `p_value`, (1 + the number at least as close) / (n + 1)."""
     random = np.asarray(random, dtype=np.float64)
-    return {"percentile": float(100 * (random > found).mean()) if len(random) else None,
-            "p_value": float((1 + (random <= found).sum()) / (len(random) + 1))}
+    return {
+        "percentile": float(100 * (random > found).mean()) if len(random) else None,
+        "p_value": float((1 + (random <= found).sum()) / (len(random) + 1)),
+    }

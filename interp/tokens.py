@@ -6,12 +6,13 @@ reloads those with `add_bos_token=True`, so calling the tokenizer directly would
 not others. Here text is always encoded without special tokens, and a BOS token is added only when the caller
 asks for it (`prepend_bos`, recorded in every results file): the ids are the same whatever the source.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import torch
 
@@ -80,8 +81,9 @@ def check_single_tokens(words: Sequence[str], what: str, tokenizer=None, shown: 
     splits = {word: encode(word, tokenizer) for word in words}
     bad = [word for word, ids in splits.items() if len(ids) != 1]
     if bad:
-        listed = "; ".join(f"{word!r} is {len(splits[word])} tokens {str_tokens(splits[word], tokenizer)}"
-                           for word in bad[:shown])
+        listed = "; ".join(
+            f"{word!r} is {len(splits[word])} tokens {str_tokens(splits[word], tokenizer)}" for word in bad[:shown]
+        )
         more = f" and {len(bad) - shown} more" if len(bad) > shown else ""
         raise InterpError(f"{len(bad)} of {len(words)} {what}s are not single GPT-2 tokens: {listed}{more}")
 
@@ -103,5 +105,5 @@ def batches_by_length(rows: Sequence[Sequence[int]], batch_size: int = 32) -> It
     for length in sorted(by_length):
         indices = by_length[length]
         for start in range(0, len(indices), batch_size):
-            chunk = indices[start:start + batch_size]
+            chunk = indices[start : start + batch_size]
             yield chunk, torch.stack([torch.as_tensor(rows[i]) for i in chunk])

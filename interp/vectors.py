@@ -4,13 +4,15 @@ transplant them into other prompts, load the authors' released ones from .npy fi
 Prompts are run in batches of equal token length, so no padding is needed and position -1 is every prompt's
 last token. Most measurements keep only that position: it is where the next token is predicted.
 """
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -27,18 +29,21 @@ def mlp_out(layer: int) -> str:
     return f"blocks.{layer}.hook_mlp_out"
 
 
-def prompt_batches(model, prompts: Sequence[str], batch_size: int = 32, *, prepend_bos: bool = True
-                   ) -> Iterator[tuple[list[int], torch.Tensor]]:
+def prompt_batches(
+    model, prompts: Sequence[str], batch_size: int = 32, *, prepend_bos: bool = True
+) -> Iterator[tuple[list[int], torch.Tensor]]:
     """(indices into `prompts`, tokens [batch, pos]) for groups of prompts of the same length, BOS first when
     `prepend_bos`."""
     if not prompts:
         raise InterpError("the prompt list is empty")
-    return batches_by_length([prompt_tokens(model, prompt, prepend_bos=prepend_bos)[0] for prompt in prompts],
-                             batch_size)
+    return batches_by_length(
+        [prompt_tokens(model, prompt, prepend_bos=prepend_bos)[0] for prompt in prompts], batch_size
+    )
 
 
-def batched_activations(model, prompts: Sequence[str], hook_names: Sequence[str], batch_size: int = 32, *,
-                        prepend_bos: bool = True) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+def batched_activations(
+    model, prompts: Sequence[str], hook_names: Sequence[str], batch_size: int = 32, *, prepend_bos: bool = True
+) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
     """For each group of same-length prompts: (their indices, hook name -> activation [batch, pos, ...]).
 
     Hooks already on the model (an `ablated` or `mlp_outputs_replaced` block around the call) stay active. The
@@ -49,8 +54,9 @@ def batched_activations(model, prompts: Sequence[str], hook_names: Sequence[str]
         yield indices, cache.cache_dict
 
 
-def last_position(model, prompts: Sequence[str], hook_names: Sequence[str], batch_size: int = 32, *,
-                  prepend_bos: bool = True) -> dict[str, torch.Tensor]:
+def last_position(
+    model, prompts: Sequence[str], hook_names: Sequence[str], batch_size: int = 32, *, prepend_bos: bool = True
+) -> dict[str, torch.Tensor]:
     """Each hook's activation at each prompt's last token: name -> [n_prompts, ...], in the order of `prompts`."""
     rows: dict[str, list] = {name: [None] * len(prompts) for name in hook_names}
     for indices, kept in batched_activations(model, prompts, hook_names, batch_size, prepend_bos=prepend_bos):
@@ -78,15 +84,18 @@ def final_logits(model, prompts: Sequence[str], *, prepend_bos: bool = True) -> 
 
 
 @contextmanager
-def mlp_outputs_replaced(model, vector: torch.Tensor, layers: Iterable[int],
-                         positions: Literal["all"] | Sequence[int] = "all"):
+def mlp_outputs_replaced(
+    model, vector: torch.Tensor, layers: Iterable[int], positions: Literal["all"] | Sequence[int] = "all"
+):
     """Within the block, the MLPs of `layers` output `vector` at `positions` of every prompt: "all" (the MLP
     replaced by a constant function, as Merullo et al.'s code does) or a list of indices (-1: the last token)."""
     layers = list(layers)
     check_components(model, mlps(layers))
     if vector.shape != (model.cfg.d_model,):
-        raise InterpError(f"the vector has shape {tuple(vector.shape)}; the model's residual stream is "
-                          f"{model.cfg.d_model}-dimensional")
+        raise InterpError(
+            f"the vector has shape {tuple(vector.shape)}; the model's residual stream is "
+            f"{model.cfg.d_model}-dimensional"
+        )
     if positions != "all" and (isinstance(positions, str) or not positions):
         raise InterpError(f"positions must be 'all' or a list of token indices, not {positions!r}")
     where = slice(None) if positions == "all" else list(positions)
@@ -124,16 +133,20 @@ def load_vector(path: str | Path, d_model: int) -> LoadedVector:
     if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
         raise InterpError(f"o-vector file {path} does not hold a numeric NumPy array (.npy format)")
     if array.squeeze().shape != (d_model,):
-        raise InterpError(f"o-vector file {path} holds an array of shape {array.shape}; the model's residual stream "
-                          f"is {d_model}-dimensional")
+        raise InterpError(
+            f"o-vector file {path} holds an array of shape {array.shape}; the model's residual stream "
+            f"is {d_model}-dimensional"
+        )
     if not np.isfinite(array).all():
         raise InterpError(f"o-vector file {path} holds NaN or infinite values")
-    return LoadedVector(torch.from_numpy(array.squeeze().astype(np.float32)), str(path),
-                        hashlib.sha256(path.read_bytes()).hexdigest())
+    return LoadedVector(
+        torch.from_numpy(array.squeeze().astype(np.float32)), str(path), hashlib.sha256(path.read_bytes()).hexdigest()
+    )
 
 
-def mean_mlp_outputs(model, prompts: Sequence[str], layers: Iterable[int], *, prepend_bos: bool = True
-                     ) -> dict[str, torch.Tensor]:
+def mean_mlp_outputs(
+    model, prompts: Sequence[str], layers: Iterable[int], *, prepend_bos: bool = True
+) -> dict[str, torch.Tensor]:
     """Means for `interp.ablation.ablated(..., "mean")` over prompts of different lengths: [1, n_ctx, d_model].
 
     A BOS at position 0 sees only itself, so its output is the same in every prompt and keeps that value; the
@@ -165,8 +178,9 @@ def mean_mlp_outputs(model, prompts: Sequence[str], layers: Iterable[int], *, pr
 
 
 @torch.inference_mode()
-def predictions_without_last_mlps(model, tokens: torch.Tensor, ks: Sequence[int],
-                                  means: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+def predictions_without_last_mlps(
+    model, tokens: torch.Tensor, ks: Sequence[int], means: dict[str, torch.Tensor] | None = None
+) -> torch.Tensor:
     """[len(ks), batch]: the top next token at each prompt's last position (prompts of one length) with the MLPs of
     the last k blocks output zero, or their mean (`means`, as `mean_mlp_outputs` gives them) when given, for each k.
 
@@ -180,13 +194,18 @@ def predictions_without_last_mlps(model, tokens: torch.Tensor, ks: Sequence[int]
     reader = make_reader(Metric(lambda logits: logits.sum(), positions=-1), *tokens.shape, model.cfg.device)
     tf = Transformer(model)
     base = tf.run(tokens, reader, ["resid", "k", "v"])
+
     def first_ablated(k: int) -> int:  # the boundary before block n-k's MLP (k = 0: the final residual)
         return 2 * (n_layers - k) + (k > 0)
 
     order = sorted(range(len(ks)), key=lambda i: -ks[i])  # rows join in boundary order: the largest k first
     joins = [(first_ablated(ks[i]), lambda b=first_ablated(ks[i]): base.resid[b][None]) for i in order]
-    replacement = [torch.zeros((), device=tf.device(layer), dtype=tf.W_E.dtype) if means is None
-                   else means[mlp_out(layer)][:, : tokens.shape[1]].to(tf.device(layer)) for layer in range(n_layers)]
+    replacement = [
+        torch.zeros((), device=tf.device(layer), dtype=tf.W_E.dtype)
+        if means is None
+        else means[mlp_out(layer)][:, : tokens.shape[1]].to(tf.device(layer))
+        for layer in range(n_layers)
+    ]
 
     def step(boundary: int, state: torch.Tensor) -> torch.Tensor:
         layer, after_attention = divmod(boundary, 2)

@@ -3,6 +3,7 @@
 circuitsvis's `str(view)` loads its JavaScript from a CDN (blank offline); `view.local_src` inlines the bundle,
 so every saved file works from disk, anywhere. In a notebook, `display(HTML(view.local_src))` does the same.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +17,9 @@ from interp.cache import run_with_selective_cache
 from interp.results import atomic_path
 from interp.tokens import prompt_tokens, str_tokens
 
-PAGE = '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title></head><body>\n{body}\n</body></html>\n'
+PAGE = (
+    '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title></head><body>\n{body}\n</body></html>\n'
+)
 
 
 def attention_view(model, prompt: str, heads: list[tuple[int, int]], *, prepend_bos: bool = True):
@@ -29,8 +32,10 @@ def attention_view(model, prompt: str, heads: list[tuple[int, int]], *, prepend_
     _, cache = run_with_selective_cache(model, tokens, [f"blocks.{l}.attn.hook_pattern" for l in layers])
     patterns = torch.stack([cache[f"blocks.{l}.attn.hook_pattern"][0, h] for l, h in heads]).float().cpu()
     return circuitsvis.attention.attention_heads(
-        attention=patterns, tokens=str_tokens(tokens[0], model.tokenizer),
-        attention_head_names=[f"L{l}H{h}" for l, h in heads])
+        attention=patterns,
+        tokens=str_tokens(tokens[0], model.tokenizer),
+        attention_head_names=[f"L{l}H{h}" for l, h in heads],
+    )
 
 
 def stable_ids(html: str) -> str:

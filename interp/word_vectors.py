@@ -5,9 +5,10 @@ al.) and says where the expected word ranks among the whole vocabulary, the thre
 are usually nearest, and every quoted analogy leaves them out). A word GPT-2 splits into several tokens is
 represented by its first token, and the result names the words that split.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from jaxtyping import Float
@@ -50,8 +51,12 @@ def nearest(model, word: str, k: int = 10, space: str = "embed") -> dict:
     """The k tokens closest to `word` (the word's own token excluded)."""
     token, split = word_token(model, word)
     vectors = token_vectors(model, space)
-    return {"word": word, "space": space, "split": [word] if split else [],
-            "nearest": ranked(model, similarities(vectors, vectors[token]), [token], k)}
+    return {
+        "word": word,
+        "space": space,
+        "split": [word] if split else [],
+        "nearest": ranked(model, similarities(vectors, vectors[token]), [token], k),
+    }
 
 
 @torch.inference_mode()
@@ -62,13 +67,19 @@ def analogy(model, a: str, b: str, c: str, expected: str | None = None, k: int =
     vectors = token_vectors(model, space)
     question = [tokens[word][0] for word in (a, b, c)]
     similarity = similarities(vectors, vectors[question[1]] - vectors[question[0]] + vectors[question[2]])
-    result = {"query": f"{b.strip()} - {a.strip()} + {c.strip()}", "space": space,
-              "split": [word for word, (_, split) in tokens.items() if split],
-              "nearest": ranked(model, similarity, question, k)}
+    result = {
+        "query": f"{b.strip()} - {a.strip()} + {c.strip()}",
+        "space": space,
+        "split": [word for word, (_, split) in tokens.items() if split],
+        "nearest": ranked(model, similarity, question, k),
+    }
     if expected:
         target = tokens[expected][0]
         others = similarity.clone()
         others[question] = -float("inf")
-        result.update(expected=expected, expected_cosine=float(similarity[target]),
-                      expected_rank=1 + int((others > others[target]).sum()))
+        result.update(
+            expected=expected,
+            expected_cosine=float(similarity[target]),
+            expected_rank=1 + int((others > others[target]).sum()),
+        )
     return result

@@ -7,12 +7,14 @@ the whole list as one shard on the driver's own model, which is exactly the sing
 and runs each on a Ray actor that loaded the same model spec once. The driver reduces. Each shard computes its
 items as the single process would (same seeds, same batches), so the numbers agree up to the order of float sums.
 """
+
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -46,17 +48,19 @@ class Workers:
     def __init__(self, model):
         self.model = model
 
-    def map(self, fn: Callable[[object, list[Item]], Result], items: Sequence[Item], what: str = "a sweep"
-            ) -> list[Result]:
+    def map(
+        self, fn: Callable[[object, list[Item]], Result], items: Sequence[Item], what: str = "a sweep"
+    ) -> list[Result]:
         """fn(model, shard) for each shard of `items`, in shard order; `what` names the work in progress bars."""
         return [fn(self.model, list(items))] if items else []
 
-    def map_items(self, fn: Callable[[object, list[Item]], list[Result]], items: Sequence[Item],
-                  what: str = "a sweep") -> list[Result]:
+    def map_items(
+        self, fn: Callable[[object, list[Item]], list[Result]], items: Sequence[Item], what: str = "a sweep"
+    ) -> list[Result]:
         """`map` for functions that give one result per item of their shard: the results in the items' order."""
         items, results = list(items), [None] * len(items)
         for k, part in enumerate(self.map(fn, items, what)):
-            results[k::self.count] = part  # shard k holds items k, k + count, ... (`interleave`)
+            results[k :: self.count] = part  # shard k holds items k, k + count, ... (`interleave`)
         return results
 
     def describe(self) -> dict:
@@ -125,8 +129,10 @@ class RayWorkers(Workers):
         per_worker = {"num_gpus": 1} if gpus and recipe.device != "cpu" else {"num_cpus": 1}
         if "num_gpus" in per_worker and count > gpus:
             self.close()
-            raise InterpError(f"{count} workers with one GPU each, but the Ray cluster has {gpus} GPUs: ask for at "
-                              f"most {gpus}, or --device cpu")
+            raise InterpError(
+                f"{count} workers with one GPU each, but the Ray cluster has {gpus} GPUs: ask for at "
+                f"most {gpus}, or --device cpu"
+            )
         threads = max(1, int(resources.get("CPU", count)) // count)
         actor = ray.remote(max_restarts=0, **per_worker)(ModelWorker)
         self.actors = [actor.remote(recipe, threads) for _ in range(count)]
@@ -155,10 +161,13 @@ class RayWorkers(Workers):
                 except ray.exceptions.RayError as error:
                     if getattr(error, "actor_init_failed", False):  # its __init__ raised: loading the model
                         lines = [line for line in str(error).splitlines() if line.strip()]
-                        raise InterpError(f"a Ray worker could not load the model: "
-                                          f"{lines[-1].split('InterpError: ')[-1].strip()}") from None
-                    raise InterpError(f"a Ray worker died during {what} ({type(error).__name__}); the run was "
-                                      "stopped and no results were written") from None
+                        raise InterpError(
+                            f"a Ray worker could not load the model: {lines[-1].split('InterpError: ')[-1].strip()}"
+                        ) from None
+                    raise InterpError(
+                        f"a Ray worker died during {what} ({type(error).__name__}); the run was "
+                        "stopped and no results were written"
+                    ) from None
                 bar.update()
         return [done[ref] for ref in refs]
 
@@ -184,10 +193,16 @@ def start_ray(ray, address: str | None, count: int | None) -> None:
     session directory."""
     try:
         if address is None:
-            ray.init(num_cpus=max(count or 1, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.ERROR)
+            ray.init(
+                num_cpus=max(count or 1, os.cpu_count() or 1),
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+            )
         else:
             ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
     except (ConnectionError, ValueError, RuntimeError) as error:
-        raise InterpError(f"could not start or join the Ray cluster at {address or 'a new local cluster'}: "
-                          f"{str(error).splitlines()[0]}") from None
+        raise InterpError(
+            f"could not start or join the Ray cluster at {address or 'a new local cluster'}: "
+            f"{str(error).splitlines()[0]}"
+        ) from None

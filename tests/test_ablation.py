@@ -1,4 +1,5 @@
 """Ablation against the same interventions done by hand on transformers' GPT2LMHeadModel."""
+
 import pytest
 import torch
 from transformers import GPT2LMHeadModel
@@ -24,8 +25,9 @@ def log_probs(logits):
 
 
 def hf_run(hf, tokens, hooks):
-    handles = [module.register_forward_pre_hook(fn) if pre else module.register_forward_hook(fn)
-               for module, fn, pre in hooks]
+    handles = [
+        module.register_forward_pre_hook(fn) if pre else module.register_forward_hook(fn) for module, fn, pre in hooks
+    ]
     try:
         with torch.no_grad():
             return hf(tokens).logits
@@ -45,7 +47,7 @@ def test_zero_head_matches_hf(tiny_model, hf, tokens):
 
     def zero_head(module, args):  # the input of c_proj is the heads' concatenated z
         z = args[0].clone()
-        z[..., 3 * d_head:4 * d_head] = value_bias
+        z[..., 3 * d_head : 4 * d_head] = value_bias
         return (z,)
 
     expected = hf_run(hf, tokens, [(hf.transformer.h[1].attn.c_proj, zero_head, True)])
@@ -80,13 +82,16 @@ def test_hooks_removed_after_an_exception(tiny_model, tokens):
     assert torch.equal(tiny_model(tokens), clean)
 
 
-@pytest.mark.parametrize("components, method, problem", [
-    ([Component("head", 2, 0)], "zero", "layer 2 is out of range: the model has layers 0..1"),
-    ([Component("head", 0, 4)], "zero", "head 4 is out of range: the model has heads 0..3"),
-    ([Component("mlp", -1)], "zero", "layer -1 is out of range"),
-    (mlps([0]), "resample", "unknown ablation method 'resample'"),
-    (mlps([0]), "mean", "mean ablation needs the reference means"),
-])
+@pytest.mark.parametrize(
+    "components, method, problem",
+    [
+        ([Component("head", 2, 0)], "zero", "layer 2 is out of range: the model has layers 0..1"),
+        ([Component("head", 0, 4)], "zero", "head 4 is out of range: the model has heads 0..3"),
+        ([Component("mlp", -1)], "zero", "layer -1 is out of range"),
+        (mlps([0]), "resample", "unknown ablation method 'resample'"),
+        (mlps([0]), "mean", "mean ablation needs the reference means"),
+    ],
+)
 def test_bad_ablations(tiny_model, tokens, components, method, problem):
     with pytest.raises(InterpError, match=problem):
         run_with_ablation(tiny_model, tokens, components, method)

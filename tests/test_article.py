@@ -1,13 +1,14 @@
 """The explainer's claims, measured: each measurement checked by hand, against transformers, or on weights built so
 that the answer is known (planted word vectors, the planted capital-city mechanism)."""
+
 import json
 
 import numpy as np
 import pytest
 import torch
+from interp.circuits import article
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from interp.circuits import article
 from interp.cli import main
 from interp.models import load_model
 from interp.tokens import encode
@@ -27,7 +28,8 @@ def test_word_vectors_by_hand(tiny_model, space):
     similarity = cosines(vectors, vectors[ids[" cat"]])
     similarity[ids[" cat"]] = -np.inf
     assert [token for token, _ in nearest(tiny_model, " cat", k=3, space=space)["nearest"]] == [
-        tiny_model.tokenizer.decode([i]) for i in np.argsort(-similarity)[:3]]
+        tiny_model.tokenizer.decode([i]) for i in np.argsort(-similarity)[:3]
+    ]
 
     question = [ids[" man"], ids[" king"], ids[" woman"]]
     similarity = cosines(vectors, vectors[question[1]] - vectors[question[0]] + vectors[question[2]])
@@ -40,8 +42,15 @@ def test_word_vectors_by_hand(tiny_model, space):
 
 def test_a_split_word_is_scored_by_its_first_token(tiny_model):
     found = analogy(tiny_model, " Switzerland", " Swiss", " Cambodia", expected=" Cambodian")
-    assert found["split"] == [word for word in (" Switzerland", " Swiss", " Cambodia", " Cambodian")
-                              if len(encode(word, tiny_model.tokenizer)) > 1] and found["split"]
+    assert (
+        found["split"]
+        == [
+            word
+            for word in (" Switzerland", " Swiss", " Cambodia", " Cambodian")
+            if len(encode(word, tiny_model.tokenizer)) > 1
+        ]
+        and found["split"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +96,10 @@ def test_fact_emergence_finds_the_planted_capital_block():
     from interp.circuits.capitals import task_items
 
     planted = load_model("planted:capitals", device="cpu")
-    facts = [article.fact_emergence(planted, item.prompt, " " + item.answer, prepend_bos=False)
-             for item in task_items("capitals", 4)]
+    facts = [
+        article.fact_emergence(planted, item.prompt, " " + item.answer, prepend_bos=False)
+        for item in task_items("capitals", 4)
+    ]
     answered = [fact for fact in facts if fact["top_at_output"]]
     assert len(answered) >= 2  # answers outside the planted vocabulary are not recalled
     for fact in answered:
@@ -107,7 +118,8 @@ def test_the_command_by_hub_name_and_beside_other_models(from_hub_cache, tmp_pat
     assert "expected 'queen' at rank" in capsys.readouterr().out
     figures = sorted(path.name for path in tmp_path.glob("*.png"))
     assert figures == ["article_context.png", "article_facts.png"] + [
-        f"article_heads_{kind}.png" for kind in ("duplicate_token", "induction", "previous_token", "pronoun")]
+        f"article_heads_{kind}.png" for kind in ("duplicate_token", "induction", "previous_token", "pronoun")
+    ]
     assert set(results["memories"]["layers"]) == {"0", "1", "10", "11"}
     sample = results["memories"]["texts"]  # the triggers' kinds recomputed from the file alone
     assert [text for _, text in sample] == article.english_sample()[0]
@@ -127,12 +139,17 @@ def test_the_claims_do_not_apply_to_the_organism(tmp_path, capsys):
     assert not json.loads(results)["applies"] and (tmp_path / "a" / "timing.json").is_file()
     assert capsys.readouterr().out.strip().splitlines()[-1] == (
         "organism: the article's claims do not apply: organism is not trained on English text (its vocabulary use is "
-        "synthetic): the article's claims are about GPT-2 and do not apply to it")
+        "synthetic): the article's claims are about GPT-2 and do not apply to it"
+    )
 
 
-@pytest.mark.parametrize("spec, problem", [
-    ("gpt2-xl", "weights for 'gpt2-xl' were not found in the Hugging Face cache"),
-    ("planted:nope", "unknown planted model 'planted:nope'")])
+@pytest.mark.parametrize(
+    "spec, problem",
+    [
+        ("gpt2-xl", "weights for 'gpt2-xl' were not found in the Hugging Face cache"),
+        ("planted:nope", "unknown planted model 'planted:nope'"),
+    ],
+)
 def test_a_missing_model_is_said_before_the_measurements(spec, problem, tmp_path, monkeypatch, capsys):
     from conftest import use_hf_cache
 
@@ -159,7 +176,7 @@ def test_head_detector_finds_the_planted_previous_token_heads(planted_ioi):
     assert sorted(top) == sorted(ioi_layout()["previous_token"])
     for text in jobs["sequences"]:
         ids = encode(text)
-        assert ids[: len(ids) // 2] == ids[len(ids) // 2:]
+        assert ids[: len(ids) // 2] == ids[len(ids) // 2 :]
 
 
 def test_pronoun_attention_against_transformers(tiny_checkpoint, tiny_model):
@@ -239,8 +256,13 @@ def planted_memory(tmp_path_factory):
 def test_a_planted_memory_neuron_is_read_as_a_shallow_trigger(planted_memory):
     from interp.memories import top_contexts, value_tokens
 
-    texts = ["The cat slept.", "Prices rose and the cat was fed.", "Rain fell on the cat and the roof.",
-             "A dog barked at the mailman.", "The team won the cup."]
+    texts = [
+        "The cat slept.",
+        "Prices rose and the cat was fed.",
+        "Rain fell on the cat and the roof.",
+        "A dog barked at the mailman.",
+        "The team won the cup.",
+    ]
     topics = ["animals", "money", "weather", "animals", "sports"]
     contexts = top_contexts(planted_memory, 0, [0], texts, k=3, prepend_bos=False)[0]
     assert [c["token"] for c in contexts] == [" cat"] * 3 and sorted(c["text"] for c in contexts) == [0, 1, 2]
@@ -251,12 +273,18 @@ def test_a_planted_memory_neuron_is_read_as_a_shallow_trigger(planted_memory):
 def test_trigger_kinds_by_hand():
     topics = ["money", "money", "money", "sports", "sports", "weather", "school"]
     contexts = lambda tokens, texts: [{"token": t, "text": i} for t, i in zip(tokens, texts)]  # noqa: E731
-    assert article.trigger_kind(contexts([" bank", " bank", " bank", " loan", " goal"], [0, 3, 4, 1, 2]),
-                                topics) == "shallow"
-    assert article.trigger_kind(contexts([" bank", " loan", " rent", " goal", " cup"], [0, 1, 2, 3, 4]),
-                                topics) == "semantic"
-    assert article.trigger_kind(contexts([" bank", " goal", " rain", " exam", " rent"], [0, 3, 5, 6, 1]),
-                                topics) == "mixed"
+    assert (
+        article.trigger_kind(contexts([" bank", " bank", " bank", " loan", " goal"], [0, 3, 4, 1, 2]), topics)
+        == "shallow"
+    )
+    assert (
+        article.trigger_kind(contexts([" bank", " loan", " rent", " goal", " cup"], [0, 1, 2, 3, 4]), topics)
+        == "semantic"
+    )
+    assert (
+        article.trigger_kind(contexts([" bank", " goal", " rain", " exam", " rent"], [0, 3, 5, 6, 1]), topics)
+        == "mixed"
+    )
 
 
 def test_the_english_sample_is_six_topics_of_six_texts():

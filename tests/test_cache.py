@@ -1,4 +1,5 @@
 """Selective caching: what was asked for, where it was asked for, at the size announced beforehand."""
+
 import pytest
 import torch
 
@@ -26,8 +27,7 @@ def test_positions_and_precision(tiny_model, tokens):
     _, cache = run_with_selective_cache(tiny_model, tokens, NAMES, positions=[2, -1], dtype=torch.bfloat16)
     _, full = tiny_model.run_with_cache(tokens)
     assert cache["blocks.1.attn.hook_z"].dtype == torch.bfloat16
-    assert torch.allclose(cache["blocks.1.attn.hook_z"].float(), full["blocks.1.attn.hook_z"][:, [2, -1]],
-                          atol=1e-2)
+    assert torch.allclose(cache["blocks.1.attn.hook_z"].float(), full["blocks.1.attn.hook_z"][:, [2, -1]], atol=1e-2)
     # patterns are sliced on the query axis, all keys kept
     assert cache["blocks.1.attn.hook_pattern"].shape == (2, 4, 2, tokens.shape[1])
 
@@ -49,11 +49,14 @@ def test_refuses_over_budget(tiny_model, tokens):
         run_with_selective_cache(tiny_model, tokens, NAMES, max_memory=1000)
 
 
-@pytest.mark.parametrize("names, positions, problem", [
-    (["blocks.9.attn.hook_z"], None, "unknown hook 'blocks.9.attn.hook_z'"),
-    (r"nothing\.like\.this", None, "no hook name matches"),
-    (NAMES, [40], r"positions \[40\] are out of range"),
-])
+@pytest.mark.parametrize(
+    "names, positions, problem",
+    [
+        (["blocks.9.attn.hook_z"], None, "unknown hook 'blocks.9.attn.hook_z'"),
+        (r"nothing\.like\.this", None, "no hook name matches"),
+        (NAMES, [40], r"positions \[40\] are out of range"),
+    ],
+)
 def test_bad_requests(tiny_model, tokens, names, positions, problem):
     with pytest.raises(InterpError, match=problem):
         run_with_selective_cache(tiny_model, tokens, names, positions=positions)

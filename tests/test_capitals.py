@@ -1,6 +1,7 @@
 """The capital-city FFN-vector experiment: ground truth first (a memory planted in one MLP of a small GPT-2 must
 be found where it was put), hand computations of the lens and the o-vector intervention, then end-to-end runs
 on the organism and on the GPT-2 medium architecture, and bad input."""
+
 import hashlib
 import json
 import math
@@ -9,28 +10,41 @@ import re
 import numpy as np
 import pytest
 import torch
+from conftest import make_checkpoint
+from interp.circuits import capitals
 from transformers import GPT2LMHeadModel
 
-from conftest import make_checkpoint
 from interp.ablation import ablated, mlps
-from interp.circuits import capitals
-from interp.data.capitals import Item, cue_free_prompt
 from interp.cli import build_parser
 from interp.cli import main as interp_main
 from interp.data import DATA_DIR, load_pairs
+from interp.data.capitals import Item, cue_free_prompt
 from interp.data.tasks import ASKED_COLORS, COLORS, PAPER_COLORED_OBJECTS_DEMO, ColoredObjects
-from interp.results import default_out_dir
 from interp.errors import InterpError
 from interp.memories import answer_neurons, top_contexts, value_tokens
-from interp.word_vectors import analogy
 from interp.models import load_model
+from interp.results import default_out_dir
 from interp.tokens import encode, first_token_id, prompt_tokens, single_token_id
-from interp.vectors import (final_logits, last_position, load_vector, mean_mlp_outputs, mlp_outputs_replaced,
-                            predictions_without_last_mlps, prompt_batches)
+from interp.vectors import (
+    final_logits,
+    last_position,
+    load_vector,
+    mean_mlp_outputs,
+    mlp_outputs_replaced,
+    predictions_without_last_mlps,
+    prompt_batches,
+)
+from interp.word_vectors import analogy
 
 PLANTED_LAYER = 1
-PLANTED_PAIRS = [("Poland", "Warsaw"), ("France", "Paris"), ("Germany", "Berlin"), ("China", "Beijing"),
-                 ("Japan", "Tokyo"), ("Italy", "Rome")]
+PLANTED_PAIRS = [
+    ("Poland", "Warsaw"),
+    ("France", "Paris"),
+    ("Germany", "Berlin"),
+    ("China", "Beijing"),
+    ("Japan", "Tokyo"),
+    ("Italy", "Rome"),
+]
 
 
 def plant_capital_memory(directory, layer=PLANTED_LAYER, n_layer=3, n_embd=128):
@@ -85,8 +99,10 @@ def plant_capital_memory(directory, layer=PLANTED_LAYER, n_layer=3, n_embd=128):
 def planted_items():
     """The planted model has no induction head to predict the argument after the filler, so its cue-free prompts
     end on the argument: the o-vector turns the argument at the last position into its capital."""
-    return [Item(x, y, f"The capital of {x}", f"{x} has {y}. The capital of {x}",
-                 " ".join(["table", "mug", "free", x] * 3)) for x, y in PLANTED_PAIRS]
+    return [
+        Item(x, y, f"The capital of {x}", f"{x} has {y}. The capital of {x}", " ".join(["table", "mug", "free", x] * 3))
+        for x, y in PLANTED_PAIRS
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +116,7 @@ def planted_reading(planted):
 
 
 # --- Ground truth: the planted memory is found where it was put ---------------------------------------------------
+
 
 def test_lens_finds_the_planted_layer(planted_reading):
     assert planted_reading.answered.all()
@@ -132,8 +149,13 @@ def test_batched_last_mlp_ablation_predicts_what_hooks_predict(method):
     """Every k in one engine run starting each variant at its first ablated block, against a forward per k with
     the MLPs ablated by hooks on the bridge."""
     model = load_model("organism", device="cpu")
-    prompts = ["The capital of Poland is", "The capital of France is", "Paris is the capital of",
-               "The sky is blue and the grass is", "Warsaw is in"]
+    prompts = [
+        "The capital of Poland is",
+        "The capital of France is",
+        "Paris is the capital of",
+        "The sky is blue and the grass is",
+        "Warsaw is in",
+    ]
     n_layers, ks = model.cfg.n_layers, [0, 1, 2, 3, 4, 2]
     means = mean_mlp_outputs(model, prompts, range(n_layers), prepend_bos=False)
     for indices, tokens in prompt_batches(model, prompts, prepend_bos=False):
@@ -170,6 +192,7 @@ def test_analogy_on_planted_word_vectors(planted):
 
 # --- Hand computations on a tiny random GPT-2 ------------------------------------------------------------------
 
+
 def hf_run(directory, prompt, tokens, replace=None):
     """transformers' own model: log-probs of every lens boundary at the last position, and each MLP's output
     there; `replace` (layer -> vector) overwrites MLP outputs at the last position."""
@@ -183,6 +206,7 @@ def hf_run(directory, prompt, tokens, replace=None):
                 output = output.clone()
                 output[:, -1] = replace[layer]
             return output
+
         return fn
 
     for layer, block in enumerate(hf.transformer.h):
@@ -229,12 +253,15 @@ def test_last_position_keeps_prompt_order(tiny_model):
 def test_mean_mlp_outputs_by_hand(tiny_model):
     prompts = ["The capital of Poland", "x y"]
     means = mean_mlp_outputs(tiny_model, prompts, [1])["blocks.1.hook_mlp_out"]
-    outputs = [tiny_model.run_with_cache(p, names_filter="blocks.1.hook_mlp_out")[1]["blocks.1.hook_mlp_out"][0]
-               for p in prompts]
+    outputs = [
+        tiny_model.run_with_cache(p, names_filter="blocks.1.hook_mlp_out")[1]["blocks.1.hook_mlp_out"][0]
+        for p in prompts
+    ]
     assert means.shape == (1, tiny_model.cfg.n_ctx, tiny_model.cfg.d_model)
     assert torch.allclose(means[0, 0], outputs[0][0], atol=1e-5)  # BOS: the same in every prompt
-    assert torch.allclose(means[0, 1:], torch.cat([o[1:] for o in outputs]).mean(0).expand(
-        tiny_model.cfg.n_ctx - 1, -1), atol=1e-5)
+    assert torch.allclose(
+        means[0, 1:], torch.cat([o[1:] for o in outputs]).mean(0).expand(tiny_model.cfg.n_ctx - 1, -1), atol=1e-5
+    )
 
 
 # --- The authors' protocol -------------------------------------------------------------------------------------
@@ -243,9 +270,12 @@ PAPER_COLORED_OBJECTS_EXAMPLE = (
     "Q: On the floor, I see a silver keychain, a red pair of sunglasses, a gold sheet of paper, a black dog leash, and "
     "a blue cat toy. What color is the keychain?\nA: Silver\nQ: On the table, you see a brown sheet of paper, a red "
     "fidget spinner, a blue pair of sunglasses, a teal dog leash, and a gold cup. What color is the sheet of "
-    "paper?\nA:")
-SCENE = re.compile(r"Q: On the (\w+), (I|you) see ((?:an? [a-z]+ [a-z ]+, ){4}and an? [a-z]+ [a-z ]+)\. "
-                   r"What color is the ([a-z ]+)\?")
+    "paper?\nA:"
+)
+SCENE = re.compile(
+    r"Q: On the (\w+), (I|you) see ((?:an? [a-z]+ [a-z ]+, ){4}and an? [a-z]+ [a-z ]+)\. "
+    r"What color is the ([a-z ]+)\?"
+)
 
 
 @pytest.fixture(scope="module")
@@ -273,8 +303,9 @@ def test_filler_words_are_single_tokens_and_never_an_argument():
     assert len(set(capitals.FILLER_WORDS)) == len(capitals.FILLER_WORDS)
     for word in capitals.FILLER_WORDS:
         single_token_id(" " + word)
-    arguments = {x.lower() for table in ("capitals", "world_capitals", "uppercase", "past_tense")
-                 for x, _ in load_pairs(table)}
+    arguments = {
+        x.lower() for table in ("capitals", "world_capitals", "uppercase", "past_tense") for x, _ in load_pairs(table)
+    }
     assert not set(capitals.FILLER_WORDS) & (arguments | set(COLORS))
 
 
@@ -310,27 +341,43 @@ def test_world_capitals_is_the_authors_table_with_collisions_reported():
     assert len(pairs) == 248 and ("Poland", "Warsaw") in pairs and ("China", "Beijing") in pairs
     with open(DATA_DIR / "world_capitals.tsv", encoding="utf-8") as f:
         assert f.readline() == "country\tcapital\n"
-    found = {(c["kind"], c.get("token", c.get("argument"))): c["rows"]
-             for c in capitals.first_token_collisions(pairs)}
+    found = {(c["kind"], c.get("token", c.get("argument"))): c["rows"] for c in capitals.first_token_collisions(pairs)}
     assert sorted(y for _, y in found["answers share their first token", " San"]) == [
-        "San José", "San Juan", "San Marino", "San Salvador"]
+        "San José",
+        "San Juan",
+        "San Marino",
+        "San Salvador",
+    ]
     assert found["the answer starts with the argument's token", " Mexico"] == [["Mexico", "Mexico City"]]
     assert found["the argument has several answers", "Bolivia"] == [["Bolivia", "Sucre"], ["Bolivia", "La Paz"]]
     assert len(load_pairs("capitals")) == 107 and capitals.first_token_collisions(load_pairs("capitals")) == []
     items = capitals.task_items("capitals")  # every row but France's, the demonstration of every prompt
     assert len(items) == 247 and "France" not in {item.argument for item in items}
-    assert all(item.prompt == f"Q: What is the capital of France?\nA: Paris\nQ: What is the capital of "
-               f"{item.argument}?\nA:" for item in items)
+    assert all(
+        item.prompt == f"Q: What is the capital of France?\nA: Paris\nQ: What is the capital of {item.argument}?\nA:"
+        for item in items
+    )
     drawn = capitals.task_items("capitals", demonstration="random")
     assert len(drawn) == 248 and len({item.prompt.split("\n")[0] for item in drawn}) > 100
 
 
 def test_colored_objects_prompts_have_the_documented_format():
-    scene = ColoredObjects("table", "you", (("brown", "sheet of paper"), ("red", "fidget spinner"),
-                                            ("blue", "pair of sunglasses"), ("teal", "dog leash"), ("gold", "cup")), 0)
+    scene = ColoredObjects(
+        "table",
+        "you",
+        (
+            ("brown", "sheet of paper"),
+            ("red", "fidget spinner"),
+            ("blue", "pair of sunglasses"),
+            ("teal", "dog leash"),
+            ("gold", "cup"),
+        ),
+        0,
+    )
     assert scene.prompt(PAPER_COLORED_OBJECTS_DEMO) == PAPER_COLORED_OBJECTS_EXAMPLE and scene.answer == "Brown"
-    assert ASKED_COLORS == tuple(color for color in COLORS
-                                 if len(encode(" " + color)) == len(encode(" " + color.capitalize())) == 1)
+    assert ASKED_COLORS == tuple(
+        color for color in COLORS if len(encode(" " + color)) == len(encode(" " + color.capitalize())) == 1
+    )
     demo_lines = PAPER_COLORED_OBJECTS_EXAMPLE.split("\n")[:2]
     items = capitals.task_items("colored_objects", 50, seed=1)
     for item in items:
@@ -360,8 +407,10 @@ def test_o_vector_from_a_npy_file_equals_measuring(tiny_model, tmp_path):
     from_file = capitals.transplant(tiny_model, reading.subset(torch.arange(4) != 0), 1, vector=loaded)
     for key in ("layers", "positions", "n", "mrr_before", "mrr_after", "no_effect_rate"):
         assert from_file[key] == measured[key]
-    assert from_file["source"] == str(path) and from_file["o_vector_file"] == {"path": str(path),
-                                                                             "sha256": loaded.sha256}
+    assert from_file["source"] == str(path) and from_file["o_vector_file"] == {
+        "path": str(path),
+        "sha256": loaded.sha256,
+    }
     # The authors' vectors are transformers' raw MLP outputs, not centred as the bridge's: the same effect.
     np.save(path, reading.mlp_outputs[0, 1].numpy() + 0.5)
     raw = capitals.transplant(tiny_model, reading.subset(torch.arange(4) != 0), 1, vector=load_vector(path, 64))
@@ -371,9 +420,31 @@ def test_o_vector_from_a_npy_file_equals_measuring(tiny_model, tmp_path):
 def test_o_vector_file_through_the_command(tiny_checkpoint, tmp_path, capsys):
     path = tmp_path / "vector.npy"
     np.save(path, np.linspace(-1, 1, 64, dtype=np.float32))
-    assert interp_main(["capitals", "--model", str(tiny_checkpoint), "--out", str(tmp_path / "out"), "--n-prompts",
-                        "3", "--tasks", "capitals", "--ablation-ks", "0", "--n-texts", "2", "--o-vector", str(path),
-                        "--o-vector-layer", "0", "--quiet"]) == 0
+    assert (
+        interp_main(
+            [
+                "capitals",
+                "--model",
+                str(tiny_checkpoint),
+                "--out",
+                str(tmp_path / "out"),
+                "--n-prompts",
+                "3",
+                "--tasks",
+                "capitals",
+                "--ablation-ks",
+                "0",
+                "--n-texts",
+                "2",
+                "--o-vector",
+                str(path),
+                "--o-vector-layer",
+                "0",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
     assert results["protocol"]["o_vector"] == str(path) and results["protocol"]["o_vector_sha256"] == sha256
@@ -382,21 +453,34 @@ def test_o_vector_file_through_the_command(tiny_checkpoint, tmp_path, capsys):
     assert transplant["o_vector_file"] == {"path": str(path), "sha256": sha256}
 
 
-@pytest.mark.parametrize("name, content, problem", [
-    ("missing.npy", None, "does not exist"),
-    ("vector.txt", b"1 2 3", "is not a .npy file"),
-    ("short.npy", np.zeros(3, np.float32), r"shape \(3,\); the model's residual stream is 64-dimensional"),
-    ("garbage.npy", b"not a NumPy file", "does not hold a numeric NumPy array"),
-    ("nan.npy", np.full(64, np.nan, np.float32), "NaN or infinite"),
-])
+@pytest.mark.parametrize(
+    "name, content, problem",
+    [
+        ("missing.npy", None, "does not exist"),
+        ("vector.txt", b"1 2 3", "is not a .npy file"),
+        ("short.npy", np.zeros(3, np.float32), r"shape \(3,\); the model's residual stream is 64-dimensional"),
+        ("garbage.npy", b"not a NumPy file", "does not hold a numeric NumPy array"),
+        ("nan.npy", np.full(64, np.nan, np.float32), "NaN or infinite"),
+    ],
+)
 def test_bad_o_vector_file_is_a_one_line_error(tiny_checkpoint, tmp_path, capsys, name, content, problem):
     path = tmp_path / name
     if isinstance(content, bytes):
         path.write_bytes(content)
     elif content is not None:
         np.save(path, content)
-    code = interp_main(["capitals", "--model", str(tiny_checkpoint), "--o-vector", str(path), "--out",
-                        str(tmp_path / "out"), "--quiet"])
+    code = interp_main(
+        [
+            "capitals",
+            "--model",
+            str(tiny_checkpoint),
+            "--o-vector",
+            str(path),
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+        ]
+    )
     error = capsys.readouterr().err
     assert code == 2 and error.startswith("interp: error: ") and error.count("\n") == 1 and re.search(problem, error)
     assert not (tmp_path / "out").exists()
@@ -404,9 +488,17 @@ def test_bad_o_vector_file_is_a_one_line_error(tiny_checkpoint, tmp_path, capsys
 
 def test_command_defaults_follow_the_authors():
     args = build_parser().parse_args(["capitals"])
-    assert (args.tasks, args.capitals_table, args.demonstration, args.filler, args.cue_free_repeats,
-            args.transplant_positions, args.transplant_start, args.o_vector, args.prepend_bos) == (
-        list(capitals.TASK_NAMES), "world_capitals", "paper", "random", 2, "all", "layer-1", None, False)
+    assert (
+        args.tasks,
+        args.capitals_table,
+        args.demonstration,
+        args.filler,
+        args.cue_free_repeats,
+        args.transplant_positions,
+        args.transplant_start,
+        args.o_vector,
+        args.prepend_bos,
+    ) == (list(capitals.TASK_NAMES), "world_capitals", "paper", "random", 2, "all", "layer-1", None, False)
     assert build_parser().parse_args(["lens", "x"]).prepend_bos is True  # other commands keep theirs
 
 
@@ -414,9 +506,18 @@ def test_results_record_the_protocol(tiny_model, tmp_path):
     sizes = {"quiet": True, "n_prompts": 3, "ablation_ks": [0], "n_texts": 2}
     results = capitals.run(tiny_model, tmp_path / "a", **sizes)
     assert results["prepend_bos"] is False and results["protocol"] == {
-        "tasks": list(capitals.TASK_NAMES), "capitals_table": "world_capitals", "demonstration": "paper",
-        "filler": "random", "cue_free_repeats": 2, "transplant_positions": "all", "transplant_start": "layer-1",
-        "o_vector": None, "o_vector_layer": None, "filler_words": list(capitals.FILLER_WORDS), "o_vector_sha256": None}
+        "tasks": list(capitals.TASK_NAMES),
+        "capitals_table": "world_capitals",
+        "demonstration": "paper",
+        "filler": "random",
+        "cue_free_repeats": 2,
+        "transplant_positions": "all",
+        "transplant_start": "layer-1",
+        "o_vector": None,
+        "o_vector_layer": None,
+        "filler_words": list(capitals.FILLER_WORDS),
+        "o_vector_sha256": None,
+    }
     # The tiny model's 64-token context cannot hold a colored-objects prompt: skipped, and said so.
     assert list(results["skipped_tasks"]) == ["colored_objects"]
     assert set(results["tasks"]) == {"capitals", "past_tense"}
@@ -428,16 +529,42 @@ def test_results_record_the_protocol(tiny_model, tmp_path):
         assert transplant["positions"] == "all" and transplant["start"] == "layer-1"
         assert transplant["layers"] == list(range(max(transplant["layer"] - 1, 0), 2))
 
-    results = capitals.run(tiny_model, tmp_path / "b", **sizes, tasks=["capitals", "uppercase"], prepend_bos=True,
-                           capitals_table="capitals", demonstration="random", filler="fixed", cue_free_repeats=2,
-                           transplant_positions=(-1,), transplant_start="layer")
+    results = capitals.run(
+        tiny_model,
+        tmp_path / "b",
+        **sizes,
+        tasks=["capitals", "uppercase"],
+        prepend_bos=True,
+        capitals_table="capitals",
+        demonstration="random",
+        filler="fixed",
+        cue_free_repeats=2,
+        transplant_positions=(-1,),
+        transplant_start="layer",
+    )
     assert results["prepend_bos"] is True and results["skipped_tasks"] == {}
-    assert {key: results["protocol"][key] for key in ("tasks", "capitals_table", "demonstration", "filler",
-                                                      "cue_free_repeats", "transplant_positions",
-                                                      "transplant_start", "filler_words")} == {
-        "tasks": ["capitals", "uppercase"], "capitals_table": "capitals", "demonstration": "random",
-        "filler": "fixed", "cue_free_repeats": 2, "transplant_positions": [-1], "transplant_start": "layer",
-        "filler_words": ["table", "mug", "free"]}
+    assert {
+        key: results["protocol"][key]
+        for key in (
+            "tasks",
+            "capitals_table",
+            "demonstration",
+            "filler",
+            "cue_free_repeats",
+            "transplant_positions",
+            "transplant_start",
+            "filler_words",
+        )
+    } == {
+        "tasks": ["capitals", "uppercase"],
+        "capitals_table": "capitals",
+        "demonstration": "random",
+        "filler": "fixed",
+        "cue_free_repeats": 2,
+        "transplant_positions": [-1],
+        "transplant_start": "layer",
+        "filler_words": ["table", "mug", "free"],
+    }
     example = results["tasks"]["capitals"]["examples"][0]
     assert example["cue_free"] == cue_free_prompt(example["argument"], repeats=2)
     assert results["tasks"]["capitals"]["demonstration"] == "random"
@@ -447,9 +574,25 @@ def test_results_record_the_protocol(tiny_model, tmp_path):
 
 # --- End to end ----------------------------------------------------------------------------------------------
 
-RESULT_KEYS = {"model", "emergence_layer", "switch_test", "transplant", "ablation", "versions", "git_commit",
-               "tasks", "memories", "analogies", "seed", "checkpoint_sha256", "protocol", "skipped_tasks",
-               "prepend_bos", "bootstrap", "emergence_layer_ci"}
+RESULT_KEYS = {
+    "model",
+    "emergence_layer",
+    "switch_test",
+    "transplant",
+    "ablation",
+    "versions",
+    "git_commit",
+    "tasks",
+    "memories",
+    "analogies",
+    "seed",
+    "checkpoint_sha256",
+    "protocol",
+    "skipped_tasks",
+    "prepend_bos",
+    "bootstrap",
+    "emergence_layer_ci",
+}
 FIGURES = {f"{name}.{suffix}" for name in ("lens_trajectories", "transplant", "ablation") for suffix in ("png", "svg")}
 
 
@@ -471,8 +614,13 @@ def check_results(results, out_dir, n_layers):
         assert len(task["trajectory"]["answer"]["median"]) == n_layers + 1
         assert len(task["per_prompt"]["answer_ranks"]) == task["n_prompts"]
         assert task["accuracy_ci"][0] <= task["accuracy"] <= task["accuracy_ci"][1]
-    described = {"n_resamples": 1000, "seed": results["seed"], "level": 0.95, "method": "percentile",
-                 "strata": len(results["tasks"])}
+    described = {
+        "n_resamples": 1000,
+        "seed": results["seed"],
+        "level": 0.95,
+        "method": "percentile",
+        "strata": len(results["tasks"]),
+    }
     assert {key: results["bootstrap"][key] for key in described} == described
 
 
@@ -509,8 +657,9 @@ def test_main_writes_results(tiny_checkpoint, tmp_path, capsys):
 
 
 def test_paper_comparison_pairs_paper_and_measurement():
-    transplant = {task: {"layer": 3, "rank_before": 5.0, "rank_after": 2.0, "no_effect_rate": 0.5}
-                  for task in capitals.TASK_NAMES}
+    transplant = {
+        task: {"layer": 3, "rank_before": 5.0, "rank_after": 2.0, "no_effect_rate": 0.5} for task in capitals.TASK_NAMES
+    }
     comparison = capitals.paper_comparison({"emergence_layer": 3, "transplant": transplant})
     assert comparison["emergence_layer"] == {"paper": 19, "ours": 3}
     assert comparison["o_vector_layer"]["past_tense"] == {"paper": 18, "ours": 3}
@@ -520,35 +669,41 @@ def test_paper_comparison_pairs_paper_and_measurement():
 
 # --- Bad input -------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("call, problem", [
-    (lambda m, r: capitals.switch_test(m, r, 2), "layer 2 is out of range: the model has layers 0..1"),
-    (lambda m, r: capitals.switch_test(m, r, -1), "layer -1 is out of range"),
-    (lambda m, r: capitals.transplant(m, r.subset(torch.tensor([True, False, False])), 0),
-     "the transplant needs at least two prompts"),
-    (lambda m, r: capitals.transplant(m, r, 5), "layer 5 is out of range"),
-    (lambda m, r: capitals.ablation_curves(m, r, [3]), r"ablation sizes \[3\] are invalid"),
-    (lambda m, r: capitals.ablation_curves(m, r, []), "ablation sizes"),
-    (lambda m, r: last_position(m, [], ["blocks.0.hook_resid_post"]), "the prompt list is empty"),
-    (lambda m, r: last_position(m, ["ok", " "], ["blocks.0.hook_resid_post"]), "the prompt is empty"),
-    (lambda m, r: capitals.read(m, []), "the prompt list is empty"),
-    (lambda m, r: mlp_outputs_replaced(m, torch.zeros(3), [0]).__enter__(), "the vector has shape"),
-    (lambda m, r: mlp_outputs_replaced(m, torch.zeros(64), [0, 7]).__enter__(), "layer 7 is out of range"),
-    (lambda m, r: capitals.task_items("capitals", 1), "a task needs at least 2 prompts"),
-    (lambda m, r: capitals.task_items("capital"), "unknown task 'capital'"),
-    (lambda m, r: capitals.run(m, "/nonexistent", tasks=["uppercase"]), "the tasks must include 'capitals'"),
-    (lambda m, r: capitals.run(m, "/nonexistent", tasks=["capitals", "colour"]), r"unknown tasks \['colour'\]"),
-    (lambda m, r: capitals.run(m, "/nonexistent", capitals_table="world"), "unknown table 'world'"),
-    (lambda m, r: capitals.run(m, "/nonexistent", o_vector_layer=2), "layer 2 is out of range"),
-    (lambda m, r: capitals.run(m, "/nonexistent", transplant_start="next"), "the transplant starts at 'layer-1'"),
-    (lambda m, r: capitals.run(m, "/nonexistent", bootstrap=-1), "--bootstrap takes a whole number of resamples"),
-    (lambda m, r: capitals.task_items("capitals", 3, demonstration="fixed"), "demonstration must be 'paper'"),
-    (lambda m, r: capitals.task_items("capitals", 3, filler="none"), "filler must be 'random' or 'fixed'"),
-    (lambda m, r: capitals.task_items("capitals", 3, cue_free_repeats=0), "at least once, not 0"),
-    (lambda m, r: value_tokens(m, 0, 9999), r"neurons \[9999\] are out of range"),
-    (lambda m, r: top_contexts(m, 3, [0], ["text"]), "layer 3 is out of range"),
-    (lambda m, r: answer_neurons(m, "The capital of", 0, "Warsaw"), "token 'Warsaw' is 2 GPT-2 tokens"),
-    (lambda m, r: analogy(m, " man", " king", " woman", space="input"), "unknown word-vector space 'input'"),
-])
+
+@pytest.mark.parametrize(
+    "call, problem",
+    [
+        (lambda m, r: capitals.switch_test(m, r, 2), "layer 2 is out of range: the model has layers 0..1"),
+        (lambda m, r: capitals.switch_test(m, r, -1), "layer -1 is out of range"),
+        (
+            lambda m, r: capitals.transplant(m, r.subset(torch.tensor([True, False, False])), 0),
+            "the transplant needs at least two prompts",
+        ),
+        (lambda m, r: capitals.transplant(m, r, 5), "layer 5 is out of range"),
+        (lambda m, r: capitals.ablation_curves(m, r, [3]), r"ablation sizes \[3\] are invalid"),
+        (lambda m, r: capitals.ablation_curves(m, r, []), "ablation sizes"),
+        (lambda m, r: last_position(m, [], ["blocks.0.hook_resid_post"]), "the prompt list is empty"),
+        (lambda m, r: last_position(m, ["ok", " "], ["blocks.0.hook_resid_post"]), "the prompt is empty"),
+        (lambda m, r: capitals.read(m, []), "the prompt list is empty"),
+        (lambda m, r: mlp_outputs_replaced(m, torch.zeros(3), [0]).__enter__(), "the vector has shape"),
+        (lambda m, r: mlp_outputs_replaced(m, torch.zeros(64), [0, 7]).__enter__(), "layer 7 is out of range"),
+        (lambda m, r: capitals.task_items("capitals", 1), "a task needs at least 2 prompts"),
+        (lambda m, r: capitals.task_items("capital"), "unknown task 'capital'"),
+        (lambda m, r: capitals.run(m, "/nonexistent", tasks=["uppercase"]), "the tasks must include 'capitals'"),
+        (lambda m, r: capitals.run(m, "/nonexistent", tasks=["capitals", "colour"]), r"unknown tasks \['colour'\]"),
+        (lambda m, r: capitals.run(m, "/nonexistent", capitals_table="world"), "unknown table 'world'"),
+        (lambda m, r: capitals.run(m, "/nonexistent", o_vector_layer=2), "layer 2 is out of range"),
+        (lambda m, r: capitals.run(m, "/nonexistent", transplant_start="next"), "the transplant starts at 'layer-1'"),
+        (lambda m, r: capitals.run(m, "/nonexistent", bootstrap=-1), "--bootstrap takes a whole number of resamples"),
+        (lambda m, r: capitals.task_items("capitals", 3, demonstration="fixed"), "demonstration must be 'paper'"),
+        (lambda m, r: capitals.task_items("capitals", 3, filler="none"), "filler must be 'random' or 'fixed'"),
+        (lambda m, r: capitals.task_items("capitals", 3, cue_free_repeats=0), "at least once, not 0"),
+        (lambda m, r: value_tokens(m, 0, 9999), r"neurons \[9999\] are out of range"),
+        (lambda m, r: top_contexts(m, 3, [0], ["text"]), "layer 3 is out of range"),
+        (lambda m, r: answer_neurons(m, "The capital of", 0, "Warsaw"), "token 'Warsaw' is 2 GPT-2 tokens"),
+        (lambda m, r: analogy(m, " man", " king", " woman", space="input"), "unknown word-vector space 'input'"),
+    ],
+)
 def test_bad_input(tiny_model, call, problem):
     reading = capitals.read(tiny_model, capitals.task_items("capitals", 3))
     with pytest.raises(InterpError, match=problem):

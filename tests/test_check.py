@@ -1,19 +1,20 @@
 """`interp check` as a user with real weights runs it, here on the HF-cache layout's random weights: it must run, say
 that random weights cannot match, and measure what independent references measure (transformers' loss and logits, a
 numpy bootstrap written out by hand)."""
+
 import json
 
 import numpy as np
 import pytest
 import torch
-
 from conftest import use_hf_cache
 from hub_layout import COMMITS
 from interp.circuits import check
+from test_real_path import check_ioi_dataset
+
 from interp.cli import main
 from interp.tokens import GPT2_BOS
 from interp.vectors import mlp_outputs_replaced
-from test_real_path import check_ioi_dataset
 
 N, RESAMPLES = 28, 200  # two prompts per template of the paper's 14
 
@@ -105,8 +106,19 @@ def test_capitals_check_passes_only_from_the_papers_block_on(tiny_hub_model, mon
 
 def test_missing_capitals_model_is_not_run(capsys, tiny_hub_dir, monkeypatch, tmp_path):
     use_hf_cache(monkeypatch, tmp_path / "empty-cache")
-    code, out, err = run_check(capsys, "--model", tiny_hub_dir, "--capitals-model", "gpt2-medium", "--n", 14,
-                               "--bootstrap", 50, "--out", tmp_path / "out")
+    code, out, err = run_check(
+        capsys,
+        "--model",
+        tiny_hub_dir,
+        "--capitals-model",
+        "gpt2-medium",
+        "--n",
+        14,
+        "--bootstrap",
+        50,
+        "--out",
+        tmp_path / "out",
+    )
     assert code == 1, err  # the checks that ran fail (random weights); the missing one is not among them
     assert "not run: capitals lens (gpt2-medium): weights for 'gpt2-medium' were not found" in out
     assert "FAIL: 4 of 4 checks fail" in out
@@ -114,12 +126,15 @@ def test_missing_capitals_model_is_not_run(capsys, tiny_hub_dir, monkeypatch, tm
     assert capitals["status"] == "not run" and "hf download openai-community/gpt2-medium" in capitals["reason"]
 
 
-@pytest.mark.parametrize("argv, problem", [
-    (["--bootstrap", "0"], "--bootstrap must be at least 1 resample"),
-    (["--n", "0"], "--n must be at least 1 prompt"),
-    (["--capitals-model", "gtp2-medium"], "unknown model spec 'gtp2-medium'"),
-    (["--frobnicate"], "unrecognized arguments: --frobnicate"),
-])
+@pytest.mark.parametrize(
+    "argv, problem",
+    [
+        (["--bootstrap", "0"], "--bootstrap must be at least 1 resample"),
+        (["--n", "0"], "--n must be at least 1 prompt"),
+        (["--capitals-model", "gtp2-medium"], "unknown model spec 'gtp2-medium'"),
+        (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+    ],
+)
 def test_bad_options_are_one_line(capsys, argv, problem):
     code, out, err = run_check(capsys, *argv)
     assert code == 2 and out == "" and problem in err and err.count("\n") == 1

@@ -1,12 +1,13 @@
 """Node-level circuit runs and the IOI paper's criteria, against a hand computation with plain hooks: every head's
 z replaced, prompt by prompt and position by position, by its template group's mean over p_ABC, except at the
 kept (head, position) nodes."""
+
 import pytest
 import torch
-
-from interp.circuit import NodeRuns, completeness, greedy_knockout, knockout, minimality, node_name, without
 from interp.circuits.ioi import ld
 from interp.circuits.ioi_evaluation import circuit_nodes, k_sets
+
+from interp.circuit import NodeRuns, completeness, greedy_knockout, knockout, minimality, node_name, without
 from interp.data.ioi import PAPER_HEADS, ioi_datasets
 from interp.engine import logit_diff_metric
 
@@ -16,8 +17,15 @@ CIRCUIT = [(1, 2, "END"), (1, 0, "END"), (0, 3, "S2"), (0, 1, "S1+1")]
 @pytest.fixture(scope="module")
 def setting(tiny_model):
     clean, corrupt = ioi_datasets(12, seed=3, n_templates=4)  # 2 templates of each order: groups of a few prompts
-    runs = NodeRuns.build(tiny_model, clean.tokens, clean.positions, corrupt.tokens, clean.template_ids,
-                          corrupt.template_ids, metric=lambda logits: ld(tiny_model, clean, logits).mean().item())
+    runs = NodeRuns.build(
+        tiny_model,
+        clean.tokens,
+        clean.positions,
+        corrupt.tokens,
+        clean.template_ids,
+        corrupt.template_ids,
+        metric=lambda logits: ld(tiny_model, clean, logits).mean().item(),
+    )
     return tiny_model, clean, corrupt, runs
 
 
@@ -44,6 +52,7 @@ def hand_score(model, clean, corrupt, ablated_at) -> float:
                         if ablated_at(layer, h, b, p):
                             z[b, p, h] = mean[p, h]
             return z
+
         return name, replace
 
     with torch.inference_mode(), model.hooks(fwd_hooks=[hook_for(layer) for layer in range(model.cfg.n_layers)]):
@@ -52,7 +61,8 @@ def hand_score(model, clean, corrupt, ablated_at) -> float:
 
 def at_nodes(clean, nodes):
     return lambda layer, head, b, p: any(
-        (layer, head) == (l, h) and p == int(clean.positions[key][b]) for l, h, key in nodes)
+        (layer, head) == (l, h) and p == int(clean.positions[key][b]) for l, h, key in nodes
+    )
 
 
 def test_circuit_and_knockouts_match_the_hand_computation(setting):
@@ -75,16 +85,23 @@ def test_per_prompt_runs_average_to_the_mean_metric(setting):
     """A per-prompt metric keeps each run's values per prompt; their mean is the scalar metric's F, and each prompt's
     value is that prompt's own logit difference in the hand computation."""
     model, clean, corrupt, runs = setting
-    per_prompt = NodeRuns.build(model, clean.tokens, clean.positions, corrupt.tokens, clean.template_ids,
-                                corrupt.template_ids, metric=logit_diff_metric(clean.io_ids, clean.s_ids,
-                                                                               clean.positions["END"], per_prompt=True))
+    per_prompt = NodeRuns.build(
+        model,
+        clean.tokens,
+        clean.positions,
+        corrupt.tokens,
+        clean.template_ids,
+        corrupt.template_ids,
+        metric=logit_diff_metric(clean.io_ids, clean.s_ids, clean.positions["END"], per_prompt=True),
+    )
     values = per_prompt.values(CIRCUIT, ablate_nodes=False)
     assert values.shape == (len(clean),)
     assert values.mean().item() == pytest.approx(runs.circuit(CIRCUIT), abs=1e-5)
     assert per_prompt.circuit(CIRCUIT) == pytest.approx(runs.circuit(CIRCUIT), abs=1e-5)
     knocked = CIRCUIT[:2]
     assert per_prompt.values(knocked, ablate_nodes=True).mean().item() == pytest.approx(
-        runs.model_without(knocked), abs=1e-5)
+        runs.model_without(knocked), abs=1e-5
+    )
     result = knockout(per_prompt, CIRCUIT, knocked)
     assert len(result["circuit_per_prompt"]) == len(clean) and "circuit_ci" not in result  # no bootstrap: no interval
 
@@ -97,8 +114,10 @@ def test_minimality_by_hand(setting):
     node = CIRCUIT[2]
     kept_with_v = at_nodes(clean, without(CIRCUIT, [CIRCUIT[0]]))
     kept_without_v = at_nodes(clean, without(CIRCUIT, [CIRCUIT[0], node]))
-    expected = abs(hand_score(model, clean, corrupt, lambda *w: not kept_with_v(*w))
-                   - hand_score(model, clean, corrupt, lambda *w: not kept_without_v(*w)))
+    expected = abs(
+        hand_score(model, clean, corrupt, lambda *w: not kept_with_v(*w))
+        - hand_score(model, clean, corrupt, lambda *w: not kept_without_v(*w))
+    )
     entry = scores[node_name(node)]
     assert entry["absolute"] == pytest.approx(expected, abs=1e-4)
     assert entry["relative"] == pytest.approx(expected / abs(f_circuit), abs=1e-4 / abs(f_circuit))
@@ -115,12 +134,16 @@ def test_greedy_takes_the_largest_gap_first(setting):
     assert [len(step["nodes"]) for step in trail] == list(range(1, len(trail) + 1))
     if len(trail) < 4:  # it stopped: no node left widens the gap
         knocked = [tuple(n) for n in trail[-1]["nodes"]]
-        assert all(knockout(runs, CIRCUIT, knocked + [node])["incompleteness"] <= gaps[-1]
-                   for node in CIRCUIT if node not in knocked)
+        assert all(
+            knockout(runs, CIRCUIT, knocked + [node])["incompleteness"] <= gaps[-1]
+            for node in CIRCUIT
+            if node not in knocked
+        )
     drawn = greedy_knockout(runs, CIRCUIT, steps=1, candidates=1, seed=5)  # one random node tried
     assert len(drawn) <= 1
-    result = completeness(runs, CIRCUIT, {"a": CIRCUIT[:2], "b": CIRCUIT[2:], "empty": []}, n_random=3,
-                          greedy_steps=1, seed=0)
+    result = completeness(
+        runs, CIRCUIT, {"a": CIRCUIT[:2], "b": CIRCUIT[2:], "empty": []}, n_random=3, greedy_steps=1, seed=0
+    )
     assert set(result["classes"]) == {"a", "b"} and len(result["random"]) == 3
     every = [*result["classes"].values(), *result["random"], *result["greedy"]]
     assert result["max_incompleteness"] == max(r["incompleteness"] for r in every)

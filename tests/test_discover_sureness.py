@@ -1,6 +1,7 @@
 """How sure `interp discover` is: per-prompt edge scores against the mean metric's, batched selection against one
 circuit at a time, and the intervals and selection frequencies of results.json against a bootstrap written out by
 hand from the file alone (index arrays, numpy's generator)."""
+
 import json
 
 import numpy as np
@@ -41,8 +42,7 @@ def test_per_prompt_scores_average_to_the_scores_of_the_mean_metric(organism, pa
     if method != "exact":  # a worker's share of the prompts: its own columns, 0 elsewhere; the shares add up
         shares = [edge_scores(organism, clean, corrupt, per_prompt, method=method, prompts=p) for p in ([0, 2], [1, 3])]
         assert bool((shares[0].per_prompt[:, :, [1, 3]] == 0).all())
-        torch.testing.assert_close(shares[0].per_prompt + shares[1].per_prompt, scored.per_prompt, atol=1e-5,
-                                   rtol=1e-5)
+        torch.testing.assert_close(shares[0].per_prompt + shares[1].per_prompt, scored.per_prompt, atol=1e-5, rtol=1e-5)
 
 
 def test_batched_top_n_and_pruning_equal_one_circuit_at_a_time():
@@ -84,8 +84,31 @@ def organism_run(tmp_path_factory):
     from interp.cli import main
 
     out = tmp_path_factory.mktemp("discover")
-    assert main(["discover", "--model", "organism", "--method", "eap", "--n", "12", "--names", "organism",
-                 "--bootstrap", "50", "--random-circuits", "5", "--seed", "3", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "discover",
+                "--model",
+                "organism",
+                "--method",
+                "eap",
+                "--n",
+                "12",
+                "--names",
+                "organism",
+                "--bootstrap",
+                "50",
+                "--random-circuits",
+                "5",
+                "--seed",
+                "3",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return out, json.loads((out / "results.json").read_text())
 
 
@@ -94,22 +117,29 @@ def test_intervals_equal_a_hand_bootstrap_from_the_results_file(organism_run):
     described, values = results["bootstrap"], results["per_prompt"]
     assert described["n_resamples"] == 50 and described["seed"] == 3 and described["method"] == "percentile"
     index = hand_resamples(results["dataset"]["template_ids"], described["n_resamples"], described["seed"])
-    full, empty, circuit = (np.array(values[key])[index].mean(-1) for key in ("clean_metric", "empty_circuit_metric",
-                                                                               "circuit_metric"))
+    full, empty, circuit = (
+        np.array(values[key])[index].mean(-1) for key in ("clean_metric", "empty_circuit_metric", "circuit_metric")
+    )
     curve = np.array(values["curve_metric"])[:, index].mean(-1)  # [budget, resample]
     faithfulness = (curve - empty) / (full - empty)
     budgets = results["curve"]["budgets"]
-    expected = {"clean_metric_ci": full, "empty_circuit_metric_ci": empty,
-                "cpr_ci": trapezoids(budgets, list(faithfulness)),
-                "cmd_ci": trapezoids(budgets, list(np.abs(1 - faithfulness)))}
+    expected = {
+        "clean_metric_ci": full,
+        "empty_circuit_metric_ci": empty,
+        "cpr_ci": trapezoids(budgets, list(faithfulness)),
+        "cmd_ci": trapezoids(budgets, list(np.abs(1 - faithfulness))),
+    }
     for key, samples in expected.items():
         assert results[key] == pytest.approx(percentile_interval(samples), abs=1e-4), key
     assert results["curve"]["faithfulness_ci"] == pytest.approx(percentile_interval(faithfulness), abs=1e-4)
     assert results["circuit"]["faithfulness_ci"] == pytest.approx(
-        percentile_interval((circuit - empty) / (full - empty)), abs=1e-4)
+        percentile_interval((circuit - empty) / (full - empty)), abs=1e-4
+    )
     assert np.array(values["circuit_metric"]).mean() == pytest.approx(
         results["circuit"]["faithfulness"] * (results["clean_metric"] - results["empty_circuit_metric"])
-        + results["empty_circuit_metric"], abs=1e-4)
+        + results["empty_circuit_metric"],
+        abs=1e-4,
+    )
 
 
 def test_selection_frequencies_equal_the_rule_run_resample_by_resample(organism_run):
@@ -158,8 +188,28 @@ def test_holdout_random_circuits_and_costs_are_recorded(organism_run):
 def test_bootstrap_0_leaves_no_intervals(tmp_path, capsys):
     from interp.cli import main
 
-    assert main(["discover", "--model", "organism", "--method", "eap", "--n", "4", "--bootstrap", "0",
-                 "--random-circuits", "0", "--no-template-holdout", "--out", str(tmp_path), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "discover",
+                "--model",
+                "organism",
+                "--method",
+                "eap",
+                "--n",
+                "4",
+                "--bootstrap",
+                "0",
+                "--random-circuits",
+                "0",
+                "--no-template-holdout",
+                "--out",
+                str(tmp_path),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     results = json.loads((tmp_path / "results.json").read_text())
     assert not [key for key in keys(results) if key.endswith("_ci")] and results["bootstrap"] is None
     assert not {"selection", "template_holdout", "random_circuits"} & set(results)

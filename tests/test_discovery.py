@@ -1,6 +1,7 @@
 """Edge-level discovery against independent references: TransformerLens 4.3's edge attribution and faithfulness,
 hook-based exact edge patching on the bridge, MIB's published circuit file, hand-built graphs and hand
 computation; on planted:ioi, the planted circuit's edges."""
+
 import json
 import random
 from pathlib import Path
@@ -8,8 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from interp.discovery import (MIB_BUDGETS, Circuit, Graph, area, circuit_metrics, edge_scores, faithfulness,
-                              faithfulness_curve, load_circuit, roc_auc)
+from interp.discovery import (
+    MIB_BUDGETS,
+    Circuit,
+    Graph,
+    area,
+    circuit_metrics,
+    edge_scores,
+    faithfulness,
+    faithfulness_curve,
+    load_circuit,
+    roc_auc,
+)
 from interp.errors import InterpError
 from interp.graph import transformer_lens_edge_name
 from interp.patching import logit_diff_metric
@@ -79,8 +90,16 @@ def test_edge_names_round_trip_and_bad_names_are_refused():
     graph = Graph(3, 2, 64)
     for index, name in zip(graph.edge_list(), graph.edge_names()):
         assert graph.edge_index(name) == index
-    for bad in ("a0.h0->a0.h1<q>", "m1->a1.h0<k>", "a3.h0->logits", "a0.h2->m1", "logits->m0", "input->a0.h0",
-                "input->a0.h0<x>", "a1.h0->m0"):
+    for bad in (
+        "a0.h0->a0.h1<q>",
+        "m1->a1.h0<k>",
+        "a3.h0->logits",
+        "a0.h2->m1",
+        "logits->m0",
+        "input->a0.h0",
+        "input->a0.h0<x>",
+        "a1.h0->m0",
+    ):
         with pytest.raises(InterpError):
             graph.edge_index(bad)
     assert graph.edge_index("a0.h1->m0") == (graph.head_writer(0, 1), graph.mlp_reader(0))  # same layer's MLP
@@ -101,8 +120,12 @@ def test_mib_published_circuit_reads_and_writes_back_unchanged():
 
 
 def test_bad_circuit_files_are_clear_errors(tmp_path):
-    cases = {"missing.json": None, "text.json": "not json", "shape.json": json.dumps({"nodes": {}}),
-             "edge.json": json.dumps({"cfg": {"n_layers": 1, "n_heads": 1}, "edges": {"m0->a0.h0<q>": {}}})}
+    cases = {
+        "missing.json": None,
+        "text.json": "not json",
+        "shape.json": json.dumps({"nodes": {}}),
+        "edge.json": json.dumps({"cfg": {"n_layers": 1, "n_heads": 1}, "edges": {"m0->a0.h0<q>": {}}}),
+    }
     for name, text in cases.items():
         if text is not None:
             (tmp_path / name).write_text(text)
@@ -127,15 +150,20 @@ def test_pruning_keeps_the_paths_from_input_to_logits():
 
 
 def test_top_n_and_greedy_selection():
-    circuit = small_circuit({"input->m0": 10.0, "a1.h0->logits": -5.0, "input->a1.h0<q>": 4.0, "a0.h0->logits": 3.0,
-                             "m0->a1.h0<k>": 0.5})
+    circuit = small_circuit(
+        {"input->m0": 10.0, "a1.h0->logits": -5.0, "input->a1.h0<q>": 4.0, "a0.h0->logits": 3.0, "m0->a1.h0<k>": 0.5}
+    )
     assert circuit.top_n(2, prune=False).edges() == ["input->m0", "a1.h0->logits"]
     assert circuit.top_n(2).edges() == []  # neither kept edge lies on a path from input to logits
     assert circuit.top_n(3).edges() == ["a1.h0->logits", "input->a1.h0<q>"]
     # greedy grows from the logits: input->m0 only becomes a candidate once m0 is in the circuit
     assert circuit.greedy(2).edges() == ["a1.h0->logits", "input->a1.h0<q>"]
-    assert circuit.greedy(4, prune=False).edges() == ["a1.h0->logits", "input->a1.h0<q>", "a0.h0->logits",
-                                                      "m0->a1.h0<k>"]
+    assert circuit.greedy(4, prune=False).edges() == [
+        "a1.h0->logits",
+        "input->a1.h0<q>",
+        "a0.h0->logits",
+        "m0->a1.h0<k>",
+    ]
     # the fifth brings input->m0; pruning then drops a0.h0->logits (nothing feeds a0.h0)
     assert circuit.greedy(5).edges() == ["input->m0", "a1.h0->logits", "input->a1.h0<q>", "m0->a1.h0<k>"]
     with pytest.raises(InterpError):
@@ -154,8 +182,9 @@ def tl_edge_scores(model, first, second, pairs) -> torch.Tensor:
     graph = Graph.of(model)
     scores = torch.zeros(graph.n_writers, graph.n_readers)
     for i in range(N_PROMPTS):
-        result = attribution_patch(model, first[i:i + 1], second[i:i + 1], pair_metric(pairs, i),
-                                   EdgeAttributionConfig(granularity="edge"))
+        result = attribution_patch(
+            model, first[i : i + 1], second[i : i + 1], pair_metric(pairs, i), EdgeAttributionConfig(granularity="edge")
+        )
         for (writer, reader), score in result.edge_scores.items():
             scores[graph.edge_index(transformer_lens_edge_name(writer, reader))] += score / N_PROMPTS
     return scores
@@ -248,8 +277,14 @@ def hook_exact_scores(model, clean, corrupt, pairs, names, intervention):
 def test_exact_edge_patching_equals_hook_reference(organism, pairs, metric, intervention):
     clean, corrupt, *_ = pairs
     graph = Graph.of(organism)
-    names = random.Random(0).sample(graph.edge_names(), 24) + ["input->a0.h1<k>", "a0.h2->a1.h3<q>", "a0.h0->m0",
-                                                                "m0->a1.h1<v>", "m1->logits", "a1.h2->logits"]
+    names = random.Random(0).sample(graph.edge_names(), 24) + [
+        "input->a0.h1<k>",
+        "a0.h2->a1.h3<q>",
+        "a0.h0->m0",
+        "m0->a1.h1<v>",
+        "m1->logits",
+        "a1.h2->logits",
+    ]
     ours = edge_scores(organism, clean, corrupt, metric, method="exact", edges=names, intervention=intervention)
     reference = hook_exact_scores(organism, clean, corrupt, pairs, names, intervention)
     for name in names:
@@ -280,8 +315,14 @@ def test_eap_ig_is_closer_to_exact_patching_than_eap(organism, pairs, metric):
     clean, corrupt, *_ = pairs
     graph = Graph.of(organism)
     exact = edge_scores(organism, clean, corrupt, metric, method="exact").scores[graph.real]
-    errors = {method: float((edge_scores(organism, clean, corrupt, metric, method=method, steps=20)
-                             .scores[graph.real] - exact).abs().mean()) for method in ("eap", "eap-ig")}
+    errors = {
+        method: float(
+            (edge_scores(organism, clean, corrupt, metric, method=method, steps=20).scores[graph.real] - exact)
+            .abs()
+            .mean()
+        )
+        for method in ("eap", "eap-ig")
+    }
     assert errors["eap-ig"] < errors["eap"]
 
 
@@ -303,7 +344,8 @@ def test_chunked_scoring_and_evaluation_give_the_same_numbers(organism, pairs, m
     circuit = Circuit.of_scores(graph, whole.scores).top_n(40)
     per_prompt = 4 * 4 * n_pos * graph.n_writers * organism.cfg.d_model
     assert circuit_metrics(organism, clean, corrupt, metric, [circuit], max_memory=per_prompt) == pytest.approx(
-        circuit_metrics(organism, clean, corrupt, metric, [circuit]), abs=1e-5)
+        circuit_metrics(organism, clean, corrupt, metric, [circuit]), abs=1e-5
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -317,11 +359,11 @@ def test_faithfulness_equals_transformer_lens_ablate_outside(organism, pairs):
 
     clean, corrupt, answers, wrongs, ends = pairs
     i = 0
-    metric = logit_diff_metric(answers[i:i + 1], wrongs[i:i + 1], ends[i:i + 1])
+    metric = logit_diff_metric(answers[i : i + 1], wrongs[i : i + 1], ends[i : i + 1])
     graph = Graph.of(organism)
-    scores = edge_scores(organism, clean[i:i + 1], corrupt[i:i + 1], metric, method="eap")
+    scores = edge_scores(organism, clean[i : i + 1], corrupt[i : i + 1], metric, method="eap")
     circuit = Circuit.of_scores(graph, scores.scores).top_n(30)
-    ours = faithfulness(organism, circuit, clean[i:i + 1], corrupt[i:i + 1], metric)
+    ours = faithfulness(organism, circuit, clean[i : i + 1], corrupt[i : i + 1], metric)
 
     def node(name, position):
         if name == "input":
@@ -340,7 +382,7 @@ def test_faithfulness_equals_transformer_lens_ablate_outside(organism, pairs):
 
     n_pos = clean.shape[1]
     edges = [(node(w, p), reader(r, p)) for w, r in (e.split("->") for e in circuit.edges()) for p in range(n_pos)]
-    reference = tl_faithfulness(organism, clean[i:i + 1], corrupt[i:i + 1], pair_metric(pairs, i), edges)
+    reference = tl_faithfulness(organism, clean[i : i + 1], corrupt[i : i + 1], pair_metric(pairs, i), edges)
     assert circuit.n_edges > 5
     assert ours == pytest.approx(reference.recovered, abs=1e-4)
 
@@ -350,8 +392,7 @@ def test_roc_auc_counts_pairs_ties_half():
     scores = torch.randint(-5, 6, (60,), generator=generator).float()
     positive = torch.rand(60, generator=generator) < 0.3
     magnitudes = scores.abs()
-    wins = sum((1.0 if a > b else 0.5 if a == b else 0.0)
-               for a in magnitudes[positive] for b in magnitudes[~positive])
+    wins = sum((1.0 if a > b else 0.5 if a == b else 0.0) for a in magnitudes[positive] for b in magnitudes[~positive])
     assert roc_auc(scores, positive) == pytest.approx(wins / (int(positive.sum()) * int((~positive).sum())))
     assert roc_auc(torch.tensor([3.0, 2.0, 1.0]), torch.tensor([True, False, False])) == 1.0
     with pytest.raises(InterpError):
@@ -367,13 +408,16 @@ def test_faithfulness_curve_cpr_and_cmd_by_hand(organism, pairs, metric):
     all_edges = Circuit.of_scores(graph, scores.scores)
     circuits = [all_edges.top_n(int(b * graph.n_edges)) for b in MIB_BUDGETS]
     assert curve.n_edges == [c.n_edges for c in circuits]
-    full, empty, *values = circuit_metrics(organism, clean, corrupt, metric,
-                                           [graph.real, torch.zeros_like(graph.real), *circuits])
+    full, empty, *values = circuit_metrics(
+        organism, clean, corrupt, metric, [graph.real, torch.zeros_like(graph.real), *circuits]
+    )
     assert curve.faithfulness == pytest.approx([(v - empty) / (full - empty) for v in values], abs=1e-6)
     assert curve.faithfulness[-1] == pytest.approx(1.0)  # every edge: the model itself
     assert empty == pytest.approx(hand_metric(organism, corrupt, pairs), abs=1e-4)  # every edge corrupted
-    trapezoids = [(x2 - x1) * (y1 + y2) / 2 for x1, x2, y1, y2 in zip(MIB_BUDGETS, MIB_BUDGETS[1:],
-                                                                      curve.faithfulness, curve.faithfulness[1:])]
+    trapezoids = [
+        (x2 - x1) * (y1 + y2) / 2
+        for x1, x2, y1, y2 in zip(MIB_BUDGETS, MIB_BUDGETS[1:], curve.faithfulness, curve.faithfulness[1:])
+    ]
     assert curve.cpr == pytest.approx(sum(trapezoids))
     assert curve.cmd == pytest.approx(area(MIB_BUDGETS, [abs(1 - f) for f in curve.faithfulness]))
     assert area([0.0, 0.5, 1.0], [0.0, 1.0, 1.0]) == pytest.approx(0.75)
@@ -381,10 +425,13 @@ def test_faithfulness_curve_cpr_and_cmd_by_hand(organism, pairs, metric):
 
 def test_bad_arguments_are_clear_errors(organism, pairs, metric):
     clean, corrupt, *_ = pairs
-    for kwargs, problem in (({"method": "acdc"}, "unknown method"), ({"intervention": "resample"}, "unknown inter"),
-                            ({"method": "eap-ig", "intervention": "mean"}, "needs intervention 'patching'"),
-                            ({"method": "eap", "edges": ["m0->logits"]}, "only exact patching"),
-                            ({"method": "exact", "edges": ["m5->logits"]}, "not an edge")):
+    for kwargs, problem in (
+        ({"method": "acdc"}, "unknown method"),
+        ({"intervention": "resample"}, "unknown inter"),
+        ({"method": "eap-ig", "intervention": "mean"}, "needs intervention 'patching'"),
+        ({"method": "eap", "edges": ["m0->logits"]}, "only exact patching"),
+        ({"method": "exact", "edges": ["m5->logits"]}, "not an edge"),
+    ):
         with pytest.raises(InterpError, match=problem):
             edge_scores(organism, clean, corrupt, metric, **kwargs)
     with pytest.raises(InterpError, match="does not fit"):
@@ -398,10 +445,13 @@ def test_bad_arguments_are_clear_errors(organism, pairs, metric):
 def test_discover_bad_input_is_one_line(capsys, tmp_path):
     from interp.cli import main
 
-    for argv, problem in ((["--method", "acdc"], "invalid choice: 'acdc'"), (["--n", "0"], "--n must be at least 1"),
-                          (["--ioi-results", str(tmp_path / "none.json")], "no results file"),
-                          (["--bootstrap", "-1"], "--bootstrap takes a whole number"),
-                          (["--random-circuits", "-1"], "--random-circuits takes a number >= 0")):
+    for argv, problem in (
+        (["--method", "acdc"], "invalid choice: 'acdc'"),
+        (["--n", "0"], "--n must be at least 1"),
+        (["--ioi-results", str(tmp_path / "none.json")], "no results file"),
+        (["--bootstrap", "-1"], "--bootstrap takes a whole number"),
+        (["--random-circuits", "-1"], "--random-circuits takes a number >= 0"),
+    ):
         assert main(["discover", "--model", "organism", "--out", str(tmp_path), *argv]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and problem in err, err
@@ -412,8 +462,27 @@ def test_discover_on_the_organism_compares_with_its_path_patching_classes(tmp_pa
     from interp.cli import main
 
     ioi_results = Path(__file__).parent.parent / "results" / "ioi" / "organism" / "results.json"
-    assert main(["discover", "--model", "organism", "--method", "eap", "--n", "8", "--names", "organism",
-                 "--ioi-results", str(ioi_results), "--out", str(tmp_path), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "discover",
+                "--model",
+                "organism",
+                "--method",
+                "eap",
+                "--n",
+                "8",
+                "--names",
+                "organism",
+                "--ioi-results",
+                str(ioi_results),
+                "--out",
+                str(tmp_path),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     results = json.loads((tmp_path / "results.json").read_text())
     comparison = results["head_comparison"]
     assert set(comparison["per_class"]) == set(json.loads(ioi_results.read_text())["heads"])
@@ -423,11 +492,12 @@ def test_discover_on_the_organism_compares_with_its_path_patching_classes(tmp_pa
     assert sorted(circuit.edges()) == sorted(results["circuit"]["edges"])
     graph = circuit.graph
     assert dict(zip(results["edge_names"], results["scores"]))["input->m0"] == pytest.approx(
-        float(circuit.scores[graph.edge_index("input->m0")]), rel=1e-5, abs=1e-9)
+        float(circuit.scores[graph.edge_index("input->m0")]), rel=1e-5, abs=1e-9
+    )
     assert main(["plot", str(tmp_path / "results.json"), "--out", str(tmp_path / "again")]) == 0
-    assert {p.name for p in (tmp_path / "again").iterdir()} == {f"discover_{n}.{s}" for n in ("faithfulness",
-                                                                                              "circuit")
-                                                               for s in ("png", "svg")}
+    assert {p.name for p in (tmp_path / "again").iterdir()} == {
+        f"discover_{n}.{s}" for n in ("faithfulness", "circuit") for s in ("png", "svg")
+    }
 
 
 @pytest.mark.slow
@@ -437,8 +507,23 @@ def test_eap_ig_finds_the_planted_ioi_circuit(tmp_path, capsys):
     from interp.cli import main
     from interp.models import load_model
 
-    assert main(["discover", "--model", "planted:ioi", "--n", "16", "--random-circuits", "3", "--out", str(tmp_path),
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "discover",
+                "--model",
+                "planted:ioi",
+                "--n",
+                "16",
+                "--random-circuits",
+                "3",
+                "--out",
+                str(tmp_path),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["graph"] == {"n_layers": 12, "n_heads": 12, "n_nodes": 158, "n_edges": 32491}
     assert results["reference"]["n_reference_edges"] == 202
@@ -454,8 +539,11 @@ def test_eap_ig_finds_the_planted_ioi_circuit(tmp_path, capsys):
     # seed 0: 122 edges at 1.0; the backups' 47 at 0.61 to 0.99); no random circuit comes as close to the model
     source = load_model("planted:ioi").interp_source
     backups = {f"a{layer}.h{head}" for layer, head in source.circuit["backup_name_mover"]}
-    found = {edge: share for edge, share in results["selection"]["found"].items() if edge in source.circuit_edges
-             and not backups & {node.split("<")[0] for node in edge.split("->")}}
+    found = {
+        edge: share
+        for edge, share in results["selection"]["found"].items()
+        if edge in source.circuit_edges and not backups & {node.split("<")[0] for node in edge.split("->")}
+    }
     assert len(found) > 100 and set(found.values()) == {1.0}
     assert results["random_circuits"]["p_value"] == pytest.approx(1 / 4, abs=1e-6)
 
@@ -474,4 +562,5 @@ def test_scores_and_circuit_runs_on_cuda_equal_cpu(organism, pairs, metric):
         assert gpu.peak_memory is not None and cpu.peak_memory is None
     circuit = Circuit.of_scores(cpu.graph, cpu.scores).top_n(50)
     assert circuit_metrics(on_gpu, clean, corrupt, metric, [circuit]) == pytest.approx(
-        circuit_metrics(organism, clean, corrupt, metric, [circuit]), abs=1e-3)
+        circuit_metrics(organism, clean, corrupt, metric, [circuit]), abs=1e-3
+    )

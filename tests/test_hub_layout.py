@@ -1,15 +1,16 @@
 """GPT-2 exactly as the hub serves it: the snapshot layout, loading by hub name offline, and tokenization that gives
 the same ids whichever copy of the tokenizer a model carries (the bundled one, a directory's, a hub snapshot's)."""
+
 import json
 
 import pytest
 import torch
+from hub_layout import SHAPES
+from interp.circuits import capitals
 from safetensors import safe_open
 from transformers import GPT2LMHeadModel
 
-from hub_layout import SHAPES
 from interp import models
-from interp.circuits import capitals
 from interp.data.ioi import ioi_datasets
 from interp.lens import logit_lens
 from interp.patching import patch_grid_for_cli
@@ -17,8 +18,15 @@ from interp.tokens import GPT2_BOS, encode, first_token_id, prompt_tokens, singl
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 PROMPT_IDS = [2215, 5335, 290, 1757, 1816, 284, 262, 3650, 11, 1757, 2921, 257, 4144, 284]
-HUB_FILES = ["config.json", "generation_config.json", "merges.txt", "model.safetensors", "tokenizer.json",
-             "tokenizer_config.json", "vocab.json"]
+HUB_FILES = [
+    "config.json",
+    "generation_config.json",
+    "merges.txt",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+]
 
 
 def snapshot_of(cache, name):
@@ -88,7 +96,7 @@ def test_same_ids_whatever_the_tokenizer_source(any_source, prepend_bos):
         assert torch.equal(ours.io_ids, bundled.io_ids) and torch.equal(ours.s_ids, bundled.s_ids)
         # BOS exactly where it was asked for, nowhere else before the padding
         for row, end in zip(ours.tokens.tolist(), ours.positions["END"].tolist()):
-            assert [i for i, t in enumerate(row[:end + 1]) if t == GPT2_BOS] == ([0] if prepend_bos else [])
+            assert [i for i, t in enumerate(row[: end + 1]) if t == GPT2_BOS] == ([0] if prepend_bos else [])
 
 
 @pytest.mark.parametrize("prepend_bos", [True, False])
@@ -97,8 +105,15 @@ def test_no_token_list_gains_a_bos_it_was_not_asked_for(any_source, prepend_bos)
     lens = logit_lens(any_source, PROMPT, targets=[" Mary"], prepend_bos=prepend_bos)
     assert lens.prepend_bos == prepend_bos
     assert (lens.str_tokens[0] == "<|endoftext|>") == prepend_bos and "<|endoftext|>" not in lens.str_tokens[1:]
-    patched = patch_grid_for_cli(any_source, PROMPT, PROMPT.replace("John gave", "Mary gave"), " Mary", " John",
-                                 "resid_pre", prepend_bos=prepend_bos)
+    patched = patch_grid_for_cli(
+        any_source,
+        PROMPT,
+        PROMPT.replace("John gave", "Mary gave"),
+        " Mary",
+        " John",
+        "resid_pre",
+        prepend_bos=prepend_bos,
+    )
     for ids in (patched["clean_token_ids"], patched["corrupt_token_ids"]):
         assert [i for i, t in enumerate(ids) if t == GPT2_BOS] == ([0] if prepend_bos else [])
     assert len(patched["grid"][0]) == len(PROMPT_IDS) + prepend_bos

@@ -1,13 +1,13 @@
 """The IOI reproduction end to end: on the organism it must find a circuit that explains the behaviour (GPT-2
 small's shape runs in tests/test_real_path.py, by hub name)."""
+
 import json
 
-import pytest
-
 import numpy as np
-
+import pytest
 from interp.circuits.ioi import run
 from interp.circuits.ioi_selection import THRESHOLD, class_masks
+
 from interp.cli import main
 from interp.models import load_model
 
@@ -25,10 +25,12 @@ def hand_bootstrap(values, groups, n_resamples, seed, statistic=np.mean):
 def test_class_rule_by_hand():
     """Two weightings of a 2 x 3 model: thresholds, the attention condition, receivers and exclusions."""
     direct = np.array([[0.0, -0.2, 0.01], [-0.06, 0.3, -0.04]])
-    effects = {"direct_effect": np.stack([direct, direct * 0.1], -1),
-               "into_name_mover_queries": np.stack([np.array([[-0.1, -0.3, 0.0], [0.0, 0.0, -0.049]])] * 2, -1),
-               "attention_end": np.stack([np.full((2, 3, 3), 0.3)] * 2, -1),
-               "attention_s2": np.zeros((2, 3, 2, 2))}
+    effects = {
+        "direct_effect": np.stack([direct, direct * 0.1], -1),
+        "into_name_mover_queries": np.stack([np.array([[-0.1, -0.3, 0.0], [0.0, 0.0, -0.049]])] * 2, -1),
+        "attention_end": np.stack([np.full((2, 3, 3), 0.3)] * 2, -1),
+        "attention_s2": np.zeros((2, 3, 2, 2)),
+    }
     effects["attention_end"][0, 0] = 0.1  # head 0.0 looks elsewhere
     masks = class_masks(effects)
     assert np.argwhere(masks["name_mover"][..., 0]).tolist() == [[0, 1], [1, 0]]
@@ -43,11 +45,12 @@ def test_class_rule_by_hand():
 def test_mechanism_rule_by_hand():
     """One weighting of a 1 x 4 model where every head passes the direct-effect threshold as a name mover and
     attends to the names: the mechanism rule keeps the heads that look at IO more than at S and copy IO."""
-    effects = {"direct_effect": np.full((1, 4, 1), -0.2),
-               "attention_end": np.array([[[0.7, 0.1, 0.1], [0.2, 0.3, 0.4], [0.7, 0.1, 0.1],
-                                           [0.5, 0.3, 0.2]]])[..., None],
-               "attention_s2": np.zeros((1, 4, 2, 1)),
-               "copying": np.array([[[0.9, 0.0], [0.9, 0.0], [0.1, 0.9], [0.6, 0.0]]])[..., None]}
+    effects = {
+        "direct_effect": np.full((1, 4, 1), -0.2),
+        "attention_end": np.array([[[0.7, 0.1, 0.1], [0.2, 0.3, 0.4], [0.7, 0.1, 0.1], [0.5, 0.3, 0.2]]])[..., None],
+        "attention_s2": np.zeros((1, 4, 2, 1)),
+        "copying": np.array([[[0.9, 0.0], [0.9, 0.0], [0.1, 0.9], [0.6, 0.0]]])[..., None],
+    }
     threshold = class_masks({key: value for key, value in effects.items() if key != "copying"})
     assert threshold["name_mover"][0, :, 0].tolist() == [True, True, True, True]
     # 0.1 looks at S more than at IO; 0.2 writes against IO; 0.3: IO 0.5 = S 0.3 + 0.2 is not more
@@ -60,6 +63,7 @@ def test_copying_by_hand(organism):
     """The paper's copy score, written out: the head's OV output at IO (after block 0) through the final LayerNorm
     and the unembedding, IO among its 5 largest (or, negated, smallest) logits."""
     from interp.circuits.ioi import Protocol, copying
+
     from interp.cache import run_with_selective_cache
 
     clean, _ = Protocol(names="organism").datasets(organism, 12, 0)
@@ -84,9 +88,32 @@ def organism():
 def test_mechanism_rule_end_to_end(organism, tmp_path):
     """`--class-rule mechanism` from the command line: every head found passes its class's mechanism, recomputed
     from the per-prompt attention and copy scores that results.json keeps."""
-    assert main(["ioi", "--model", "organism", "--n", "24", "--class-rule", "mechanism", "--random-circuits", "0",
-                 "--no-template-holdout", "--bootstrap", "50", "--random-knockouts", "1", "--greedy-steps", "1",
-                 "--quiet", "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "ioi",
+                "--model",
+                "organism",
+                "--n",
+                "24",
+                "--class-rule",
+                "mechanism",
+                "--random-circuits",
+                "0",
+                "--no-template-holdout",
+                "--bootstrap",
+                "50",
+                "--random-knockouts",
+                "1",
+                "--greedy-steps",
+                "1",
+                "--quiet",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["protocol"]["class_rule"] == "mechanism"
     at_end = np.array(data["per_prompt"]["attention_end_to_IO_S1_S2"]).mean(-1)
@@ -114,8 +141,14 @@ def test_organism_circuit(organism_run):
     results, out = organism_run
     assert results["mean_logit_diff"] > 0
     assert results["heads"]["name_mover"], "no name movers found"
-    for name in ("s_inhibition", "induction", "duplicate_token", "previous_token", "backup_name_mover",
-                 "negative_name_mover"):
+    for name in (
+        "s_inhibition",
+        "induction",
+        "duplicate_token",
+        "previous_token",
+        "backup_name_mover",
+        "negative_name_mover",
+    ):
         assert name in results["heads"]
     evaluation = results["evaluation"]
     assert evaluation["name_movers_and_backups_knocked_out_logit_diff"] <= 0.5 * evaluation["model_logit_diff"]
@@ -125,20 +158,42 @@ def test_organism_circuit(organism_run):
 def test_organism_results_file(organism_run):
     results, out = organism_run
     data = json.loads((out / "results.json").read_text())
-    for key in ("model", "n_prompts", "seed", "versions", "git_commit", "mean_logit_diff", "io_prob", "io_over_s",
-                "heads", "faithfulness", "completeness", "minimality", "forward_passes"):
+    for key in (
+        "model",
+        "n_prompts",
+        "seed",
+        "versions",
+        "git_commit",
+        "mean_logit_diff",
+        "io_prob",
+        "io_over_s",
+        "heads",
+        "faithfulness",
+        "completeness",
+        "minimality",
+        "forward_passes",
+    ):
         assert key in data, key
     assert data["model"] == "organism" and data["n_prompts"] == 60 and "paper_comparison" not in data
     assert "paper_circuit" not in data  # the organism does not have GPT-2 small's shape
-    assert data["protocol"] == {"names": "paper", "order": "mixed", "n_templates": None, "corruption": "paper",
-                                "prepend_bos": False, "random_knockouts": 10, "greedy_steps": 5,
-                                "greedy_candidates": 5, "bootstrap": 1000, "random_circuits": 100,
-                                "template_holdout": True, "class_rule": "threshold"}
+    assert data["protocol"] == {
+        "names": "paper",
+        "order": "mixed",
+        "n_templates": None,
+        "corruption": "paper",
+        "prepend_bos": False,
+        "random_knockouts": 10,
+        "greedy_steps": 5,
+        "greedy_candidates": 5,
+        "bootstrap": 1000,
+        "random_circuits": 100,
+        "template_holdout": True,
+        "class_rule": "threshold",
+    }
     completeness = data["evaluation"]["completeness"]
     assert len(completeness["random"]) == 10 and 1 <= len(completeness["greedy"]) <= 5
     assert set(data["minimality"]) == {f"{l}.{h}@{p}" for l, h, p in data["evaluation"]["nodes"]}
-    assert {p.name for p in out.glob("*.png")} >= {"ioi_direct_effect.png", "ioi_circuit.png",
-                                                   "ioi_completeness.png"}
+    assert {p.name for p in out.glob("*.png")} >= {"ioi_direct_effect.png", "ioi_circuit.png", "ioi_completeness.png"}
 
 
 def test_intervals_are_the_percentile_bootstrap_of_the_files_per_prompt_values(organism_run):
@@ -150,8 +205,7 @@ def test_intervals_are_the_percentile_bootstrap_of_the_files_per_prompt_values(o
     per_prompt = data["per_prompt"]
     for key, name in (("mean_logit_diff", "logit_diff"), ("io_prob", "io_prob"), ("io_over_s", "io_over_s")):
         assert np.mean(per_prompt[name]) == pytest.approx(data[key], abs=1e-5)
-        assert data[f"{key}_ci"] == pytest.approx(hand_bootstrap(per_prompt[name], groups, n_resamples, seed),
-                                                  abs=1e-5)
+        assert data[f"{key}_ci"] == pytest.approx(hand_bootstrap(per_prompt[name], groups, n_resamples, seed), abs=1e-5)
     # the direct-effect grid: today's mean grid from the per-prompt values, and its intervals
     clean = np.array(per_prompt["clean_logit_diff"])
     patched = np.array(per_prompt["patched_logit_diff"]["direct_effect"])
@@ -168,8 +222,9 @@ def test_intervals_are_the_percentile_bootstrap_of_the_files_per_prompt_values(o
     evaluation = data["evaluation"]
     fm, fc = np.array(evaluation["model_logit_diff_per_prompt"]), np.array(evaluation["circuit_logit_diff_per_prompt"])
     assert fc.mean() / fm.mean() == pytest.approx(evaluation["faithfulness"], abs=1e-4)
-    expected = hand_bootstrap(np.stack([fc, fm]), groups, n_resamples, seed,
-                              statistic=lambda v: v[0].mean() / v[1].mean())
+    expected = hand_bootstrap(
+        np.stack([fc, fm]), groups, n_resamples, seed, statistic=lambda v: v[0].mean() / v[1].mean()
+    )
     assert evaluation["faithfulness_ci"] == pytest.approx(expected, abs=1e-5)
 
 

@@ -1,5 +1,6 @@
 """The IOI dataset: the paper's protocol by default; positions point at the right tokens for every template, the
 corruption is ABC as the paper's code draws it."""
+
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,19 @@ from interp.tokens import GPT2_BOS, gpt2_tokenizer, single_token_id
 def test_paper_example_positions():
     """Hand-checked: "When Mary and John went to the store, John gave a drink to" (template 6, ABBA)."""
     tok = gpt2_tokenizer()
-    clean, _ = ioi_datasets(1, names=["Mary", "John", "Anna", "Paul", "Kate"], places=["store"], objects=["drink"],
-                            base_templates=[BABA_TEMPLATES[6].replace("got a [OBJECT] at", "went to")
-                                            .replace(", [B] decided to give it to", ", [B] gave a [OBJECT] to")],
-                            order="ABBA", seed=0)
+    clean, _ = ioi_datasets(
+        1,
+        names=["Mary", "John", "Anna", "Paul", "Kate"],
+        places=["store"],
+        objects=["drink"],
+        base_templates=[
+            BABA_TEMPLATES[6]
+            .replace("got a [OBJECT] at", "went to")
+            .replace(", [B] decided to give it to", ", [B] gave a [OBJECT] to")
+        ],
+        order="ABBA",
+        seed=0,
+    )
     ids = clean.tokens[0].tolist()
     text = [tok.decode([i]) for i in ids]
     io, s = " " + clean.io_names[0], " " + clean.s_names[0]
@@ -32,10 +42,14 @@ def test_paper_example_positions():
 def test_fill_and_abba():
     template = "Then, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to [A]"
     assert abba(template) == "Then, [A] and [B] went to the [PLACE]. [B] gave a [OBJECT] to [A]"
-    assert fill(template, "Mary", "John", "store", "drink") == \
-        "Then, John and Mary went to the store. John gave a drink to"
-    assert fill(template, "Mary", "John", "store", "drink", s2="Paul") == \
-        "Then, John and Mary went to the store. Paul gave a drink to"
+    assert (
+        fill(template, "Mary", "John", "store", "drink")
+        == "Then, John and Mary went to the store. John gave a drink to"
+    )
+    assert (
+        fill(template, "Mary", "John", "store", "drink", s2="Paul")
+        == "Then, John and Mary went to the store. Paul gave a drink to"
+    )
 
 
 SHARED_NAMES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "ioi_paper_names.txt"
@@ -76,16 +90,21 @@ def test_abc_is_drawn_as_the_papers_code_draws_it():
     assert all(len(set(names)) == 3 for names in distinct.names)
 
 
-@pytest.mark.parametrize("kwargs, problem", [
-    ({"n": 0}, "at least one prompt"),
-    ({"n": 3, "names": ["Mary", "John", "Anna"]}, "at least 5 distinct names"),
-    ({"n": 3, "names": PAPER_NAMES[:10] + ["Bartholomew"]},
-     "1 of 11 names are not single GPT-2 tokens: ' Bartholomew' is 3 tokens"),
-    ({"n": 3, "places": ["store", "laundromat"]}, "1 of 2 places are not single GPT-2 tokens: ' laundromat' is"),
-    ({"n": 3, "order": "AABB"}, "unknown template order 'AABB'"),
-    ({"n": 3, "n_templates": 40}, "n_templates must be in 2..15"),
-    ({"n": 3, "corruption": "ABB"}, "unknown corruption 'ABB'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, problem",
+    [
+        ({"n": 0}, "at least one prompt"),
+        ({"n": 3, "names": ["Mary", "John", "Anna"]}, "at least 5 distinct names"),
+        (
+            {"n": 3, "names": PAPER_NAMES[:10] + ["Bartholomew"]},
+            "1 of 11 names are not single GPT-2 tokens: ' Bartholomew' is 3 tokens",
+        ),
+        ({"n": 3, "places": ["store", "laundromat"]}, "1 of 2 places are not single GPT-2 tokens: ' laundromat' is"),
+        ({"n": 3, "order": "AABB"}, "unknown template order 'AABB'"),
+        ({"n": 3, "n_templates": 40}, "n_templates must be in 2..15"),
+        ({"n": 3, "corruption": "ABB"}, "unknown corruption 'ABB'"),
+    ],
+)
 def test_bad_datasets(kwargs, problem):
     with pytest.raises(InterpError, match=problem):
         ioi_datasets(**kwargs)

@@ -1,4 +1,5 @@
 """The logit lens against a hand computation on transformers' own model."""
+
 import pytest
 import torch
 from transformers import GPT2LMHeadModel
@@ -44,13 +45,16 @@ def test_lens_json_shape(tiny_model):
     assert set(data["layers"][-1]["targets"][" Warsaw"]) == {"prob", "rank"}
 
 
-@pytest.mark.parametrize("prompt, targets, problem", [
-    ("", [], "the prompt is empty"),
-    ("   ", [], "the prompt is empty"),
-    (PROMPT, ["Warsaw"], "target 'Warsaw' is 2 GPT-2 tokens"),
-    (PROMPT, [" Warsaw Poland"], "target ' Warsaw Poland' is 2 GPT-2 tokens"),
-    (" word" * 80, [], "the prompt is 81 tokens; the model's context is 64"),
-])
+@pytest.mark.parametrize(
+    "prompt, targets, problem",
+    [
+        ("", [], "the prompt is empty"),
+        ("   ", [], "the prompt is empty"),
+        (PROMPT, ["Warsaw"], "target 'Warsaw' is 2 GPT-2 tokens"),
+        (PROMPT, [" Warsaw Poland"], "target ' Warsaw Poland' is 2 GPT-2 tokens"),
+        (" word" * 80, [], "the prompt is 81 tokens; the model's context is 64"),
+    ],
+)
 def test_lens_bad_input(tiny_model, prompt, targets, problem):
     with pytest.raises(InterpError, match=problem):
         logit_lens(tiny_model, prompt, targets=targets)

@@ -1,4 +1,5 @@
 """Loading: every spec ends in a hooked model whose log-probs match transformers' GPT2LMHeadModel."""
+
 import os
 import shutil
 import subprocess
@@ -6,10 +7,10 @@ import sys
 
 import pytest
 import torch
-from transformers import GPT2LMHeadModel
-
 from conftest import make_checkpoint
 from hub_layout import perturb_norms_and_biases
+from transformers import GPT2LMHeadModel
+
 from interp.errors import InterpError
 from interp.models import download_command, load_hf_model, load_model
 
@@ -45,7 +46,21 @@ def test_random_specs_are_seeded():
 def test_local_checkpoint_uses_bundled_tokenizer(tiny_checkpoint, tiny_model):
     assert not (tiny_checkpoint / "vocab.json").exists()
     assert tiny_model.to_tokens(PROMPT)[0, 1:].tolist() == [
-        2215, 5335, 290, 1757, 1816, 284, 262, 3650, 11, 1757, 2921, 257, 4144, 284]
+        2215,
+        5335,
+        290,
+        1757,
+        1816,
+        284,
+        262,
+        3650,
+        11,
+        1757,
+        2921,
+        257,
+        4144,
+        284,
+    ]
     assert log_probs_match(tiny_model, tiny_checkpoint) <= 1e-4
 
 
@@ -56,8 +71,13 @@ def test_half_precision_on_request(tiny_checkpoint):
 
 
 def run_python(code, **env):
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", **env}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
+        timeout=300,
+    )
 
 
 def hf_cache_with_gpt2(root):
@@ -72,15 +92,19 @@ def hf_cache_with_gpt2(root):
 
 def test_gpt2_from_hf_cache_offline(tmp_path):
     snapshot = hf_cache_with_gpt2(tmp_path)
-    result = run_python("from interp.models import load_model; m = load_model('gpt2', device='cpu'); "
-                        "print(m.interp_source.checkpoint_dir)", HF_HUB_CACHE=str(tmp_path))
+    result = run_python(
+        "from interp.models import load_model; m = load_model('gpt2', device='cpu'); "
+        "print(m.interp_source.checkpoint_dir)",
+        HF_HUB_CACHE=str(tmp_path),
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith(snapshot.name)
 
 
 def test_gpt2_missing_offline_says_what_to_do(tmp_path):
-    result = run_python("from interp.models import load_model; load_model('gpt2-medium', device='cpu')",
-                        HF_HUB_CACHE=str(tmp_path))
+    result = run_python(
+        "from interp.models import load_model; load_model('gpt2-medium', device='cpu')", HF_HUB_CACHE=str(tmp_path)
+    )
     assert result.returncode != 0
     command = download_command("gpt2-medium")
     assert command.startswith("hf download openai-community/gpt2-medium config.json") and command in result.stderr
@@ -91,10 +115,9 @@ def test_gpt2_missing_offline_says_what_to_do(tmp_path):
     assert "local checkpoint directory" in result.stderr
 
 
-@pytest.mark.parametrize("spec, problem", [
-    ("gpt3", "unknown model spec 'gpt3'"),
-    ("random:gpt5", "unknown model spec 'random:gpt5'"),
-])
+@pytest.mark.parametrize(
+    "spec, problem", [("gpt3", "unknown model spec 'gpt3'"), ("random:gpt5", "unknown model spec 'random:gpt5'")]
+)
 def test_unknown_specs(spec, problem):
     with pytest.raises(InterpError, match=problem):
         load_model(spec)

@@ -1,5 +1,6 @@
 """Every notebook runs top to bottom offline: on the organism as shipped, and unchanged on GPT-2 by hub name from the
 Hugging Face cache (its parameters set the way papermill does: a cell after the one tagged `parameters`)."""
+
 from pathlib import Path
 
 import nbformat
@@ -26,8 +27,9 @@ def run_notebook(path: Path, tmp_path: Path, parameters: dict | None = None):
         injected.metadata["tags"] = ["injected-parameters"]
         book.cells.insert(tagged[0] + 1, injected)
     NotebookClient(book, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    errors = [out for cell in book.cells if cell.cell_type == "code" for out in cell.outputs
-              if out.output_type == "error"]
+    errors = [
+        out for cell in book.cells if cell.cell_type == "code" for out in cell.outputs if out.output_type == "error"
+    ]
     assert not errors
     return book
 

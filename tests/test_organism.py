@@ -1,5 +1,6 @@
 """The organism: a seeded corpus with a clean held-out split, deterministic training, and a shipped checkpoint
 whose scores match what its training recorded."""
+
 import json
 import random
 import re
@@ -15,8 +16,14 @@ from interp.organism.evaluate import extractive_items
 from interp.organism.train import TrainConfig, selection_score, train
 from interp.tokens import first_token_id, gpt2_tokenizer
 
-KEYS = ["ioi_accuracy", "ioi_logit_diff", "capital_recall", "extractive_recall", "uppercase_accuracy",
-        "past_tense_accuracy"]
+KEYS = [
+    "ioi_accuracy",
+    "ioi_logit_diff",
+    "capital_recall",
+    "extractive_recall",
+    "uppercase_accuracy",
+    "past_tense_accuracy",
+]
 
 
 def test_corpus_is_seeded():
@@ -26,9 +33,31 @@ def test_corpus_is_seeded():
 
 
 # The verbs that make the evaluation's and the validation's templates new: no training IOI sentence has them.
-HELD_OUT_WORDS = {"home", "stopped", "where", "cleaned", "sold", "sat", "read", "stayed", "lent", "danced", "sang",
-                  "relaxed", "mailed", "lived", "carried", "cooked", "recited", "jogged", "tossed", "rested",
-                  "returned", "hiked", "wrote"}
+HELD_OUT_WORDS = {
+    "home",
+    "stopped",
+    "where",
+    "cleaned",
+    "sold",
+    "sat",
+    "read",
+    "stayed",
+    "lent",
+    "danced",
+    "sang",
+    "relaxed",
+    "mailed",
+    "lived",
+    "carried",
+    "cooked",
+    "recited",
+    "jogged",
+    "tossed",
+    "rested",
+    "returned",
+    "hiked",
+    "wrote",
+}
 
 
 def test_held_out_material_never_trains():
@@ -47,8 +76,9 @@ def test_held_out_material_never_trains():
         names_in_ioi |= names
     assert names_in_ioi == set(ORGANISM_NAMES)  # every name the evaluation uses is seen in training IOI sentences
     facts = " ".join(generator.capitals() for _ in range(3000))
-    assert not any(f"capital of {country}?" in facts or f"capital of {country} is" in facts
-                   for country, _ in sp.heldout_countries)
+    assert not any(
+        f"capital of {country}?" in facts or f"capital of {country} is" in facts for country, _ in sp.heldout_countries
+    )
 
 
 def test_every_evaluated_capital_token_is_in_the_corpus():
@@ -93,5 +123,6 @@ def test_shipped_checkpoint_is_the_one_validation_selects():
     history = training["history"]
     best = max(range(len(history)), key=lambda i: (selection_score(history[i]), i))
     assert training["selected_step"] == history[best]["step"]
-    assert selection_score({"val_ioi_accuracy": 0.9, "val_extractive_recall": 0.7, "val_ioi_logit_diff": 3.0}) < \
-        selection_score({"val_ioi_accuracy": 0.8, "val_extractive_recall": 0.8, "val_ioi_logit_diff": 1.0})
+    assert selection_score(
+        {"val_ioi_accuracy": 0.9, "val_extractive_recall": 0.7, "val_ioi_logit_diff": 3.0}
+    ) < selection_score({"val_ioi_accuracy": 0.8, "val_extractive_recall": 0.8, "val_ioi_logit_diff": 1.0})

@@ -3,6 +3,7 @@
 The models are small random GPT-2s with a larger init than HF's (0.2 instead of 0.02) and perturbed LayerNorms and
 biases: patching effects are then of order 0.1-1, far above the 1e-4 tolerance, and weight processing is exercised.
 """
+
 import pytest
 import torch
 import transformer_lens.patching as tl_patching
@@ -20,8 +21,7 @@ def build_model(directory, n_layer: int):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(n_layer)
-    hf_model = GPT2LMHeadModel(GPT2Config(n_layer=n_layer, n_head=4, n_embd=64, n_positions=64,
-                                          initializer_range=0.2))
+    hf_model = GPT2LMHeadModel(GPT2Config(n_layer=n_layer, n_head=4, n_embd=64, n_positions=64, initializer_range=0.2))
     with torch.no_grad():
         for name, param in hf_model.named_parameters():
             if name.endswith(".bias") or "ln" in name:
@@ -96,8 +96,7 @@ def test_equals_transformer_lens_helpers(model, tokens, site, by_position, direc
     reference = TL_HELPERS[site, by_position](model, base, source_cache, full_logit_diff)
     if site == "pattern" and by_position:  # TransformerLens: [layer, head, query_pos]; interp: [layer, pos, head]
         reference = reference.permute(0, 2, 1)
-    ours = activation_patch(model, *tokens, logit_diff_metric(ANSWER, WRONG), site, direction,
-                            by_position=by_position)
+    ours = activation_patch(model, *tokens, logit_diff_metric(ANSWER, WRONG), site, direction, by_position=by_position)
     assert_close(ours, reference)
 
 
@@ -113,10 +112,15 @@ def test_resid_post_equals_generic_transformer_lens_patch(model, tokens, directi
     base, source = runs(direction, *tokens)
     _, source_cache = model.run_with_cache(source)
     reference = tl_patching.generic_activation_patch(
-        model, base, source_cache, full_logit_diff, patch_setter=tl_patching.layer_pos_patch_setter,
-        activation_name="resid_post", index_axis_names=("layer", "pos"))
-    assert_close(activation_patch(model, *tokens, logit_diff_metric(ANSWER, WRONG), "resid_post", direction),
-                 reference)
+        model,
+        base,
+        source_cache,
+        full_logit_diff,
+        patch_setter=tl_patching.layer_pos_patch_setter,
+        activation_name="resid_post",
+        index_axis_names=("layer", "pos"),
+    )
+    assert_close(activation_patch(model, *tokens, logit_diff_metric(ANSWER, WRONG), "resid_post", direction), reference)
 
 
 @pytest.mark.parametrize("direction", ["denoise", "noise"])
@@ -133,6 +137,7 @@ def test_resid_mid_equals_hook_reference(model, tokens, direction):
     for layer in range(n_layers):
         wanted = source_cache[f"blocks.{layer}.hook_resid_mid"] - base_cache[f"blocks.{layer}.hook_resid_pre"]
         for position in range(n_pos):
+
             def patch(attn_out, hook, position=position, wanted=wanted):
                 attn_out = attn_out.clone()
                 attn_out[:, position] = wanted[:, position]
@@ -141,8 +146,7 @@ def test_resid_mid_equals_hook_reference(model, tokens, direction):
             with torch.no_grad():
                 logits = model.run_with_hooks(base, fwd_hooks=[(f"blocks.{layer}.hook_attn_out", patch)])
             reference[layer, position] = full_logit_diff(logits)
-    assert_close(activation_patch(model, *tokens, logit_diff_metric(ANSWER, WRONG), "resid_mid", direction),
-                 reference)
+    assert_close(activation_patch(model, *tokens, logit_diff_metric(ANSWER, WRONG), "resid_mid", direction), reference)
 
 
 def test_per_prompt_positions_and_answers(model, tokens):
@@ -155,11 +159,12 @@ def test_per_prompt_positions_and_answers(model, tokens):
         return (logits[prompt, positions, answers] - logits[prompt, positions, wrongs]).mean()
 
     _, clean_cache = model.run_with_cache(tokens[0])
-    for site, helper in (("resid_pre", tl_patching.get_act_patch_resid_pre),
-                         ("head_out", tl_patching.get_act_patch_attn_head_out_by_pos)):
+    for site, helper in (
+        ("resid_pre", tl_patching.get_act_patch_resid_pre),
+        ("head_out", tl_patching.get_act_patch_attn_head_out_by_pos),
+    ):
         reference = helper(model, tokens[1], clean_cache, per_prompt)
-        ours = activation_patch(model, *tokens, logit_diff_metric(answers, wrongs, positions), site,
-                                by_position=True)
+        ours = activation_patch(model, *tokens, logit_diff_metric(answers, wrongs, positions), site, by_position=True)
         assert_close(ours, reference)
 
 
@@ -225,8 +230,7 @@ def attribution_reference(model, base, source, site, by_position):
     def keep_grad(grad, hook, name):  # by the name asked for: the bridge reports aliases under other names
         grads[name] = grad.detach().clone()
 
-    with model.hooks(bwd_hooks=[(name, lambda grad, hook, name=name: keep_grad(grad, hook, name))
-                                for name in names]):
+    with model.hooks(bwd_hooks=[(name, lambda grad, hook, name=name: keep_grad(grad, hook, name)) for name in names]):
         value = full_logit_diff(model(base))
         value.backward()
     rows = []
@@ -242,9 +246,22 @@ def attribution_reference(model, base, source, site, by_position):
 
 
 @pytest.mark.parametrize("direction", ["denoise", "noise"])
-@pytest.mark.parametrize("site,by_position", [
-    ("resid_pre", True), ("resid_mid", True), ("resid_post", True), ("attn_out", True), ("mlp_out", True),
-    ("head_out", False), ("head_out", True), ("q", True), ("k", False), ("v", True), ("pattern", True)])
+@pytest.mark.parametrize(
+    "site,by_position",
+    [
+        ("resid_pre", True),
+        ("resid_mid", True),
+        ("resid_post", True),
+        ("attn_out", True),
+        ("mlp_out", True),
+        ("head_out", False),
+        ("head_out", True),
+        ("q", True),
+        ("k", False),
+        ("v", True),
+        ("pattern", True),
+    ],
+)
 def test_attribution_equals_hand_written_gradient_times_difference(model, tokens, site, by_position, direction):
     base, source = runs(direction, *tokens)
     reference = attribution_reference(model, base, source, site, by_position)
@@ -276,9 +293,13 @@ def path_patch_reference(model, clean, corrupt, receivers, senders):
     _, corrupt_cache = model.run_with_cache(corrupt)
     n_layers = model.cfg.n_layers
     grid = torch.full((n_layers, model.cfg.n_heads), float("nan"))
-    receiver_hooks = ([f"blocks.{n_layers - 1}.hook_resid_post"] if receivers == "resid_final" else
-                      sorted({f"blocks.{layer}.attn.hook_{kind}" for layer, _, kind in receivers}))
+    receiver_hooks = (
+        [f"blocks.{n_layers - 1}.hook_resid_post"]
+        if receivers == "resid_final"
+        else sorted({f"blocks.{layer}.attn.hook_{kind}" for layer, _, kind in receivers})
+    )
     for sender_layer, sender_head in senders:
+
         def freeze(z, hook):
             frozen = clean_cache[hook.name].clone()
             if hook.name == f"blocks.{sender_layer}.attn.hook_z":
@@ -291,13 +312,18 @@ def path_patch_reference(model, clean, corrupt, receivers, senders):
             recorded[name] = activation.clone()
 
         with torch.no_grad():
-            model.run_with_hooks(clean, fwd_hooks=[(f"blocks.{layer}.attn.hook_z", freeze)
-                                                   for layer in range(n_layers)]
-                                 + [(name, lambda activation, hook, name=name: record(activation, hook, name))
-                                    for name in receiver_hooks])
+            model.run_with_hooks(
+                clean,
+                fwd_hooks=[(f"blocks.{layer}.attn.hook_z", freeze) for layer in range(n_layers)]
+                + [
+                    (name, lambda activation, hook, name=name: record(activation, hook, name))
+                    for name in receiver_hooks
+                ],
+            )
             if receivers == "resid_final":
                 logits = model.unembed(model.ln_final(recorded[receiver_hooks[0]]))
             else:
+
                 def patch(activation, hook):
                     activation = activation.clone()
                     for layer, head, kind in receivers:
@@ -310,8 +336,9 @@ def path_patch_reference(model, clean, corrupt, receivers, senders):
     return grid
 
 
-@pytest.mark.parametrize("receivers", ["resid_final", [(1, 0, "q"), (2, 3, "k")],
-                                       [(2, 1, "v"), (2, 2, "q"), (1, 3, "v")]])
+@pytest.mark.parametrize(
+    "receivers", ["resid_final", [(1, 0, "q"), (2, 3, "k")], [(2, 1, "v"), (2, 2, "q"), (1, 3, "v")]]
+)
 def test_path_patching_equals_per_sender_reference(model3, tokens, receivers):
     senders = [(layer, head) for layer in range(3) for head in range(4)]
     reference = path_patch_reference(model3, *tokens, receivers, senders)
@@ -334,26 +361,31 @@ def test_path_patching_some_senders_and_a_small_budget(model3, tokens):
 # Mistakes, exceptions, the CLI
 
 
-@pytest.mark.parametrize("call,message", [
-    (lambda m, c, k: activation_patch(m, c, k[:, :5], full_logit_diff, "resid_pre"), "7 tokens.*5"),
-    (lambda m, c, k: activation_patch(m, c, k[:2], full_logit_diff, "resid_pre"), "3 clean prompts but 2"),
-    (lambda m, c, k: activation_patch(m, c, k, full_logit_diff, "resid"), "unknown patching site 'resid'"),
-    (lambda m, c, k: activation_patch(m, c, k, full_logit_diff, "z", "backwards"), "unknown patching site"),
-    (lambda m, c, k: activation_patch(m, c, k, full_logit_diff, "q", "backwards"), "unknown direction"),
-    (lambda m, c, k: activation_patch(m, c, k, lambda logits: logits[:, -1, :2], "q"),
-     "a scalar or one value per prompt"),
-    (lambda m, c, k: activation_patch(m, c, k, logit_diff_metric(1, 2, positions=7), "q"), "position 7"),
-    (lambda m, c, k: activation_patch(m, c, k, logit_diff_metric([1, 2], [3, 4]), "q"), "2 answer tokens for 3"),
-    (lambda m, c, k: path_patch(m, c, k, full_logit_diff, [(2, 0, "q")]), "receiver layer 2 is out of range"),
-    (lambda m, c, k: path_patch(m, c, k, full_logit_diff, [(1, 4, "q")]), "receiver head 4 is out of range"),
-    (lambda m, c, k: path_patch(m, c, k, full_logit_diff, [(1, 0, "z")]), "'q'|'k'|'v'"),
-    (lambda m, c, k: path_patch(m, c, k, full_logit_diff, "resid"), "unknown receivers"),
-    (lambda m, c, k: path_patch(m, c, k, full_logit_diff, "resid_final", [(-1, 0)]), "sender layer -1"),
-    (lambda m, c, k: attribution_patch(m, c, k[:, :6], full_logit_diff, "q"), "7 tokens.*6"),
-    (lambda m, c, k: attribution_patch(m, c, k, full_logit_diff, "q", max_memory=10_000), "MiB"),
-    (lambda m, c, k: attribution_patch(m, c, k, lambda logits: torch.tensor(1.0), "q"), "does not depend"),
-    (lambda m, c, k: path_patch(m, c, k, full_logit_diff, "resid_final", max_memory=10_000), "MiB"),
-])
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda m, c, k: activation_patch(m, c, k[:, :5], full_logit_diff, "resid_pre"), "7 tokens.*5"),
+        (lambda m, c, k: activation_patch(m, c, k[:2], full_logit_diff, "resid_pre"), "3 clean prompts but 2"),
+        (lambda m, c, k: activation_patch(m, c, k, full_logit_diff, "resid"), "unknown patching site 'resid'"),
+        (lambda m, c, k: activation_patch(m, c, k, full_logit_diff, "z", "backwards"), "unknown patching site"),
+        (lambda m, c, k: activation_patch(m, c, k, full_logit_diff, "q", "backwards"), "unknown direction"),
+        (
+            lambda m, c, k: activation_patch(m, c, k, lambda logits: logits[:, -1, :2], "q"),
+            "a scalar or one value per prompt",
+        ),
+        (lambda m, c, k: activation_patch(m, c, k, logit_diff_metric(1, 2, positions=7), "q"), "position 7"),
+        (lambda m, c, k: activation_patch(m, c, k, logit_diff_metric([1, 2], [3, 4]), "q"), "2 answer tokens for 3"),
+        (lambda m, c, k: path_patch(m, c, k, full_logit_diff, [(2, 0, "q")]), "receiver layer 2 is out of range"),
+        (lambda m, c, k: path_patch(m, c, k, full_logit_diff, [(1, 4, "q")]), "receiver head 4 is out of range"),
+        (lambda m, c, k: path_patch(m, c, k, full_logit_diff, [(1, 0, "z")]), "'q'|'k'|'v'"),
+        (lambda m, c, k: path_patch(m, c, k, full_logit_diff, "resid"), "unknown receivers"),
+        (lambda m, c, k: path_patch(m, c, k, full_logit_diff, "resid_final", [(-1, 0)]), "sender layer -1"),
+        (lambda m, c, k: attribution_patch(m, c, k[:, :6], full_logit_diff, "q"), "7 tokens.*6"),
+        (lambda m, c, k: attribution_patch(m, c, k, full_logit_diff, "q", max_memory=10_000), "MiB"),
+        (lambda m, c, k: attribution_patch(m, c, k, lambda logits: torch.tensor(1.0), "q"), "does not depend"),
+        (lambda m, c, k: path_patch(m, c, k, full_logit_diff, "resid_final", max_memory=10_000), "MiB"),
+    ],
+)
 def test_mistakes_raise_interp_error_naming_the_problem(model, tokens, call, message):
     with pytest.raises(InterpError, match=message):
         call(model, *tokens)
@@ -381,8 +413,10 @@ def test_an_exception_in_the_metric_leaves_the_model_clean(model, tokens):
 
 
 def test_cli_grid(model):
-    clean, corrupt = "When Mary and John went to the store, John gave a drink to", \
-        "When Mary and John went to the store, Paul gave a drink to"
+    clean, corrupt = (
+        "When Mary and John went to the store, John gave a drink to",
+        "When Mary and John went to the store, Paul gave a drink to",
+    )
     data = patch_grid_for_cli(model, clean, corrupt, " Mary", " John", "resid_pre")
     assert data["site"] == "resid_pre"
     tokens = model.to_tokens(clean), model.to_tokens(corrupt)
@@ -399,12 +433,19 @@ def test_cli_grid(model):
     assert torch.tensor(heads["grid"]).shape == (model.cfg.n_layers, model.cfg.n_heads)
 
 
-@pytest.mark.parametrize("corrupt,answer,site,message", [
-    ("When Mary and John went to the store, Jonathan Smith gave a drink to", " Mary", "resid_pre",
-     "clean prompt is 15 tokens and the corrupt prompt 16"),
-    ("When Mary and John went to the store, Paul gave a drink to", " Marylebone", "resid_pre", "answer"),
-    ("When Mary and John went to the store, Paul gave a drink to", " Mary", "q", "unknown site 'q'"),
-])
+@pytest.mark.parametrize(
+    "corrupt,answer,site,message",
+    [
+        (
+            "When Mary and John went to the store, Jonathan Smith gave a drink to",
+            " Mary",
+            "resid_pre",
+            "clean prompt is 15 tokens and the corrupt prompt 16",
+        ),
+        ("When Mary and John went to the store, Paul gave a drink to", " Marylebone", "resid_pre", "answer"),
+        ("When Mary and John went to the store, Paul gave a drink to", " Mary", "q", "unknown site 'q'"),
+    ],
+)
 def test_cli_mistakes(model, corrupt, answer, site, message):
     clean = "When Mary and John went to the store, John gave a drink to"
     with pytest.raises(InterpError, match=message):
@@ -416,13 +457,51 @@ def test_cli_patch_command(model, capsys):
 
     from interp.cli import main
 
-    clean, corrupt = "When Mary and John went to the store, John gave a drink to", \
-        "When Mary and John went to the store, Paul gave a drink to"
-    code = main(["patch", "--clean", clean, "--corrupt", corrupt, "--answer", " Mary", "--wrong", " John",
-                 "--site", "head_out", "--model", model.interp_source.checkpoint_dir, "--device", "cpu", "--json"])
+    clean, corrupt = (
+        "When Mary and John went to the store, John gave a drink to",
+        "When Mary and John went to the store, Paul gave a drink to",
+    )
+    code = main(
+        [
+            "patch",
+            "--clean",
+            clean,
+            "--corrupt",
+            corrupt,
+            "--answer",
+            " Mary",
+            "--wrong",
+            " John",
+            "--site",
+            "head_out",
+            "--model",
+            model.interp_source.checkpoint_dir,
+            "--device",
+            "cpu",
+            "--json",
+        ]
+    )
     assert code == 0
     data = json.loads(capsys.readouterr().out)
     assert data["site"] == "head_out" and len(data["grid"]) == model.cfg.n_layers
-    assert main(["patch", "--clean", clean, "--corrupt", corrupt + " the", "--answer", " Mary", "--wrong", " John",
-                 "--model", model.interp_source.checkpoint_dir, "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "patch",
+                "--clean",
+                clean,
+                "--corrupt",
+                corrupt + " the",
+                "--answer",
+                " Mary",
+                "--wrong",
+                " John",
+                "--model",
+                model.interp_source.checkpoint_dir,
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert "corrupt prompt 16" in capsys.readouterr().err

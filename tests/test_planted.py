@@ -1,16 +1,17 @@
 """Planted models: weights constructed so that a known circuit does the task. The pipelines must find exactly what
 was planted, measured as on any GPT-2; these tests check the construction itself against independent references
 (HF transformers for the forward pass, MIB's published circuit file for edge names, plain attention patterns)."""
+
 import json
 from pathlib import Path
 
 import pytest
 import torch
-
 from interp.circuits.ioi import Protocol, attention, discover, ld
 from interp.circuits.ioi_selection import CLASSES
-from interp.data.ioi import PAPER_HEADS
+
 from interp.cli import main
+from interp.data.ioi import PAPER_HEADS
 from interp.errors import InterpError
 from interp.metrics import answer_probs
 from interp.models import load_model
@@ -37,7 +38,8 @@ def test_layouts_keep_the_order_the_mechanism_needs(seed):
     heads = [head for members in layout.values() for head in members]
     assert len(heads) == len(set(heads)) == 26
     assert {name: len(members) for name, members in layout.items()} == {
-        name: len(members) for name, members in PAPER_HEADS.items()}
+        name: len(members) for name, members in PAPER_HEADS.items()
+    }
     layers = {name: {layer for layer, _ in members} for name, members in layout.items()}
     assert max(layers["previous_token"]) < min(layers["induction"])
     assert max(layers["duplicate_token"] | layers["induction"]) < min(layers["s_inhibition"])
@@ -78,10 +80,13 @@ def test_noise_levels_are_parsed_or_refused():
     assert parse_planted("planted:ioi:noise=0.3") == ("ioi", None, 0.3)
     assert parse_planted("planted:ioi:7:noise=1") == ("ioi", 7, 1.0)
     assert parse_planted("planted:ioi:7") == ("ioi", 7, 0.0)
-    for spec, problem in (("planted:ioi:noise=-1", "must be a number >= 0"), ("planted:ioi:noise=x", "not 'x'"),
-                          ("planted:ioi:noise=nan", "must be a number >= 0"),
-                          ("planted:ioi:7:level=1", "planted:ioi\\[:SEED\\]\\[:noise=LEVEL\\]"),
-                          ("planted:ioi:noise=1:7", "options planted:ioi does not take")):
+    for spec, problem in (
+        ("planted:ioi:noise=-1", "must be a number >= 0"),
+        ("planted:ioi:noise=x", "not 'x'"),
+        ("planted:ioi:noise=nan", "must be a number >= 0"),
+        ("planted:ioi:7:level=1", "planted:ioi\\[:SEED\\]\\[:noise=LEVEL\\]"),
+        ("planted:ioi:noise=1:7", "options planted:ioi does not take"),
+    ):
         with pytest.raises(InterpError, match=problem):
             parse_planted(spec)
 
@@ -90,7 +95,7 @@ def head_slices(layer_weights: dict, head: int, d_head: int = 64) -> list[torch.
     """One head's own weights in a GPT-2 block: its Q, K, V columns of c_attn and its rows of c_proj."""
     qkv, out = layer_weights["attn.c_attn.weight"], layer_weights["attn.c_proj.weight"]
     d_model, cols = out.shape[1], slice(head * d_head, (head + 1) * d_head)
-    return [qkv[:, part * d_model:][:, cols] for part in range(3)] + [out[cols]]
+    return [qkv[:, part * d_model :][:, cols] for part in range(3)] + [out[cols]]
 
 
 def test_noise_touches_only_the_heads_outside_the_circuit_and_scales_their_writes():
@@ -101,8 +106,14 @@ def test_noise_touches_only_the_heads_outside_the_circuit_and_scales_their_write
     models[0] = build_planted("planted:ioi")[0].state_dict()
     circuit = {head for heads in ioi_layout().values() for head in heads}
     for layer in range(12):
-        weights = {level: {key.split(f"h.{layer}.", 1)[1]: value for key, value in state.items()
-                           if key.startswith(f"transformer.h.{layer}.")} for level, state in models.items()}
+        weights = {
+            level: {
+                key.split(f"h.{layer}.", 1)[1]: value
+                for key, value in state.items()
+                if key.startswith(f"transformer.h.{layer}.")
+            }
+            for level, state in models.items()
+        }
         for head in range(12):
             zero, half, full = (head_slices(weights[level], head) for level in (0, 0.5, 1))
             if (layer, head) in circuit:
@@ -129,8 +140,9 @@ def test_built_deterministically_and_loaded_as_any_gpt2(planted_ioi):
     assert not torch.equal(first.transformer.h[9].attn.c_attn.weight, other.transformer.h[9].attn.c_attn.weight)
     assert isinstance(first, GPT2LMHeadModel) and first.config.n_layer == 12 and first.config.n_embd == 768
     assert first.lm_head.weight.data_ptr() == first.transformer.wte.weight.data_ptr()  # tied, as GPT-2's
-    tokens = prompt_tokens(planted_ioi, "Then, Mary and John went to the store. John gave a drink to",
-                           prepend_bos=False)
+    tokens = prompt_tokens(
+        planted_ioi, "Then, Mary and John went to the store. John gave a drink to", prepend_bos=False
+    )
     with torch.no_grad():
         reference = first(tokens).logits.log_softmax(-1)
         ours = planted_ioi(tokens).log_softmax(-1)
@@ -189,9 +201,31 @@ def test_discovery_finds_a_seeded_layout_blind(tmp_path, seed):
 
 @pytest.mark.slow
 def test_interp_ioi_recovers_the_planted_circuit(tmp_path, capsys):
-    assert main(["ioi", "--model", "planted:ioi", "--n", "8", "--n-templates", "4", "--out", str(tmp_path),
-                 "--quiet", "--random-knockouts", "2", "--greedy-steps", "1", "--greedy-candidates", "2",
-                 "--random-circuits", "20"]) == 0
+    assert (
+        main(
+            [
+                "ioi",
+                "--model",
+                "planted:ioi",
+                "--n",
+                "8",
+                "--n-templates",
+                "4",
+                "--out",
+                str(tmp_path),
+                "--quiet",
+                "--random-knockouts",
+                "2",
+                "--greedy-steps",
+                "1",
+                "--greedy-candidates",
+                "2",
+                "--random-circuits",
+                "20",
+            ]
+        )
+        == 0
+    )
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["model"] == "planted:ioi"
     for name, comparison in results["planted_comparison"].items():
@@ -242,8 +276,25 @@ def test_capital_is_country_plus_one_vector():
 
 @pytest.mark.slow
 def test_interp_capitals_recovers_the_planted_mechanism(tmp_path):
-    assert main(["capitals", "--model", "planted:capitals", "--n-prompts", "12", "--ablation-ks", "0,5",
-                 "--n-texts", "10", "--out", str(tmp_path), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "capitals",
+                "--model",
+                "planted:capitals",
+                "--n-prompts",
+                "12",
+                "--ablation-ks",
+                "0,5",
+                "--n-texts",
+                "10",
+                "--out",
+                str(tmp_path),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     results = json.loads((tmp_path / "results.json").read_text())
     capitals = results["tasks"]["capitals"]
     leads = capitals["argument_first_leads"]

@@ -1,6 +1,7 @@
 """Half precision: every command takes --dtype (recorded in the results), and the engine and the experiments'
 measurements stay close to float32 on a small trained model. Tolerances: bfloat16 keeps 8 bits of mantissa
 (~2-3 significant digits), float16 11 bits; differences are measured against each grid's own range."""
+
 import json
 
 import pytest
@@ -44,25 +45,54 @@ def test_patching_and_edge_scores_in_half_precision_stay_close_to_float32(dtype,
         assert half.dtype == torch.float32  # metrics are read in float32 whatever the weights
         assert relative_error(half, activation_patch(float32_model, clean, corrupt, metric, site)) < TOLERANCE[dtype]
     receivers = "resid_final"
-    assert relative_error(path_patch(model, clean, corrupt, metric, receivers),
-                          path_patch(float32_model, clean, corrupt, metric, receivers)) < TOLERANCE[dtype]
+    assert (
+        relative_error(
+            path_patch(model, clean, corrupt, metric, receivers),
+            path_patch(float32_model, clean, corrupt, metric, receivers),
+        )
+        < TOLERANCE[dtype]
+    )
     sample = Graph.of(model).edge_names()[::15]  # exact patching in float16 is slow on CPU: a sample of edges
     for method, edges in (("eap", None), ("exact", sample)):
-        half, full = (edge_scores(m, clean, corrupt, metric, method=method, edges=edges).scores
-                      for m in (model, float32_model))
+        half, full = (
+            edge_scores(m, clean, corrupt, metric, method=method, edges=edges).scores for m in (model, float32_model)
+        )
         assert relative_error(half, full) < TOLERANCE[dtype]
 
 
 def test_every_command_that_loads_a_model_takes_dtype():
     parser = build_parser()
-    for argv in (["lens", "x"], ["patch", "--clean", "a", "--corrupt", "b", "--answer", "c", "--wrong", "d"],
-                 ["ioi"], ["capitals"], ["discover"], ["organism", "eval"]):
+    for argv in (
+        ["lens", "x"],
+        ["patch", "--clean", "a", "--corrupt", "b", "--answer", "c", "--wrong", "d"],
+        ["ioi"],
+        ["capitals"],
+        ["discover"],
+        ["organism", "eval"],
+    ):
         assert parser.parse_args([*argv, "--dtype", "bfloat16"]).dtype == "bfloat16", argv
 
 
 def test_dtype_is_recorded_and_a_bad_one_is_one_line(tmp_path, capsys):
-    assert main(["discover", "--model", "organism", "--dtype", "bfloat16", "--method", "eap", "--n", "4",
-                 "--out", str(tmp_path), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "discover",
+                "--model",
+                "organism",
+                "--dtype",
+                "bfloat16",
+                "--method",
+                "eap",
+                "--n",
+                "4",
+                "--out",
+                str(tmp_path),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "results.json").read_text())["dtype"] == "bfloat16"
     capsys.readouterr()
     assert main(["ioi", "--model", "organism", "--dtype", "int3", "--out", str(tmp_path / "bad")]) == 2

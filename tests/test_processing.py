@@ -1,5 +1,6 @@
 """Loading processes GPT-2's weights in place: the same weights and activations as TransformerBridge's own
 compatibility-mode processing, without holding a second copy."""
+
 import pytest
 import torch
 
@@ -11,29 +12,39 @@ def bridge_processed_by_transformer_lens(spec, dtype=torch.float32):
     from transformer_lens.model_bridge import TransformerBridge
 
     hf_model, tokenizer, source = load_hf_model(spec, dtype, 0)
-    bridge = TransformerBridge.boot_transformers(source.checkpoint_dir or "gpt2", hf_model=hf_model,
-                                                 tokenizer=tokenizer, device="cpu", dtype=dtype)
+    bridge = TransformerBridge.boot_transformers(
+        source.checkpoint_dir or "gpt2", hf_model=hf_model, tokenizer=tokenizer, device="cpu", dtype=dtype
+    )
     bridge.enable_compatibility_mode(disable_warnings=True)
     return bridge.eval()
 
 
-WEIGHTS = {"": ("W_E", "W_pos", "W_U", "b_U"), "attn": ("W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V", "W_O", "b_O"),
-           "mlp": ("W_in", "b_in", "W_out", "b_out")}
+WEIGHTS = {
+    "": ("W_E", "W_pos", "W_U", "b_U"),
+    "attn": ("W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V", "W_O", "b_O"),
+    "mlp": ("W_in", "b_in", "W_out", "b_out"),
+}
 
 
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 def test_in_place_processing_equals_the_bridges_own(tiny_checkpoint, dtype, tolerance):
     """A checkpoint whose LayerNorms and biases are perturbed, so that every fold and centring does something."""
-    ours, reference = load_model(str(tiny_checkpoint), device="cpu", dtype=dtype), \
-        bridge_processed_by_transformer_lens(str(tiny_checkpoint), dtype)
+    ours, reference = (
+        load_model(str(tiny_checkpoint), device="cpu", dtype=dtype),
+        bridge_processed_by_transformer_lens(str(tiny_checkpoint), dtype),
+    )
     for name in WEIGHTS[""]:
         torch.testing.assert_close(getattr(ours, name), getattr(reference, name), atol=tolerance, rtol=0)
     for layer in range(ours.cfg.n_layers):
         for part in ("attn", "mlp"):
             for name in WEIGHTS[part]:
-                torch.testing.assert_close(getattr(getattr(ours.blocks[layer], part), name),
-                                           getattr(getattr(reference.blocks[layer], part), name),
-                                           atol=tolerance, rtol=0, msg=f"{layer} {part} {name}")
+                torch.testing.assert_close(
+                    getattr(getattr(ours.blocks[layer], part), name),
+                    getattr(getattr(reference.blocks[layer], part), name),
+                    atol=tolerance,
+                    rtol=0,
+                    msg=f"{layer} {part} {name}",
+                )
     tokens = torch.randint(0, 50257, (2, 9), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         logits, cache = ours.run_with_cache(tokens)
@@ -41,8 +52,9 @@ def test_in_place_processing_equals_the_bridges_own(tiny_checkpoint, dtype, tole
     assert set(cache.keys()) == set(reference_cache.keys())
     for name in cache.keys():
         if "attn_scores" not in name:  # -inf above the diagonal in both
-            torch.testing.assert_close(cache[name].float(), reference_cache[name].float(), atol=10 * tolerance,
-                                       rtol=10 * tolerance, msg=name)
+            torch.testing.assert_close(
+                cache[name].float(), reference_cache[name].float(), atol=10 * tolerance, rtol=10 * tolerance, msg=name
+            )
     torch.testing.assert_close(logits.float(), reference_logits.float(), atol=10 * tolerance, rtol=10 * tolerance)
 
 

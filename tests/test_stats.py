@@ -1,4 +1,5 @@
 """interp.stats: the seeded, stratified percentile bootstrap against scipy's and against hand computations."""
+
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
@@ -13,8 +14,9 @@ def test_mean_interval_agrees_with_scipy():
     the median's by about the whole width."""
     values = np.random.default_rng(1).exponential(size=200)  # skewed: the percentile interval is not symmetric
     ours = Bootstrap.over(np.zeros(200), 20000, seed=2).mean_interval(values)
-    theirs = scipy_stats.bootstrap((values,), np.mean, n_resamples=20000, vectorized=True, method="percentile",
-                                   rng=np.random.default_rng(3)).confidence_interval
+    theirs = scipy_stats.bootstrap(
+        (values,), np.mean, n_resamples=20000, vectorized=True, method="percentile", rng=np.random.default_rng(3)
+    ).confidence_interval
     width = theirs.high - theirs.low
     assert ours == pytest.approx([theirs.low, theirs.high], abs=0.03 * width)
     assert values.mean() - ours[0] < ours[1] - values.mean()  # the right skew shows

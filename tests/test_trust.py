@@ -1,4 +1,5 @@
 """Trust: same command, same bytes; a crash leaves no hook and no half-written file behind."""
+
 import json
 import os
 import signal
@@ -8,10 +9,10 @@ import time
 
 import pytest
 import torch
+from interp.circuits.ioi import run as run_ioi
 
 from interp.ablation import ablated, heads, mlps
 from interp.cache import run_with_selective_cache
-from interp.circuits.ioi import run as run_ioi
 from interp.errors import InterpError
 from interp.models import load_model
 from interp.results import write_json
@@ -27,8 +28,17 @@ def test_ioi_twice_gives_identical_results(tmp_path):
     first, second = (tmp_path / "a" / "results.json").read_bytes(), (tmp_path / "b" / "results.json").read_bytes()
     assert first == second
     data = json.loads(first)
-    for key in ("model", "checkpoint_sha256", "versions", "seed", "git_commit", "device", "dtype", "torch_threads",
-                "command"):
+    for key in (
+        "model",
+        "checkpoint_sha256",
+        "versions",
+        "seed",
+        "git_commit",
+        "device",
+        "dtype",
+        "torch_threads",
+        "command",
+    ):
         assert key in data, key
     assert "seconds" not in first.decode() and (tmp_path / "a" / "timing.json").exists()
 
@@ -37,8 +47,11 @@ def no_hooks_left(model) -> bool:
     return all(not hook._forward_hooks and not hook._backward_hooks for hook in model.hook_dict.values())
 
 
-FAILURES = [KeyboardInterrupt(), torch.OutOfMemoryError("CUDA out of memory (injected)"),
-            ValueError("a bad metric (injected)")]
+FAILURES = [
+    KeyboardInterrupt(),
+    torch.OutOfMemoryError("CUDA out of memory (injected)"),
+    ValueError("a bad metric (injected)"),
+]
 
 
 @pytest.mark.parametrize("error", FAILURES, ids=lambda e: type(e).__name__)

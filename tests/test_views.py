@@ -1,4 +1,5 @@
 """Attention views render offline in a real browser (Debian's headless Chromium, network features off)."""
+
 import os
 import shutil
 import subprocess
@@ -21,19 +22,40 @@ def chromium_binary() -> str:
     if os.geteuid() != 0:
         pytest.fail("Chromium is not installed and this user cannot install it: apt-get install chromium")
     subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, capture_output=True,
-                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "chromium"],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    )
     return "/usr/lib/chromium/chromium"
 
 
 def render(html_path, tmp_path):
     screenshot = tmp_path / "shot.png"
     result = subprocess.run(
-        [chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--enable-unsafe-swiftshader", "--virtual-time-budget=20000",
-         "--window-size=1200,900", f"--screenshot={screenshot}", "--dump-dom", html_path.as_uri()],
-        capture_output=True, text=True, timeout=180)
+        [
+            chromium_binary(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--enable-unsafe-swiftshader",
+            "--virtual-time-budget=20000",
+            "--window-size=1200,900",
+            f"--screenshot={screenshot}",
+            "--dump-dom",
+            html_path.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     return result.stdout, screenshot
 
 
@@ -50,8 +72,9 @@ def test_attention_view_renders_offline(tiny_model, tmp_path):
     assert coloured > 0.01, f"the screenshot is blank ({coloured:.4f} of pixels coloured)"
 
 
-@pytest.mark.parametrize("heads, problem", [([(5, 0)], "layer 5 is out of range"),
-                                            ([(0, 9)], "head 9 is out of range")])
+@pytest.mark.parametrize(
+    "heads, problem", [([(5, 0)], "layer 5 is out of range"), ([(0, 9)], "head 9 is out of range")]
+)
 def test_attention_view_bad_heads(tiny_model, heads, problem):
     with pytest.raises(InterpError, match=problem):
         attention_view(tiny_model, PROMPT, heads)

@@ -1,5 +1,6 @@
 """Sweeps shared out to Ray workers give the single-process results (to 1e-5), on the organism and on
 random:gpt2; a worker killed mid-run fails the run in one line and leaves no results file."""
+
 import json
 import os
 import signal
@@ -17,8 +18,10 @@ from interp.workers import ModelRecipe, RayWorkers, Workers, fill_in, interleave
 ray = pytest.importorskip("ray", reason="the Ray tests need interp[ray]")
 
 PROVENANCE = {"workers", "ray_address", "worker_devices", "command", "torch_threads"}
-IOI_PROMPTS = ("When Mary and John went to the store, John gave a drink to",
-               "When Mary and John went to the store, Anna gave a drink to")
+IOI_PROMPTS = (
+    "When Mary and John went to the store, John gave a drink to",
+    "When Mary and John went to the store, Anna gave a drink to",
+)
 
 
 def assert_same(single, shared, where="results"):
@@ -72,8 +75,9 @@ def organism_workers(cluster):
 
 
 def test_shared_map_keeps_item_order(organism_workers):
-    assert organism_workers.map_items(lambda model, shard: [model.cfg.n_layers * x for x in shard],
-                                      range(5)) == [4 * x for x in range(5)]
+    assert organism_workers.map_items(lambda model, shard: [model.cfg.n_layers * x for x in shard], range(5)) == [
+        4 * x for x in range(5)
+    ]
     assert organism_workers.describe() == {"workers": 2, "ray_address": "local", "worker_devices": ["cpu", "cpu"]}
 
 
@@ -82,8 +86,13 @@ def test_a_failure_in_a_worker_is_one_line(organism_workers):
     from interp.patching import path_patch
 
     def bad_receivers(model, shard):
-        return path_patch(model, torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 3, dtype=torch.long),
-                          lambda logits: logits.sum(), [(99, 0, "q")])
+        return path_patch(
+            model,
+            torch.zeros(1, 3, dtype=torch.long),
+            torch.zeros(1, 3, dtype=torch.long),
+            lambda logits: logits.sum(),
+            [(99, 0, "q")],
+        )
 
     with pytest.raises(InterpError, match="receiver"):
         organism_workers.map(bad_receivers, [0, 1])
@@ -116,8 +125,9 @@ def test_discover_on_ray_equals_one_process(organism, organism_workers, tmp_path
 
     protocol = Protocol(names="organism")
     single = discover.run(organism, tmp_path / "single", method=method, n=8, quiet=True, protocol=protocol)
-    shared = discover.run(organism, tmp_path / "shared", method=method, n=8, quiet=True, protocol=protocol,
-                          workers=organism_workers)
+    shared = discover.run(
+        organism, tmp_path / "shared", method=method, n=8, quiet=True, protocol=protocol, workers=organism_workers
+    )
     assert_same(single, shared)
 
 
@@ -135,6 +145,7 @@ def test_capitals_on_ray_equals_one_process(organism, organism_workers, tmp_path
 def test_random_gpt2_on_ray_equals_one_process(cluster):
     """GPT-2 small's shape: activation patching of every head, and path patching from every sender."""
     from interp.circuits.ioi import Protocol, discover
+
     from interp.patching import patch_grid_for_cli
 
     model = load_model("random:gpt2", device="cpu")
@@ -144,8 +155,10 @@ def test_random_gpt2_on_ray_equals_one_process(cluster):
         assert_same(patch_grid_for_cli(*arguments), patch_grid_for_cli(*arguments, workers=workers))
         single = discover(model, clean, corrupt, quiet=True)
         shared = discover(model, clean, corrupt, quiet=True, workers=workers)
-    assert_same({name: grid.tolist() for name, grid in single["grids"].items()},
-                {name: grid.tolist() for name, grid in shared["grids"].items()})
+    assert_same(
+        {name: grid.tolist() for name, grid in single["grids"].items()},
+        {name: grid.tolist() for name, grid in shared["grids"].items()},
+    )
     assert not single["grids"]["direct_effect"].isnan().any()
 
 
@@ -157,19 +170,43 @@ def interp_command(*argv):
 def test_patch_command_joins_a_running_cluster(cluster):
     """`--ray-address`: the command joins the cluster this test process runs, with two workers of its own."""
     address = ray.get_runtime_context().gcs_address
-    argv = ["patch", "--model", "organism", "--clean", IOI_PROMPTS[0], "--corrupt", IOI_PROMPTS[1], "--answer",
-            " Mary", "--wrong", " John", "--json", "--device", "cpu"]
+    argv = [
+        "patch",
+        "--model",
+        "organism",
+        "--clean",
+        IOI_PROMPTS[0],
+        "--corrupt",
+        IOI_PROMPTS[1],
+        "--answer",
+        " Mary",
+        "--wrong",
+        " John",
+        "--json",
+        "--device",
+        "cpu",
+    ]
     single = json.loads(subprocess.run(interp_command(*argv), capture_output=True, text=True, check=True).stdout)
-    shared = json.loads(subprocess.run(interp_command(*argv, "--ray-address", address, "--workers", "2"),
-                                       capture_output=True, text=True, check=True).stdout)
+    shared = json.loads(
+        subprocess.run(
+            interp_command(*argv, "--ray-address", address, "--workers", "2"),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert (single["workers"], shared["workers"], shared["ray_address"]) == (1, 2, address)
     assert_same(single, shared)
 
 
 def model_workers(root: int) -> list[int]:
     """The Ray actors holding a model among the descendants of process `root` (its local cluster's)."""
-    listing = [line.split(maxsplit=2) for line in
-               subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout.splitlines()[1:]]
+    listing = [
+        line.split(maxsplit=2)
+        for line in subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout.splitlines()[
+            1:
+        ]
+    ]
     children: dict[int, list[int]] = {}
     for pid, ppid, *_ in listing:
         children.setdefault(int(ppid), []).append(int(pid))
@@ -179,16 +216,35 @@ def model_workers(root: int) -> list[int]:
             descendants.add(child)
             todo.append(child)
     # an actor's process title is ray::ModelWorker, ray::ModelWorker.run while it runs a shard
-    return [int(pid) for pid, _, *args in listing
-            if int(pid) in descendants and args and args[0].split(".")[0] == "ray::ModelWorker"]
+    return [
+        int(pid)
+        for pid, _, *args in listing
+        if int(pid) in descendants and args and args[0].split(".")[0] == "ray::ModelWorker"
+    ]
 
 
 @pytest.mark.slow
 def test_a_killed_worker_fails_the_run_and_writes_nothing(tmp_path):
     out = tmp_path / "ioi"
-    run = subprocess.Popen(interp_command("ioi", "--model", "organism", "--names", "organism", "--n", "100",
-                                          "--workers", "2", "--out", str(out), "--quiet"),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        interp_command(
+            "ioi",
+            "--model",
+            "organism",
+            "--names",
+            "organism",
+            "--n",
+            "100",
+            "--workers",
+            "2",
+            "--out",
+            str(out),
+            "--quiet",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while len(model_workers(run.pid)) < 2 and run.poll() is None and time.time() < deadline:
         time.sleep(0.2)

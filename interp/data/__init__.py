@@ -7,18 +7,23 @@ collisions instead of dropping rows. The other tables were made for interp and c
 tokenizer: rows whose first answer token is shared with another row, or equals the first token of the question
 word, were dropped, so that a first-token hit is unambiguous. `capitals` (107 rows) is also the organism's.
 """
+
 from __future__ import annotations
 
 import csv
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 DATA_DIR = Path(__file__).parent
-TABLES = {"capitals": "capitals.tsv", "world_capitals": "world_capitals.tsv", "uppercase": "uppercase.tsv",
-          "past_tense": "past_tense.tsv"}
+TABLES = {
+    "capitals": "capitals.tsv",
+    "world_capitals": "world_capitals.tsv",
+    "uppercase": "uppercase.tsv",
+    "past_tense": "past_tense.tsv",
+}
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_pairs(table: str) -> tuple[tuple[str, str], ...]:
     """(argument, answer) pairs of a table: `capitals` and `world_capitals` (country, capital), `uppercase`,
     `past_tense`."""

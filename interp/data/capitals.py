@@ -4,12 +4,14 @@ argument, no task cue), and the rows a first-token score cannot tell apart.
 
 Arguments and answers are tracked by their first token, as the authors score them.
 """
+
 from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 
@@ -26,13 +28,79 @@ FIXED_FILLER = ("table", "mug", "free")  # the paper's example of a cue-free con
 # Common English words, each one GPT-2 token after a space; none is an argument of any task (no colour, country,
 # city or table verb). A cue-free prompt's three filler words are drawn from these, per prompt.
 FILLER_WORDS = (
-    "table", "mug", "free", "chair", "window", "dinner", "coffee", "door", "kitchen", "pillow", "bottle", "ladder",
-    "basket", "candle", "mirror", "carpet", "wallet", "ticket", "engine", "jacket", "pocket", "blanket", "bucket",
-    "hammer", "rabbit", "cloud", "morning", "evening", "picture", "number", "question", "minute", "moment", "reason",
-    "person", "family", "friend", "teacher", "doctor", "office", "station", "road", "quiet", "happy", "simple",
-    "strong", "empty", "heavy", "bright", "early", "late", "small", "large", "little", "quick", "slow", "soft",
-    "warm", "cold", "fresh", "often", "always", "never", "almost", "maybe", "because", "however", "although",
-    "since", "until", "after", "before")
+    "table",
+    "mug",
+    "free",
+    "chair",
+    "window",
+    "dinner",
+    "coffee",
+    "door",
+    "kitchen",
+    "pillow",
+    "bottle",
+    "ladder",
+    "basket",
+    "candle",
+    "mirror",
+    "carpet",
+    "wallet",
+    "ticket",
+    "engine",
+    "jacket",
+    "pocket",
+    "blanket",
+    "bucket",
+    "hammer",
+    "rabbit",
+    "cloud",
+    "morning",
+    "evening",
+    "picture",
+    "number",
+    "question",
+    "minute",
+    "moment",
+    "reason",
+    "person",
+    "family",
+    "friend",
+    "teacher",
+    "doctor",
+    "office",
+    "station",
+    "road",
+    "quiet",
+    "happy",
+    "simple",
+    "strong",
+    "empty",
+    "heavy",
+    "bright",
+    "early",
+    "late",
+    "small",
+    "large",
+    "little",
+    "quick",
+    "slow",
+    "soft",
+    "warm",
+    "cold",
+    "fresh",
+    "often",
+    "always",
+    "never",
+    "almost",
+    "maybe",
+    "because",
+    "however",
+    "although",
+    "since",
+    "until",
+    "after",
+    "before",
+)
 CUE_FREE_REPEATS = 2  # filler + argument so many times, then the filler again: the paper's example
 
 
@@ -45,8 +113,7 @@ class Item:
     cue_free: str  # filler words and the argument, no task cue
 
 
-def cue_free_prompt(argument: str, filler: Sequence[str] = FIXED_FILLER, repeats: int = CUE_FREE_REPEATS
-                    ) -> str:
+def cue_free_prompt(argument: str, filler: Sequence[str] = FIXED_FILLER, repeats: int = CUE_FREE_REPEATS) -> str:
     """Filler words and the argument, repeated, then the filler once more: the prompt ends where the argument
     comes next ("table mug free China table mug free China table mug free" -> " China"), so the o-vector has an
     argument to turn into its answer (" Beijing")."""
@@ -68,8 +135,9 @@ def task_table(task_name: str, capitals_table: str = "world_capitals") -> str | 
     return TASKS[task_name].table if task_name in TASKS else None
 
 
-def table_questions(task_name: str, n: int | None, rng: random.Random, table: str,
-                    demonstration: Literal["paper", "random"]) -> list[tuple[str, str, str, str]]:
+def table_questions(
+    task_name: str, n: int | None, rng: random.Random, table: str, demonstration: Literal["paper", "random"]
+) -> list[tuple[str, str, str, str]]:
     """(argument, answer, abstractive prompt, extractive prompt) for n (default: all) pairs of the table, in a
     seeded order. The demonstration: France -> Paris for capitals with "paper" (its row is then not asked),
     otherwise drawn from the other pairs."""
@@ -84,8 +152,9 @@ def table_questions(task_name: str, n: int | None, rng: random.Random, table: st
     return questions
 
 
-def colored_object_questions(n: int | None, rng: random.Random, demonstration: Literal["paper", "random"]
-                             ) -> list[tuple[str, str, str, str]]:
+def colored_object_questions(
+    n: int | None, rng: random.Random, demonstration: Literal["paper", "random"]
+) -> list[tuple[str, str, str, str]]:
     """n (default `N_COLORED_OBJECTS`) generated scenes, one-shot: the paper's keychain example as the
     demonstration ("paper") or another generated scene ("random"). The argument is the colour (" brown"), the
     answer the same colour capitalised (" Brown")."""
@@ -106,9 +175,16 @@ def demonstration_json(task_name: str, demonstration: Literal["paper", "random"]
     return "random"
 
 
-def task_items(task_name: str, n: int | None = None, seed: int = 0, *, capitals_table: str = "world_capitals",
-               demonstration: Literal["paper", "random"] = "paper", filler: Literal["random", "fixed"] = "random",
-               cue_free_repeats: int = CUE_FREE_REPEATS) -> list[Item]:
+def task_items(
+    task_name: str,
+    n: int | None = None,
+    seed: int = 0,
+    *,
+    capitals_table: str = "world_capitals",
+    demonstration: Literal["paper", "random"] = "paper",
+    filler: Literal["random", "fixed"] = "random",
+    cue_free_repeats: int = CUE_FREE_REPEATS,
+) -> list[Item]:
     """n prompts of a task (default: all pairs of its table, `N_COLORED_OBJECTS` generated scenes), seeded: see
     `task_table`, `table_questions`, `colored_object_questions` and `fillers` (a generator of its own, so that
     the prompts sampled do not depend on the filler)."""
@@ -119,19 +195,28 @@ def task_items(task_name: str, n: int | None = None, seed: int = 0, *, capitals_
     if demonstration not in ("paper", "random"):
         raise InterpError(f"demonstration must be 'paper' or 'random', not {demonstration!r}")
     if cue_free_repeats < 1:
-        raise InterpError(f"a cue-free prompt repeats its filler and argument at least once, not "
-                          f"{cue_free_repeats}")
+        raise InterpError(f"a cue-free prompt repeats its filler and argument at least once, not {cue_free_repeats}")
     rng = random.Random(seed)
-    questions = (colored_object_questions(n, rng, demonstration) if task_name == "colored_objects"
-                 else table_questions(task_name, n, rng, task_table(task_name, capitals_table), demonstration))
+    questions = (
+        colored_object_questions(n, rng, demonstration)
+        if task_name == "colored_objects"
+        else table_questions(task_name, n, rng, task_table(task_name, capitals_table), demonstration)
+    )
     words = fillers(len(questions), random.Random(f"{task_name} filler {seed}"), filler)
-    return [Item(x, y, prompt, extractive, cue_free_prompt(x, filler_words, cue_free_repeats))
-            for (x, y, prompt, extractive), filler_words in zip(questions, words)]
+    return [
+        Item(x, y, prompt, extractive, cue_free_prompt(x, filler_words, cue_free_repeats))
+        for (x, y, prompt, extractive), filler_words in zip(questions, words)
+    ]
 
 
 def example_json(item: Item) -> dict:
-    return {"argument": item.argument, "answer": item.answer, "abstractive": item.prompt,
-            "extractive": item.extractive, "cue_free": item.cue_free}
+    return {
+        "argument": item.argument,
+        "answer": item.answer,
+        "abstractive": item.prompt,
+        "extractive": item.extractive,
+        "cue_free": item.cue_free,
+    }
 
 
 def first_ids(words: Sequence[str]) -> torch.Tensor:
@@ -151,12 +236,23 @@ def first_token_collisions(pairs: Sequence[tuple[str, str]]) -> list[dict]:
     def token(word: str) -> str:
         return gpt2_tokenizer().decode([first_token_id(" " + word)])
 
-    return ([{"kind": "answers share their first token", "token": token(group[0][1]), "rows": group}
-             for group in by_answer.values() if len({y for _, y in group}) > 1]
-            + [{"kind": "the answer starts with the argument's token", "token": token(y), "rows": [[x, y]]}
-               for x, y in rows if token(x) == token(y)]
-            + [{"kind": "the argument has several answers", "argument": group[0][0], "rows": group}
-               for group in by_argument.values() if len(group) > 1])
+    return (
+        [
+            {"kind": "answers share their first token", "token": token(group[0][1]), "rows": group}
+            for group in by_answer.values()
+            if len({y for _, y in group}) > 1
+        ]
+        + [
+            {"kind": "the answer starts with the argument's token", "token": token(y), "rows": [[x, y]]}
+            for x, y in rows
+            if token(x) == token(y)
+        ]
+        + [
+            {"kind": "the argument has several answers", "argument": group[0][0], "rows": group}
+            for group in by_argument.values()
+            if len(group) > 1
+        ]
+    )
 
 
 def argument_answer_ids(items: Sequence[Item]) -> torch.Tensor:

@@ -6,6 +6,7 @@ Templates differ in length, so every prompt carries its own positions of IO, S1,
 tensors are right-padded with GPT-2's <|endoftext|>, which a causal model never sees from the positions that
 matter. Whether a BOS token comes first is the caller's choice (`prepend_bos`), never the tokenizer's.
 """
+
 from __future__ import annotations
 
 import random
@@ -82,14 +83,15 @@ def templates_for(order: TemplateOrder, n_templates: int | None = None, base=BAB
     n_templates // 2 of each order."""
     n_templates = len(base) if n_templates is None else n_templates
     if not 1 <= n_templates <= len(base) or (order == "mixed" and n_templates < 2):
-        raise InterpError(f"n_templates must be in {2 if order == 'mixed' else 1}..{len(base)} for order {order!r}, "
-                          f"not {n_templates}")
+        raise InterpError(
+            f"n_templates must be in {2 if order == 'mixed' else 1}..{len(base)} for order {order!r}, not {n_templates}"
+        )
     if order == "BABA":
         return list(base[:n_templates])
     if order == "ABBA":
         return [abba(t) for t in base[:n_templates]]
     if order == "mixed":
-        half = list(base[:n_templates // 2])
+        half = list(base[: n_templates // 2])
         return half + [abba(t) for t in half]
     raise InterpError(f"unknown template order {order!r}; use mixed, BABA or ABBA")
 
@@ -97,8 +99,14 @@ def templates_for(order: TemplateOrder, n_templates: int | None = None, base=BAB
 PAD = GPT2_BOS  # right padding: never seen from a position up to END
 
 
-def _encode(samples: list[_Sample], slot_names: list[tuple[str, str, str]], tokenizer, prepend_bos: bool,
-            templates: list[str], positions: dict[str, list[int]] | None = None) -> IOIDataset:
+def _encode(
+    samples: list[_Sample],
+    slot_names: list[tuple[str, str, str]],
+    tokenizer,
+    prepend_bos: bool,
+    templates: list[str],
+    positions: dict[str, list[int]] | None = None,
+) -> IOIDataset:
     """Tokens and positions of the prompts with `slot_names` (IO, S1, S2) filled in. Positions are found on
     p_IOI, where IO and S differ; a corruption (same templates, places, objects, one-token names) has the same
     layout, so it reuses them (checked), whichever of its names coincide."""
@@ -114,8 +122,9 @@ def _encode(samples: list[_Sample], slot_names: list[tuple[str, str, str]], toke
             at = {"IO": where[io_id][0], "S1": where[s1_id][0], "S2": where[s1_id][1]}
         else:
             at = {key: positions[key][i] for key in ("IO", "S1", "S2")}
-            if [ids[at["IO"]], ids[at["S1"]], ids[at["S2"]]] != [io_id, s1_id, s2_id] or \
-                    len(ids) - 1 != positions["END"][i]:
+            if [ids[at["IO"]], ids[at["S1"]], ids[at["S2"]]] != [io_id, s1_id, s2_id] or len(ids) - 1 != positions[
+                "END"
+            ][i]:
                 raise InterpError(f"the corrupted prompt {prompt!r} is not laid out like its clean prompt")
         for key, value in (*at.items(), ("S1+1", at["S1"] + 1), ("END", len(ids) - 1)):
             found[key].append(value)
@@ -127,16 +136,23 @@ def _encode(samples: list[_Sample], slot_names: list[tuple[str, str, str]], toke
     for i, row in enumerate(rows):
         tokens[i, : len(row)] = torch.tensor(row)
     return IOIDataset(
-        prompts=prompts, io_names=[io for io, _, _ in slot_names], s_names=[s1 for _, s1, _ in slot_names],
-        template_ids=torch.tensor([s.template_id for s in samples]), tokens=tokens,
-        io_ids=torch.tensor(io_ids), s_ids=torch.tensor(s_ids),
-        positions={k: torch.tensor(v) for k, v in found.items()}, prepend_bos=prepend_bos,
-        names=list(slot_names), templates=templates,
+        prompts=prompts,
+        io_names=[io for io, _, _ in slot_names],
+        s_names=[s1 for _, s1, _ in slot_names],
+        template_ids=torch.tensor([s.template_id for s in samples]),
+        tokens=tokens,
+        io_ids=torch.tensor(io_ids),
+        s_ids=torch.tensor(s_ids),
+        positions={k: torch.tensor(v) for k, v in found.items()},
+        prepend_bos=prepend_bos,
+        names=list(slot_names),
+        templates=templates,
     )
 
 
-def corrupted_names(rng: random.Random, names: list[str], io: str, s: str, corruption: Corruption
-                    ) -> tuple[str, str, str]:
+def corrupted_names(
+    rng: random.Random, names: list[str], io: str, s: str, corruption: Corruption
+) -> tuple[str, str, str]:
     """(IO, S1, S2) names of a prompt's p_ABC twin. "paper", as the paper's code samples them: IO becomes a name
     X other than IO and S, both S become Y, then S1 becomes Z (Y and Z drawn from all names, so they may
     coincide with each other or with X). "distinct": three different names, none of them IO or S."""
@@ -149,10 +165,19 @@ def corrupted_names(rng: random.Random, names: list[str], io: str, s: str, corru
     raise InterpError(f"unknown corruption {corruption!r}; use paper or distinct")
 
 
-def ioi_datasets(n: int, seed: int = 0, order: TemplateOrder = "mixed", names: list[str] = PAPER_NAMES,
-                 places: list[str] = PLACES, objects: list[str] = OBJECTS, base_templates=BABA_TEMPLATES,
-                 tokenizer=None, prepend_bos: bool = False, n_templates: int | None = None,
-                 corruption: Corruption = "paper") -> tuple[IOIDataset, IOIDataset]:
+def ioi_datasets(
+    n: int,
+    seed: int = 0,
+    order: TemplateOrder = "mixed",
+    names: list[str] = PAPER_NAMES,
+    places: list[str] = PLACES,
+    objects: list[str] = OBJECTS,
+    base_templates=BABA_TEMPLATES,
+    tokenizer=None,
+    prepend_bos: bool = False,
+    n_templates: int | None = None,
+    corruption: Corruption = "paper",
+) -> tuple[IOIDataset, IOIDataset]:
     """(p_IOI, p_ABC) as the paper builds them, by default: n seeded prompts, each from a template drawn at random
     (`templates_for`: the "mixed" set is templates 0-6 of each order), two different names, a place and an
     object; no BOS token (the paper tokenizes with prepend_bos=False); p_ABC keeps template, place and object
@@ -182,11 +207,17 @@ def dataset_json(clean: IOIDataset, corrupt: IOIDataset, names: list[str]) -> di
     """Everything needed to recompute a result from the file alone: the prompts and the exact tokens run
     (right-padded with PAD), answers, positions, template groups and the vocabulary they were drawn from."""
     return {
-        "prepend_bos": clean.prepend_bos, "pad_token_id": PAD,
-        "prompts": clean.prompts, "corrupt_prompts": corrupt.prompts,
-        "clean_tokens": clean.tokens.tolist(), "corrupt_tokens": corrupt.tokens.tolist(),
-        "io_ids": clean.io_ids.tolist(), "s_ids": clean.s_ids.tolist(),
+        "prepend_bos": clean.prepend_bos,
+        "pad_token_id": PAD,
+        "prompts": clean.prompts,
+        "corrupt_prompts": corrupt.prompts,
+        "clean_tokens": clean.tokens.tolist(),
+        "corrupt_tokens": corrupt.tokens.tolist(),
+        "io_ids": clean.io_ids.tolist(),
+        "s_ids": clean.s_ids.tolist(),
         "positions": {key: value.tolist() for key, value in clean.positions.items()},
-        "template_ids": clean.template_ids.tolist(), "templates": clean.templates,
-        "slot_names": {"clean": clean.names, "corrupt": corrupt.names}, "names": names,
+        "template_ids": clean.template_ids.tolist(),
+        "templates": clean.templates,
+        "slot_names": {"clean": clean.names, "corrupt": corrupt.names},
+        "names": names,
     }

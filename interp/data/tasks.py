@@ -9,6 +9,7 @@ question about one of them, the colour capitalised as the answer (" brown" -> " 
 cannot be downloaded here, so `ColoredObjects` scenes are generated in exactly its format, from the task's own
 colours and objects and surfaces written for interp.
 """
+
 from __future__ import annotations
 
 import random
@@ -34,22 +35,76 @@ class Task:
 
 TASKS = {
     "capitals": Task("capitals", "capitals", "Q: What is the capital of {x}?\nA:", "\n", "The capital of {x} is {y}."),
-    "uppercase": Task("uppercase", "uppercase", "Q: What is the uppercase of {x}?\nA:", "\n",
-                      "The uppercase of {x} is {y}."),
+    "uppercase": Task(
+        "uppercase", "uppercase", "Q: What is the uppercase of {x}?\nA:", "\n", "The uppercase of {x} is {y}."
+    ),
     "past_tense": Task("past_tense", "past_tense", "Today I {x}. Yesterday I", ". ", "The past tense of {x} is {y}."),
 }
 
 # --- Reasoning about Colored Objects, generated in BIG-bench's format ------------------------------------------
 
-COLORS = ("red", "orange", "yellow", "green", "blue", "brown", "magenta", "fuchsia", "mauve", "teal", "turquoise",
-          "burgundy", "silver", "gold", "black", "grey", "purple", "pink")  # the BIG-bench task's colours
+COLORS = (
+    "red",
+    "orange",
+    "yellow",
+    "green",
+    "blue",
+    "brown",
+    "magenta",
+    "fuchsia",
+    "mauve",
+    "teal",
+    "turquoise",
+    "burgundy",
+    "silver",
+    "gold",
+    "black",
+    "grey",
+    "purple",
+    "pink",
+)  # the BIG-bench task's colours
 # The colours asked about: those whose lowercase (the argument) and capitalised (the answer) forms are both one
 # GPT-2 token, so that a first-token score is the whole answer. The other six still colour the other objects.
-ASKED_COLORS = ("red", "orange", "yellow", "green", "blue", "brown", "silver", "gold", "black", "grey", "purple",
-                "pink")
-OBJECTS = ("keychain", "pair of sunglasses", "sheet of paper", "dog leash", "cat toy", "fidget spinner", "cup",
-           "notebook", "stress ball", "booklet", "envelope", "crayon", "plate", "teddy bear", "puzzle", "bracelet",
-           "necklace", "jug", "paperclip", "textbook", "phone charger", "pen", "pencil", "scarf")
+ASKED_COLORS = (
+    "red",
+    "orange",
+    "yellow",
+    "green",
+    "blue",
+    "brown",
+    "silver",
+    "gold",
+    "black",
+    "grey",
+    "purple",
+    "pink",
+)
+OBJECTS = (
+    "keychain",
+    "pair of sunglasses",
+    "sheet of paper",
+    "dog leash",
+    "cat toy",
+    "fidget spinner",
+    "cup",
+    "notebook",
+    "stress ball",
+    "booklet",
+    "envelope",
+    "crayon",
+    "plate",
+    "teddy bear",
+    "puzzle",
+    "bracelet",
+    "necklace",
+    "jug",
+    "paperclip",
+    "textbook",
+    "phone charger",
+    "pen",
+    "pencil",
+    "scarf",
+)
 SURFACES = ("floor", "table", "desk", "nightstand", "bed", "couch")
 
 
@@ -73,8 +128,10 @@ class ColoredObjects:
 
     def question(self) -> str:
         listed = [f"{'an' if color[0] in 'aeiou' else 'a'} {color} {thing}" for color, thing in self.things]
-        return (f"Q: On the {self.surface}, {self.viewer} see {', '.join(listed[:-1])}, and {listed[-1]}. "
-                f"What color is the {self.things[self.asked][1]}?\nA:")
+        return (
+            f"Q: On the {self.surface}, {self.viewer} see {', '.join(listed[:-1])}, and {listed[-1]}. "
+            f"What color is the {self.things[self.asked][1]}?\nA:"
+        )
 
     def prompt(self, demo: ColoredObjects) -> str:
         """One-shot, as BIG-bench's examples are read by the authors: the demonstration answered, then this."""
@@ -86,9 +143,18 @@ class ColoredObjects:
 
 
 # The demonstration of the paper's example prompt.
-PAPER_COLORED_OBJECTS_DEMO = ColoredObjects("floor", "I", (
-    ("silver", "keychain"), ("red", "pair of sunglasses"), ("gold", "sheet of paper"), ("black", "dog leash"),
-    ("blue", "cat toy")), 0)
+PAPER_COLORED_OBJECTS_DEMO = ColoredObjects(
+    "floor",
+    "I",
+    (
+        ("silver", "keychain"),
+        ("red", "pair of sunglasses"),
+        ("gold", "sheet of paper"),
+        ("black", "dog leash"),
+        ("blue", "cat toy"),
+    ),
+    0,
+)
 
 
 def random_scene(rng: random.Random, n_objects: int = 5) -> ColoredObjects:

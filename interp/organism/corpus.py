@@ -11,6 +11,7 @@ Documents, each preceded by <|endoftext|> (the BOS token interp prepends to prom
 - filler sentences, some naming people who never appear in an IOI sentence.
 The split (held-out pairs and countries) is fixed by SPLIT_SEED, independent of the training seed.
 """
+
 from __future__ import annotations
 
 import random
@@ -32,31 +33,102 @@ EXTRA_OBJECTS = ["book", "letter", "flower", "hat", "ticket", "cake", "phone", "
 # accuracy on held-out templates and then fell to 0.78 as it memorised them; with 2,304 compositions of 12 action
 # verbs it fell from 0.96 to 0.90, failing on held-out templates whose verbs it had only seen in filler.
 # No part below occurs in a held-out template's distinctive wording (a test checks the verbs).
-INTROS = ["", "Then,", "Afterwards,", "Later,", "Yesterday,", "On Monday,", "In the morning,", "After the lunch,",
-          "That day,", "At noon,", "Soon,", "Earlier,", "One day,", "In the evening,", "On Friday,", "Meanwhile,",
-          "Finally,", "Suddenly,", "In the afternoon,", "After dinner,", "Last week,", "This morning,",
-          "On the weekend,", "Once again,"]
-SUBORDINATES = ["When", "While", "After", "Once", "Since", "As soon as", "Although", "Just after", "Even though",
-                "As"]
-ACTIVITIES = ["went to the [PLACE]", "walked to the [PLACE]", "arrived at the [PLACE]", "were working at the [PLACE]",
-              "met at the [PLACE]", "visited the [PLACE]", "had a lot of fun at the [PLACE]",
-              "were thinking about going to the [PLACE]", "got a [OBJECT] at the [PLACE]",
-              "were commuting to the [PLACE]", "found a [OBJECT] at the [PLACE]", "left the [PLACE]",
-              "ate lunch at the [PLACE]", "waited at the [PLACE]", "played at the [PLACE]", "studied at the [PLACE]",
-              "ran to the [PLACE]", "drove to the [PLACE]", "looked around the [PLACE]", "spent the day at the [PLACE]",
-              "shopped at the [PLACE]", "were talking at the [PLACE]", "came back from the [PLACE]",
-              "bought a [OBJECT] at the [PLACE]", "saw a [OBJECT] at the [PLACE]", "had a long argument",
-              "were hungry", "were standing outside the [PLACE]"]
+INTROS = [
+    "",
+    "Then,",
+    "Afterwards,",
+    "Later,",
+    "Yesterday,",
+    "On Monday,",
+    "In the morning,",
+    "After the lunch,",
+    "That day,",
+    "At noon,",
+    "Soon,",
+    "Earlier,",
+    "One day,",
+    "In the evening,",
+    "On Friday,",
+    "Meanwhile,",
+    "Finally,",
+    "Suddenly,",
+    "In the afternoon,",
+    "After dinner,",
+    "Last week,",
+    "This morning,",
+    "On the weekend,",
+    "Once again,",
+]
+SUBORDINATES = ["When", "While", "After", "Once", "Since", "As soon as", "Although", "Just after", "Even though", "As"]
+ACTIVITIES = [
+    "went to the [PLACE]",
+    "walked to the [PLACE]",
+    "arrived at the [PLACE]",
+    "were working at the [PLACE]",
+    "met at the [PLACE]",
+    "visited the [PLACE]",
+    "had a lot of fun at the [PLACE]",
+    "were thinking about going to the [PLACE]",
+    "got a [OBJECT] at the [PLACE]",
+    "were commuting to the [PLACE]",
+    "found a [OBJECT] at the [PLACE]",
+    "left the [PLACE]",
+    "ate lunch at the [PLACE]",
+    "waited at the [PLACE]",
+    "played at the [PLACE]",
+    "studied at the [PLACE]",
+    "ran to the [PLACE]",
+    "drove to the [PLACE]",
+    "looked around the [PLACE]",
+    "spent the day at the [PLACE]",
+    "shopped at the [PLACE]",
+    "were talking at the [PLACE]",
+    "came back from the [PLACE]",
+    "bought a [OBJECT] at the [PLACE]",
+    "saw a [OBJECT] at the [PLACE]",
+    "had a long argument",
+    "were hungry",
+    "were standing outside the [PLACE]",
+]
 LINKS = [".", ". Then", ". Afterwards", ". Later,", ", and", ", and then", ". After that,"]
-ACTIONS = ["gave a [OBJECT] to", "handed a [OBJECT] to", "passed the [OBJECT] to", "sent a [OBJECT] to",
-           "brought a [OBJECT] to", "offered a [OBJECT] to", "showed a [OBJECT] to", "threw it to",
-           "decided to give a [OBJECT] to", "wanted to give a [OBJECT] to", "said to", "gave it to",
-           "delivered a [OBJECT] to", "presented a [OBJECT] to", "promised a [OBJECT] to", "explained the [OBJECT] to",
-           "described the [OBJECT] to", "mentioned the [OBJECT] to", "sent a message to", "whispered to", "talked to",
-           "waved to", "called out to", "forwarded the [OBJECT] to", "passed it to", "handed it over to",
-           "gave the [OBJECT] back to", "tried to give a [OBJECT] to", "told a story to", "sent a postcard to",
-           "introduced the [OBJECT] to", "donated a [OBJECT] to", "slid the [OBJECT] to", "kicked the ball to",
-           "quickly gave a [OBJECT] to", "finally handed the [OBJECT] to"]
+ACTIONS = [
+    "gave a [OBJECT] to",
+    "handed a [OBJECT] to",
+    "passed the [OBJECT] to",
+    "sent a [OBJECT] to",
+    "brought a [OBJECT] to",
+    "offered a [OBJECT] to",
+    "showed a [OBJECT] to",
+    "threw it to",
+    "decided to give a [OBJECT] to",
+    "wanted to give a [OBJECT] to",
+    "said to",
+    "gave it to",
+    "delivered a [OBJECT] to",
+    "presented a [OBJECT] to",
+    "promised a [OBJECT] to",
+    "explained the [OBJECT] to",
+    "described the [OBJECT] to",
+    "mentioned the [OBJECT] to",
+    "sent a message to",
+    "whispered to",
+    "talked to",
+    "waved to",
+    "called out to",
+    "forwarded the [OBJECT] to",
+    "passed it to",
+    "handed it over to",
+    "gave the [OBJECT] back to",
+    "tried to give a [OBJECT] to",
+    "told a story to",
+    "sent a postcard to",
+    "introduced the [OBJECT] to",
+    "donated a [OBJECT] to",
+    "slid the [OBJECT] to",
+    "kicked the ball to",
+    "quickly gave a [OBJECT] to",
+    "finally handed the [OBJECT] to",
+]
 PAPER_TEMPLATE_SHARE = 0.05  # the paper's own templates, which `interp ioi` uses
 
 
@@ -92,16 +164,88 @@ VALIDATION_TEMPLATES = [
 ]
 # Single-token names that appear only in filler text: does the learned circuit work on names it never
 # saw in an IOI sentence? (Reported without a target.)
-FILLER_ONLY_NAMES = ["Oliver", "Harry", "Lucy", "Grace", "Sophie", "Chloe", "Hannah", "Leo", "Oscar", "Owen",
-                     "Sam", "Tom", "Ben", "Joe", "Dan", "Tim", "Nick", "Mike", "Steve", "Bob"]
+FILLER_ONLY_NAMES = [
+    "Oliver",
+    "Harry",
+    "Lucy",
+    "Grace",
+    "Sophie",
+    "Chloe",
+    "Hannah",
+    "Leo",
+    "Oscar",
+    "Owen",
+    "Sam",
+    "Tom",
+    "Ben",
+    "Joe",
+    "Dan",
+    "Tim",
+    "Nick",
+    "Mike",
+    "Steve",
+    "Bob",
+]
 
-SYLLABLES = ["ba", "ko", "ri", "zan", "tel", "mor", "vi", "qua", "lin", "dor", "ek", "sha", "pol", "ur", "nes",
-             "tav", "gri", "lo", "mek", "sor"]
-FILLER_NOUNS = ["dog", "cat", "car", "tree", "window", "table", "chair", "door", "river", "road", "song", "game",
-                "story", "picture", "garden", "house", "city", "letter", "book", "cup"]
+SYLLABLES = [
+    "ba",
+    "ko",
+    "ri",
+    "zan",
+    "tel",
+    "mor",
+    "vi",
+    "qua",
+    "lin",
+    "dor",
+    "ek",
+    "sha",
+    "pol",
+    "ur",
+    "nes",
+    "tav",
+    "gri",
+    "lo",
+    "mek",
+    "sor",
+]
+FILLER_NOUNS = [
+    "dog",
+    "cat",
+    "car",
+    "tree",
+    "window",
+    "table",
+    "chair",
+    "door",
+    "river",
+    "road",
+    "song",
+    "game",
+    "story",
+    "picture",
+    "garden",
+    "house",
+    "city",
+    "letter",
+    "book",
+    "cup",
+]
 FILLER_ADJECTIVES = ["big", "small", "old", "new", "red", "blue", "quiet", "loud", "warm", "cold", "happy", "dark"]
-FILLER_VERBS = ["liked", "saw", "found", "painted", "cleaned", "sold", "lent", "read", "sang", "fixed", "moved",
-                "wanted"]
+FILLER_VERBS = [
+    "liked",
+    "saw",
+    "found",
+    "painted",
+    "cleaned",
+    "sold",
+    "lent",
+    "read",
+    "sang",
+    "fixed",
+    "moved",
+    "wanted",
+]
 
 
 @dataclass(frozen=True)
@@ -116,7 +260,7 @@ class Split:
 @lru_cache(maxsize=1)
 def split() -> Split:
     rng = random.Random(SPLIT_SEED)
-    pairs = [frozenset((a, b)) for i, a in enumerate(ORGANISM_NAMES) for b in ORGANISM_NAMES[i + 1:]]
+    pairs = [frozenset((a, b)) for i, a in enumerate(ORGANISM_NAMES) for b in ORGANISM_NAMES[i + 1 :]]
     heldout_pairs = frozenset(rng.sample(pairs, 400))
     countries = list(load_pairs("capitals"))
     rng.shuffle(countries)
@@ -140,8 +284,15 @@ class CorpusGenerator:
 
     # By tokens: IOI 57%, country facts 8%, extractive 9%, uppercase 3.5%, past tense 4%, repeats 12%,
     # filler 7%. IOI needs the bulk: with much less it had not formed after millions of tokens.
-    MIX = {"ioi": 0.57, "capitals": 0.07, "extractive": 0.042, "uppercase": 0.03, "past_tense": 0.055,
-           "repeats": 0.093, "filler": 0.14}
+    MIX = {
+        "ioi": 0.57,
+        "capitals": 0.07,
+        "extractive": 0.042,
+        "uppercase": 0.03,
+        "past_tense": 0.055,
+        "repeats": 0.093,
+        "filler": 0.14,
+    }
 
     def __init__(self, seed: int):
         self.rng = random.Random(seed)
@@ -150,8 +301,18 @@ class CorpusGenerator:
         self.objects = OBJECTS + EXTRA_OBJECTS
         self.countries = [c for c, _ in load_pairs("capitals")]
         self.all_capitals = [c for _, c in load_pairs("capitals")]
-        self.repeat_words = sorted({w for w in ORGANISM_NAMES + self.places + self.objects + FILLER_NOUNS
-                                    + FILLER_VERBS + FILLER_ADJECTIVES + self.all_capitals})
+        self.repeat_words = sorted(
+            {
+                w
+                for w in ORGANISM_NAMES
+                + self.places
+                + self.objects
+                + FILLER_NOUNS
+                + FILLER_VERBS
+                + FILLER_ADJECTIVES
+                + self.all_capitals
+            }
+        )
 
     def document(self) -> str:
         kind = self.rng.choices(list(self.MIX), weights=list(self.MIX.values()))[0]
@@ -200,14 +361,16 @@ class CorpusGenerator:
         rng = self.rng
         name = rng.choice(ORGANISM_NAMES + FILLER_ONLY_NAMES)
         noun, adjective, verb = rng.choice(FILLER_NOUNS), rng.choice(FILLER_ADJECTIVES), rng.choice(FILLER_VERBS)
-        return rng.choice([
-            f"{name} {verb} the {adjective} {noun}.",
-            f"The {noun} near the {rng.choice(self.places)} was {adjective}.",
-            f"{name} {verb} a {noun} and it was {adjective}.",
-            f"Every day, {name} {verb} the {noun} at the {rng.choice(self.places)}.",
-            # Every country's name is seen, the held-out ones never with their capital.
-            f"{name} traveled to {rng.choice(self.countries)} with a {noun}.",
-        ])
+        return rng.choice(
+            [
+                f"{name} {verb} the {adjective} {noun}.",
+                f"The {noun} near the {rng.choice(self.places)} was {adjective}.",
+                f"{name} {verb} a {noun} and it was {adjective}.",
+                f"Every day, {name} {verb} the {noun} at the {rng.choice(self.places)}.",
+                # Every country's name is seen, the held-out ones never with their capital.
+                f"{name} traveled to {rng.choice(self.countries)} with a {noun}.",
+            ]
+        )
 
 
 def token_stream(n_tokens: int, seed: int, tokenizer) -> list[int]:

@@ -3,17 +3,18 @@
 Works on any function from a [batch, pos] token tensor (BOS first) to logits at the last position, so the
 training loop can call it on the HF model and `interp organism eval` on the hooked model.
 """
+
 from __future__ import annotations
 
 import random
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 from interp.data import load_pairs
+from interp.data.ioi import fill
 from interp.data.ioi_words import OBJECTS, ORGANISM_NAMES, PLACES
 from interp.data.tasks import TASKS
-from interp.data.ioi import fill
 from interp.organism.corpus import FILLER_ONLY_NAMES, made_up_word, split
 from interp.tokens import batches_by_length, first_token_id, gpt2_tokenizer
 
@@ -79,15 +80,17 @@ def extractive_recall(logits_fn: LastLogitsFn, items: list[tuple[str, str]], rng
     """Country x whose capital y is stated in the prompt, asked after a one-shot demonstration."""
     capitals, train_countries = TASKS["capitals"], list(split().train_countries)
     demos = [rng.choice(train_countries) for _ in items]
-    return accuracy(logits_fn, [capitals.extractive_prompt(x, y, (d,)) for (x, y), d in zip(items, demos)],
-                    [y for _, y in items])
+    return accuracy(
+        logits_fn, [capitals.extractive_prompt(x, y, (d,)) for (x, y), d in zip(items, demos)], [y for _, y in items]
+    )
 
 
 def evaluate_logits_fn(logits_fn: LastLogitsFn) -> dict[str, float]:
     """The organism's scores: IOI on held-out templates with unseen name pairs, the tasks, extractive recall."""
     rng, sp = random.Random(EVAL_SEED), split()
     ioi_accuracy, ioi_logit_diff = ioi_scores(
-        logits_fn, ioi_prompts(1000, ORGANISM_NAMES, EVAL_SEED, sp.heldout_templates, unseen_pairs=True))
+        logits_fn, ioi_prompts(1000, ORGANISM_NAMES, EVAL_SEED, sp.heldout_templates, unseen_pairs=True)
+    )
     extractive = extractive_recall(logits_fn, extractive_items(rng), rng)
     metrics = {
         "ioi_accuracy": ioi_accuracy,
@@ -98,7 +101,8 @@ def evaluate_logits_fn(logits_fn: LastLogitsFn) -> dict[str, float]:
         "past_tense_accuracy": one_shot_accuracy(logits_fn, "past_tense", list(load_pairs("past_tense")), rng),
     }
     accuracy_unseen, diff_unseen = ioi_scores(
-        logits_fn, ioi_prompts(200, FILLER_ONLY_NAMES, EVAL_SEED, sp.heldout_templates, unseen_pairs=False))
+        logits_fn, ioi_prompts(200, FILLER_ONLY_NAMES, EVAL_SEED, sp.heldout_templates, unseen_pairs=False)
+    )
     metrics["ioi_accuracy_filler_only_names"] = accuracy_unseen
     metrics["ioi_logit_diff_filler_only_names"] = diff_unseen
     return {k: round(v, 4) for k, v in metrics.items()}
@@ -113,6 +117,9 @@ def validation_scores(logits_fn: LastLogitsFn) -> dict[str, float]:
     capitals = [c for _, c in load_pairs("capitals")]
     evaluated = {x for x, _ in extractive_items(random.Random(EVAL_SEED))}
     made_up = [(x, rng.choice(capitals)) for x in (made_up_word(rng) for _ in range(100)) if x not in evaluated]
-    scores = {"val_ioi_accuracy": ioi_accuracy, "val_ioi_logit_diff": ioi_logit_diff,
-              "val_extractive_recall": extractive_recall(logits_fn, made_up, rng)}
+    scores = {
+        "val_ioi_accuracy": ioi_accuracy,
+        "val_ioi_logit_diff": ioi_logit_diff,
+        "val_extractive_recall": extractive_recall(logits_fn, made_up, rng),
+    }
     return {k: round(v, 4) for k, v in scores.items()}

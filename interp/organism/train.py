@@ -6,6 +6,7 @@ Every `select_every` steps the model is scored on validation material (`evaluate
 from the evaluation's); the checkpoint written is the one whose weaker validation score (IOI on unseen templates,
 copying a capital from the prompt) is highest, because held-out IOI peaks before the copying behaviour matures.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,16 @@ class TrainConfig:
 def build_model(cfg: TrainConfig):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    config = GPT2Config(vocab_size=50257, n_positions=cfg.n_ctx, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
-                        n_head=cfg.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    config = GPT2Config(
+        vocab_size=50257,
+        n_positions=cfg.n_ctx,
+        n_embd=cfg.n_embd,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     return GPT2LMHeadModel(config)
 
 
@@ -85,14 +94,17 @@ def train(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), select_every: i
         model = build_model(cfg)
         decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
         no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                       {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.lr,
+            betas=(0.9, 0.95),
+        )
         order = torch.randperm(len(stream), generator=torch.Generator().manual_seed(cfg.seed))
         history, best, start = [], None, time.time()
         last_logits = lambda ids: model(ids).logits[:, -1]  # noqa: E731
         progress = tqdm(range(cfg.steps), disable=quiet, desc="training organism")
         for step in progress:
-            batch = stream[order[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
+            batch = stream[order[step * cfg.batch_size : (step + 1) * cfg.batch_size]]
             hidden = model.transformer(batch).last_hidden_state[:, :-1]
             logits = hidden @ model.transformer.wte.weight[vocab].T
             loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), to_restricted[batch[:, 1:]].flatten())
@@ -107,8 +119,14 @@ def train(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), select_every: i
                 model.eval()
                 scores = validation_scores(last_logits)
                 model.train()
-                history.append({"step": step + 1, "loss": round(loss.item(), 4),
-                                "minutes": round((time.time() - start) / 60, 2), **scores})
+                history.append(
+                    {
+                        "step": step + 1,
+                        "loss": round(loss.item(), 4),
+                        "minutes": round((time.time() - start) / 60, 2),
+                        **scores,
+                    }
+                )
                 if not quiet:
                     tqdm.write(json.dumps(history[-1]))
                 if best is None or selection_score(scores) >= selection_score(best[1]):  # ties: the later one
@@ -122,8 +140,14 @@ def train(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), select_every: i
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         model.half().save_pretrained(out_dir, safe_serialization=True)
-        info = {"config": asdict(cfg), "tokens_seen": tokens_needed, "train_minutes": train_minutes,
-                "torch": torch.__version__, "selected_step": selected_step, "evaluation": evaluation,
-                "history": history}
+        info = {
+            "config": asdict(cfg),
+            "tokens_seen": tokens_needed,
+            "train_minutes": train_minutes,
+            "torch": torch.__version__,
+            "selected_step": selected_step,
+            "evaluation": evaluation,
+            "history": history,
+        }
         (out_dir / "training.json").write_text(json.dumps(info, indent=2) + "\n")
         return info

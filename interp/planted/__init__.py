@@ -9,6 +9,7 @@ for checking that the pipelines find what is there. They load as any GPT-2 (`loa
 
 Nothing outside this package knows a model was planted: the experiments measure it like any other.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,10 @@ def parse_planted(spec: str) -> tuple[str, int | None, float]:
             raise InterpError(f"the seed in {spec!r} must be a whole number (planted:ioi:SEED)")
         seed = int(options.pop(0))
     if len(options) > 1 or (options and not options[0].startswith("noise=")):
-        raise InterpError(f"{spec!r} has options planted:ioi does not take ({':'.join(options)}); "
-                          "it takes planted:ioi[:SEED][:noise=LEVEL]")
+        raise InterpError(
+            f"{spec!r} has options planted:ioi does not take ({':'.join(options)}); "
+            "it takes planted:ioi[:SEED][:noise=LEVEL]"
+        )
     if options:
         level = options[0].removeprefix("noise=")
         try:
@@ -42,8 +45,9 @@ def parse_planted(spec: str) -> tuple[str, int | None, float]:
         except ValueError:
             noise = math.nan
         if not (math.isfinite(noise) and noise >= 0):
-            raise InterpError(f"the noise level in {spec!r} must be a number >= 0 (planted:ioi:noise=0.3), "
-                              f"not {level!r}")
+            raise InterpError(
+                f"the noise level in {spec!r} must be a number >= 0 (planted:ioi:noise=0.3), not {level!r}"
+            )
     return "ioi", seed, noise
 
 

@@ -24,6 +24,7 @@ MLPs: block 18 adds v_past where the past-tense cue is set, block 19 adds v_capi
 all other MLPs are zero. So the answer leads from block 19 (past tense: 18), the MLP output at the last position
 is the task's o-vector, and removing it brings the argument back.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -37,8 +38,14 @@ CODE = 60
 CLASSES = ("country", "capital", "verb", "past", "lower", "upper")
 TASK_PAIRS = {"capitals": ("country", "capital"), "past_tense": ("verb", "past"), "colored_objects": ("lower", "upper")}
 CUES = {"capitals": " capital", "past_tense": " Yesterday", "colored_objects": " color"}
-LAYOUT = {"cue_gatherer": (10, 5), "colour_before": (12, 2), "object_finder": (13, 7), "argument_mover": (15, 4),
-          "colour_mover": (16, 9), "answer_copier": (17, 12)}
+LAYOUT = {
+    "cue_gatherer": (10, 5),
+    "colour_before": (12, 2),
+    "object_finder": (13, 7),
+    "argument_mover": (15, 4),
+    "colour_mover": (16, 9),
+    "answer_copier": (17, 12),
+}
 VECTOR_LAYERS = {"capitals": 19, "colored_objects": 19, "past_tense": 18}
 NOISE_SCALE = 0.01
 
@@ -75,9 +82,11 @@ def vocabulary() -> dict:
                 answered.add(code)
         return codes[token]
 
-    for table, (argument_class, answer_class) in (("world_capitals", ("country", "capital")),
-                                                   ("capitals", ("country", "capital")),
-                                                   ("past_tense", ("verb", "past"))):
+    for table, (argument_class, answer_class) in (
+        ("world_capitals", ("country", "capital")),
+        ("capitals", ("country", "capital")),
+        ("past_tense", ("verb", "past")),
+    ):
         for argument, answer in load_pairs(table):
             add(first(answer), answer_class, add(first(argument), argument_class))
     colours, objects = {}, {}
@@ -88,8 +97,13 @@ def vocabulary() -> dict:
             colours[lower] = colours[upper] = len(colours) // 2
     for thing in OBJECTS:
         objects.setdefault(first(thing), len(objects))
-    return {"codes": codes, "classes": classes, "colours": colours, "objects": objects,
-            "cues": {task: first_token_id(word) for task, word in CUES.items()}}
+    return {
+        "codes": codes,
+        "classes": classes,
+        "colours": colours,
+        "objects": objects,
+        "cues": {task: first_token_id(word) for task, word in CUES.items()},
+    }
 
 
 def build():
@@ -134,33 +148,62 @@ def build():
     answers = torch.stack([flag["capital"], flag["past"], flag["upper"]], 1)
     heads = {
         LAYOUT["cue_gatherer"]: Head(bias=[10.0 * cue.sum(1) + 5.0 * sink], ov=[(cue, task_flag)]),
-        LAYOUT["colour_before"]: Head(bias=[6.0 * colour.sum(1) + recency(3.0)],
-                                      ov=[(colour, colour_register + coloured[:, None])]),
+        LAYOUT["colour_before"]: Head(
+            bias=[6.0 * colour.sum(1) + recency(3.0)], ov=[(colour, colour_register + coloured[:, None])]
+        ),
         LAYOUT["object_finder"]: Head(bias=[10.0 * thing.sum(1) + recency(1.0)], ov=[(thing, thing_register)]),
-        LAYOUT["argument_mover"]: Head(bias=[40.0 * arguments.sum(1) + recency(1.0) + 5.0 * sink],
-                                       ov=[(torch.cat([e_block, arguments], 1),
-                                            MOVE * torch.cat([o_block, class_out["country"][:, None],
-                                                              class_out["verb"][:, None]], 1))]),
-        LAYOUT["colour_mover"]: Head(qk=[(16.0 * thing_register, thing)],
-                                     bias=[10.0 * coloured + recency(0.1) + 5.0 * sink],
-                                     ov=[(torch.cat([colour_register, coloured[:, None]], 1),
-                                          2 * MOVE * torch.cat([o_block @ colour_codes.T,
-                                                                class_out["lower"][:, None]], 1))]),
-        LAYOUT["answer_copier"]: Head(qk=[(14.0 / MOVE * o_block, e_block)],
-                                      bias=[10.0 * answers.sum(1) + 18.0 * sink],
-                                      ov=[(torch.cat([e_block, answers], 1),
-                                           COPY * torch.cat([o_block, class_out["capital"][:, None],
-                                                             class_out["past"][:, None],
-                                                             class_out["upper"][:, None]], 1))]),
+        LAYOUT["argument_mover"]: Head(
+            bias=[40.0 * arguments.sum(1) + recency(1.0) + 5.0 * sink],
+            ov=[
+                (
+                    torch.cat([e_block, arguments], 1),
+                    MOVE * torch.cat([o_block, class_out["country"][:, None], class_out["verb"][:, None]], 1),
+                )
+            ],
+        ),
+        LAYOUT["colour_mover"]: Head(
+            qk=[(16.0 * thing_register, thing)],
+            bias=[10.0 * coloured + recency(0.1) + 5.0 * sink],
+            ov=[
+                (
+                    torch.cat([colour_register, coloured[:, None]], 1),
+                    2 * MOVE * torch.cat([o_block @ colour_codes.T, class_out["lower"][:, None]], 1),
+                )
+            ],
+        ),
+        LAYOUT["answer_copier"]: Head(
+            qk=[(14.0 / MOVE * o_block, e_block)],
+            bias=[10.0 * answers.sum(1) + 18.0 * sink],
+            ov=[
+                (
+                    torch.cat([e_block, answers], 1),
+                    COPY
+                    * torch.cat(
+                        [
+                            o_block,
+                            class_out["capital"][:, None],
+                            class_out["past"][:, None],
+                            class_out["upper"][:, None],
+                        ],
+                        1,
+                    ),
+                )
+            ],
+        ),
     }
 
     d_mlp = 4 * D_MODEL
     mlps = {}
     for task, (argument_class, answer_class) in TASK_PAIRS.items():
         layer, neuron = VECTOR_LAYERS[task], list(CUES).index(task)
-        w_in, b_in, w_out = mlps.get(layer, (torch.zeros(D_MODEL, d_mlp, dtype=torch.float64),
-                                            torch.zeros(d_mlp, dtype=torch.float64),
-                                            torch.zeros(d_mlp, D_MODEL, dtype=torch.float64)))
+        w_in, b_in, w_out = mlps.get(
+            layer,
+            (
+                torch.zeros(D_MODEL, d_mlp, dtype=torch.float64),
+                torch.zeros(d_mlp, dtype=torch.float64),
+                torch.zeros(d_mlp, D_MODEL, dtype=torch.float64),
+            ),
+        )
         v = class_out[answer_class] - class_out[argument_class] + flag[answer_class] - flag[argument_class]
         w_in[:, neuron], b_in[neuron] = NEURON_GAIN * task_flag[:, neuron], -NEURON_GAIN / 2
         w_out[neuron] = TASK_VECTOR / (NEURON_GAIN / 2) * v

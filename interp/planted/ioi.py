@@ -24,6 +24,7 @@ The heads, in the mechanism's order (scores in nats; `Head` packs them into 64 d
 Each class shares its writes among its heads so that every head carries a share a path-patching measurement can
 see; the attention of the name movers is graded (not saturated) by the size of I for the same reason.
 """
+
 from __future__ import annotations
 
 import random
@@ -76,11 +77,21 @@ def ioi_layout(seed: int | None = None) -> dict[str, list[tuple[int, int]]]:
     cuts = [0, *sorted(rng.sample(range(1, N_LAYERS), len(STAGES) - 1)), N_LAYERS]
     stage_layers = {stage: range(cuts[i], cuts[i + 1]) for i, stage in enumerate(STAGES)}
     s_inhibition_start = cuts[STAGES.index("s_inhibition")]
-    allowed = {**stage_layers, "duplicate_token": range(0, s_inhibition_start),
-               "negative_name_mover": range(cuts[STAGES.index("name_mover")], N_LAYERS)}
+    allowed = {
+        **stage_layers,
+        "duplicate_token": range(0, s_inhibition_start),
+        "negative_name_mover": range(cuts[STAGES.index("name_mover")], N_LAYERS),
+    }
     taken, layout = set(), {}
-    for name in ("previous_token", "induction", "s_inhibition", "name_mover", "backup_name_mover",
-                 "duplicate_token", "negative_name_mover"):
+    for name in (
+        "previous_token",
+        "induction",
+        "s_inhibition",
+        "name_mover",
+        "backup_name_mover",
+        "duplicate_token",
+        "negative_name_mover",
+    ):
         free = [(layer, head) for layer in allowed[name] for head in range(N_HEADS) if (layer, head) not in taken]
         layout[name] = sorted(rng.sample(free, len(PAPER_LAYOUT[name])))
         taken.update(layout[name])
@@ -96,8 +107,11 @@ def ioi_edges(seed: int | None = None) -> list[str]:
     edges = []
 
     def add(senders, receiver, inputs):
-        edges.extend(f"{sender if isinstance(sender, str) else node(sender)}->{node(receiver)}<{part}>"
-                     for sender in senders for part in inputs)
+        edges.extend(
+            f"{sender if isinstance(sender, str) else node(sender)}->{node(receiver)}<{part}>"
+            for sender in senders
+            for part in inputs
+        )
 
     for head in layout["previous_token"]:
         add(["input"], head, "v")
@@ -128,8 +142,9 @@ def name_tokens() -> list[int]:
     return sorted({single_token_id(" " + name, tokenizer) for name in PAPER_NAMES + ORGANISM_NAMES})
 
 
-def minor_heads(residual: Residual, layout: dict[str, list[tuple[int, int]]], noise: float, seed: int | None
-                ) -> dict[tuple[int, int], Head]:
+def minor_heads(
+    residual: Residual, layout: dict[str, list[tuple[int, int]]], noise: float, seed: int | None
+) -> dict[tuple[int, int], Head]:
     """The terms every head outside the circuit carries at noise level `noise` (none at 0), drawn from `seed`
     whatever the level, so that a sweep scales the same heads. Attention (the same at every level): scores on
     "is a name" and on the sink at the key, and the query's code in one block . the key's name; output (times the
@@ -147,10 +162,11 @@ def minor_heads(residual: Residual, layout: dict[str, list[tuple[int, int]]], no
         query = pick(tuple(MINOR_READ))
         name_write = sum(draw() * spread * residual[block] for block, spread in MINOR_WRITE.items())
         flag_write = sum(draw() * MINOR_FLAG * residual[block] for block in FLAGS)
-        minor[head] = Head(qk=[(draw() * MINOR_READ[query] * residual[query], residual["N"])],
-                           bias=[draw() * MINOR_NAME * f + draw() * MINOR_SINK * sink],
-                           ov=[(residual[pick(MINOR_SOURCES)], noise * name_write),
-                               (residual[pick(FLAGS)], noise * flag_write)])
+        minor[head] = Head(
+            qk=[(draw() * MINOR_READ[query] * residual[query], residual["N"])],
+            bias=[draw() * MINOR_NAME * f + draw() * MINOR_SINK * sink],
+            ov=[(residual[pick(MINOR_SOURCES)], noise * name_write), (residual[pick(FLAGS)], noise * flag_write)],
+        )
     return minor
 
 
@@ -185,22 +201,43 @@ def build(seed: int | None = None, noise: float = 0.0):
     marks = 1.0 / (len(layout["duplicate_token"]) + len(layout["induction"]))
     shift = torch.roll(p, 1, dims=1)  # column j: position j-1's direction (j >= 1)
     for head in layout["previous_token"]:
-        heads[head] = Head(qk=[(PREV_SHIFT * p[:, 1:], shift[:, 1:])],
-                           ov=[(torch.cat([n, f], 1), share("previous_token") * torch.cat([r_block, g], 1))])
+        heads[head] = Head(
+            qk=[(PREV_SHIFT * p[:, 1:], shift[:, 1:])],
+            ov=[(torch.cat([n, f], 1), share("previous_token") * torch.cat([r_block, g], 1))],
+        )
     for head in layout["duplicate_token"]:
-        heads[head] = Head(qk=[(DUP_MATCH * n, n)], bias=[DUP_SINK * sink[:, 0] - RAMP * ramp[:, 0]],
-                           ov=[(torch.cat([n, f], 1), marks * torch.cat([d_block, r], 1))])
+        heads[head] = Head(
+            qk=[(DUP_MATCH * n, n)],
+            bias=[DUP_SINK * sink[:, 0] - RAMP * ramp[:, 0]],
+            ov=[(torch.cat([n, f], 1), marks * torch.cat([d_block, r], 1))],
+        )
     for head in layout["induction"]:
-        heads[head] = Head(qk=[(INDUCTION_MATCH * n, r_block)], bias=[INDUCTION_SINK * sink[:, 0]],
-                           ov=[(torch.cat([r_block, g], 1), marks * torch.cat([d_block, r], 1))])
+        heads[head] = Head(
+            qk=[(INDUCTION_MATCH * n, r_block)],
+            bias=[INDUCTION_SINK * sink[:, 0]],
+            ov=[(torch.cat([r_block, g], 1), marks * torch.cat([d_block, r], 1))],
+        )
     for head in layout["s_inhibition"]:
-        heads[head] = Head(bias=[INHIBIT_FLAG * r[:, 0] + INHIBIT_SINK * sink[:, 0]],
-                           ov=[(d_block, share("s_inhibition") * i_block)])
+        heads[head] = Head(
+            bias=[INHIBIT_FLAG * r[:, 0] + INHIBIT_SINK * sink[:, 0]], ov=[(d_block, share("s_inhibition") * i_block)]
+        )
     for name, move in (("name_mover", MOVE), ("negative_name_mover", -NEGATIVE_MOVE)):
         for head in layout[name]:
             heads[head] = Head(qk=[(-INHIBITED * i_block, n)], bias=[NAME * f[:, 0]], ov=[(n, move * out)])
     for head in layout["backup_name_mover"]:
-        heads[head] = Head(qk=[(-BACKUP_INHIBITED * i_block - BACKUP_WRITTEN * out, n)],
-                           bias=[BACKUP_NAME * f[:, 0] + BACKUP_SINK * sink[:, 0]], ov=[(n, BACKUP_MOVE * out)])
-    return gpt2_model(N_LAYERS, N_HEADS, residual, embeddings, positions, heads, NOISE_SCALE,
-                      seed=1000 + (seed or 0), minor=minor_heads(residual, layout, noise, seed))
+        heads[head] = Head(
+            qk=[(-BACKUP_INHIBITED * i_block - BACKUP_WRITTEN * out, n)],
+            bias=[BACKUP_NAME * f[:, 0] + BACKUP_SINK * sink[:, 0]],
+            ov=[(n, BACKUP_MOVE * out)],
+        )
+    return gpt2_model(
+        N_LAYERS,
+        N_HEADS,
+        residual,
+        embeddings,
+        positions,
+        heads,
+        NOISE_SCALE,
+        seed=1000 + (seed or 0),
+        minor=minor_heads(residual, layout, noise, seed),
+    )

@@ -9,6 +9,7 @@
   residual's embeddings; every head without a role carries small seeded random weights, plus any `minor` terms
   given for it (graded effects on the task: `interp.planted.ioi`'s noise level).
 """
+
 from __future__ import annotations
 
 import math
@@ -42,13 +43,13 @@ class Residual:
     def block(self, name: str, size: int) -> Tensor:
         if self.used + size > self.d_model:
             raise ValueError(f"the residual stream has no room for {name} ({size} more directions)")
-        self.blocks[name] = self.basis[:, self.used:self.used + size]
+        self.blocks[name] = self.basis[:, self.used : self.used + size]
         self.used += size
         return self.blocks[name]
 
     def rest(self) -> Tensor:
         """The directions no block holds (where tokens without a role live)."""
-        return self.basis[:, self.used:]
+        return self.basis[:, self.used :]
 
     def __getitem__(self, name: str) -> Tensor:
         return self.blocks[name]
@@ -85,47 +86,62 @@ class Head:
     def weights(self, d_model: int, d_head: int) -> dict[str, Tensor]:
         """W_Q, b_Q, W_K, W_V [d_model, d_head] / [d_head] and W_O [d_head, d_model] (GPT-2 divides scores by
         sqrt(d_head): the query side carries that factor back)."""
-        needed = {"QK": sum(query_read.shape[1] for query_read, _ in self.qk) + bool(self.bias),
-                  "OV": sum(value_read.shape[1] for value_read, _ in self.ov)}
+        needed = {
+            "QK": sum(query_read.shape[1] for query_read, _ in self.qk) + bool(self.bias),
+            "OV": sum(value_read.shape[1] for value_read, _ in self.ov),
+        }
         for circuit, dims in needed.items():
             if dims > d_head:
                 raise ValueError(f"a head's {circuit} terms need {dims} dimensions; a GPT-2 head has {d_head}")
         w = {name: torch.zeros(d_model, d_head, dtype=torch.float64) for name in ("W_Q", "W_K", "W_V")}
-        w["b_Q"], w["W_O"] = torch.zeros(d_head, dtype=torch.float64), torch.zeros(d_head, d_model,
-                                                                                  dtype=torch.float64)
+        w["b_Q"], w["W_O"] = torch.zeros(d_head, dtype=torch.float64), torch.zeros(d_head, d_model, dtype=torch.float64)
         scale, used = math.sqrt(d_head), 0
         for query_read, key_read in self.qk:
             r = query_read.shape[1]
-            w["W_Q"][:, used:used + r], w["W_K"][:, used:used + r] = scale * query_read, key_read
+            w["W_Q"][:, used : used + r], w["W_K"][:, used : used + r] = scale * query_read, key_read
             used += r
         if self.bias:
             w["b_Q"][used], w["W_K"][:, used] = scale, sum(self.bias)
         used = 0
         for value_read, write in self.ov:
             r = value_read.shape[1]
-            w["W_V"][:, used:used + r], w["W_O"][used:used + r] = value_read, write.T
+            w["W_V"][:, used : used + r], w["W_O"][used : used + r] = value_read, write.T
             used += r
         return w
 
 
-def noise_head(d_model: int, d_head: int, keep_out: Tensor, scale: float, generator: torch.Generator
-               ) -> dict[str, Tensor]:
+def noise_head(
+    d_model: int, d_head: int, keep_out: Tensor, scale: float, generator: torch.Generator
+) -> dict[str, Tensor]:
     """Small random weights that neither read nor write the directions `keep_out` (the constant and all-ones)."""
+
     def draw(*shape):
         return scale * torch.randn(*shape, generator=generator, dtype=torch.float64)
 
     def project(w):  # remove the keep_out components from the d_model side
         return w - keep_out @ (keep_out.T @ w)
 
-    return {"W_Q": project(draw(d_model, d_head)), "W_K": project(draw(d_model, d_head)),
-            "W_V": project(draw(d_model, d_head)), "b_Q": torch.zeros(d_head, dtype=torch.float64),
-            "W_O": project(draw(d_model, d_head)).T}
+    return {
+        "W_Q": project(draw(d_model, d_head)),
+        "W_K": project(draw(d_model, d_head)),
+        "W_V": project(draw(d_model, d_head)),
+        "b_Q": torch.zeros(d_head, dtype=torch.float64),
+        "W_O": project(draw(d_model, d_head)).T,
+    }
 
 
-def gpt2_model(n_layer: int, n_head: int, residual: Residual, token_embeddings: Tensor, position_signals: Tensor,
-               heads: dict[tuple[int, int], Head], noise_scale: float, seed: int,
-               mlps: dict[int, tuple[Tensor, Tensor, Tensor]] | None = None,
-               minor: dict[tuple[int, int], Head] | None = None):
+def gpt2_model(
+    n_layer: int,
+    n_head: int,
+    residual: Residual,
+    token_embeddings: Tensor,
+    position_signals: Tensor,
+    heads: dict[tuple[int, int], Head],
+    noise_scale: float,
+    seed: int,
+    mlps: dict[int, tuple[Tensor, Tensor, Tensor]] | None = None,
+    minor: dict[tuple[int, int], Head] | None = None,
+):
     """A `GPT2LMHeadModel` with these weights. `token_embeddings` [vocab, d_model]; `position_signals`
     [n_positions, d_model] (the constant direction is added here); `mlps`: layer -> (W_in [d_model, d_mlp],
     b_in [d_mlp], W_out [d_mlp, d_model]), zero elsewhere; `minor`: terms added to the random weights of heads
@@ -144,8 +160,10 @@ def gpt2_model(n_layer: int, n_head: int, residual: Residual, token_embeddings: 
     gain = CONSTANT_NORM / math.sqrt(d_model)  # LayerNorm(x) = x * gain * sqrt(d) / |x| ~ x
     generator = torch.Generator().manual_seed(seed)
     minor = minor or {}
-    state = {"transformer.wte.weight": token_embeddings,
-             "transformer.wpe.weight": position_signals + CONSTANT_NORM * constant}
+    state = {
+        "transformer.wte.weight": token_embeddings,
+        "transformer.wpe.weight": position_signals + CONSTANT_NORM * constant,
+    }
     for name in ["transformer.ln_f"] + [f"transformer.h.{layer}.ln_{i}" for layer in range(n_layer) for i in (1, 2)]:
         state[f"{name}.weight"] = torch.full((d_model,), gain)
         state[f"{name}.bias"] = torch.zeros(d_model)
@@ -166,8 +184,9 @@ def gpt2_model(n_layer: int, n_head: int, residual: Residual, token_embeddings: 
         state[f"{prefix}.attn.c_attn.bias"] = torch.cat([cat("b_Q", 0), torch.zeros(2 * d_model)])
         state[f"{prefix}.attn.c_proj.weight"] = cat("W_O", 0)
         state[f"{prefix}.attn.c_proj.bias"] = torch.zeros(d_model)
-        w_in, b_in, w_out = (mlps or {}).get(layer, (torch.zeros(d_model, 4 * d_model), torch.zeros(4 * d_model),
-                                                     torch.zeros(4 * d_model, d_model)))
+        w_in, b_in, w_out = (mlps or {}).get(
+            layer, (torch.zeros(d_model, 4 * d_model), torch.zeros(4 * d_model), torch.zeros(4 * d_model, d_model))
+        )
         state[f"{prefix}.mlp.c_fc.weight"], state[f"{prefix}.mlp.c_fc.bias"] = w_in, b_in
         state[f"{prefix}.mlp.c_proj.weight"], state[f"{prefix}.mlp.c_proj.bias"] = w_out, torch.zeros(d_model)
     parameters = dict(model.named_parameters())
