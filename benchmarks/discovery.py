@@ -27,7 +27,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from interp.circuits.ioi import Protocol  # noqa: E402
-
 from interp.edge_scores import edge_scores  # noqa: E402
 from interp.graph import Graph, transformer_lens_edge_name  # noqa: E402
 from interp.models import load_model  # noqa: E402

@@ -27,7 +27,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from interp.circuits.ioi import Protocol, run  # noqa: E402
-
 from interp.models import load_model  # noqa: E402
 
 SURENESS_STEPS = ("selection_stability", "template_holdout", "random_circuits")

@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from interp.circuits.ioi import Protocol, discover, ld, paper_comparison  # noqa: E402
 from interp.circuits.ioi_selection import RULES, THRESHOLD, selection_stability  # noqa: E402
-
 from interp.errors import InterpError  # noqa: E402
 from interp.models import load_model  # noqa: E402
 from interp.planted import ioi_layout, parse_planted  # noqa: E402

@@ -23,7 +23,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from interp.circuits.ioi import Protocol, run  # noqa: E402
-
 from interp.models import load_model  # noqa: E402
 from interp.workers import ModelRecipe, RayWorkers  # noqa: E402
 

@@ -47,9 +47,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from interp.circuits.capitals import first_lead_blocks
 
 from interp.cache import run_with_selective_cache
+from interp.circuits.capitals import first_lead_blocks
 from interp.cli import add_model, add_prepend_bos, load
 from interp.data import DATA_DIR
 from interp.data.capitals import CAPITALS_DEMONSTRATION

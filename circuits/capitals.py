@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+
+from interp.ablation import check_components, mlps
 from interp.circuits.capitals_lens import (
     Reading,
     emergence_layer,
@@ -51,8 +53,6 @@ from interp.circuits.capitals_lens import (
     trajectory,
 )
 from interp.circuits.capitals_sureness import add_uncertainty
-
-from interp.ablation import check_components, mlps
 from interp.cli import add_bootstrap, add_model, add_prepend_bos, add_workers, load, workers_for
 from interp.data import load_pairs
 from interp.data.capitals import (

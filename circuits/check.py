@@ -28,9 +28,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+
 from interp.circuits.capitals import PAPER_GPT2_MEDIUM, first_lead_blocks, read
 from interp.circuits.ioi import NAME_LISTS, PAPER_NUMBERS, Protocol, behaviour
-
 from interp.cli import add_bootstrap, add_model, load
 from interp.data.capitals import CAPITALS_DEMONSTRATION, Item, cue_free_prompt
 from interp.data.ioi import dataset_json

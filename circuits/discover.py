@@ -29,21 +29,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from interp.circuits.discover_sureness import metric_intervals, random_circuits, selection_stability, template_holdout
 from interp.circuits.ioi import NAME_LISTS, Protocol, timed, with_interval
-
-from interp.cli import add_bootstrap, add_model, add_prepend_bos, add_workers, load, workers_for
-from interp.data.ioi import PAPER_HEADS, dataset_json
+from interp.cli import add_bootstrap, add_model, add_workers, load, workers_for
+from interp.data.ioi import PAPER_HEADS, dataset_json, ioi_task
 from interp.discovery import Discovery, circuit_values, discover, reference_aucs
 from interp.edge_forward import INTERVENTIONS
 from interp.edge_scores import METHODS
 from interp.errors import InterpError
-from interp.patching import logit_diff_metric
 from interp.results import default_out_dir, provenance, read_json, write_array, write_json
 from interp.stats import Bootstrap, check_resamples, rounded
+from interp.task_metrics import METRICS
+from interp.task_runs import load_task, prepare
 from interp.workers import Workers
 
-TASKS = ("ioi",)
 CIRCUIT_FAITHFULNESS = 0.9  # the default circuit: the smallest MIB budget whose faithfulness reaches this
 PER_PROMPT_SCORES = "edge_scores_per_prompt.npy"  # [n_edges, n_prompts] float32, edges in `edge_names` order
 
@@ -83,7 +83,7 @@ def run(
     out_dir: str | Path,
     task: str = "ioi",
     method: str = "eap-ig",
-    n: int = 100,
+    n: int | None = None,
     seed: int = 0,
     top_n: int | None = None,
     intervention: str = "patching",
@@ -94,6 +94,7 @@ def run(
     quiet: bool = False,
     protocol: Protocol = Protocol(),
     workers: Workers | None = None,
+    metric_name: str | None = None,
 ) -> dict:
     """Score every edge, draw the faithfulness curve, pick the circuit, compare it with what is known, measure how
     sure each finding is (`sureness`); write results.json (with the dataset, every edge's score and every
@@ -102,16 +103,14 @@ def run(
     workers = workers or Workers(model)
     from interp.plotting import discovery_figures
 
-    if task not in TASKS:
-        raise InterpError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
-    classes = head_classes(model, ioi_results)  # read first: a bad file fails before the long part
+    classes = head_classes(model, ioi_results) if task == "ioi" else None  # read first: a bad file fails fast
     start = time.perf_counter()
-    clean, corrupt = protocol.datasets(model, n, seed)
-    metric = logit_diff_metric(clean.io_ids, clean.s_ids, clean.positions["END"], per_prompt=True)
+    prepared, dataset = task_data(model, task, n, seed, protocol, metric_name)
+    tokens, metric = prepared.tokens, prepared.metric
     found = discover(
         model,
-        clean.tokens,
-        corrupt.tokens,
+        tokens.clean,
+        tokens.corrupt,
         metric,
         method,
         top_n,
@@ -128,13 +127,14 @@ def run(
     def run_circuits(masks: list[torch.Tensor]) -> np.ndarray:
         return torch.stack(
             circuit_values(
-                model, clean.tokens, corrupt.tokens, metric, masks, intervention, max_memory=max_memory, workers=workers
+                model, tokens.clean, tokens.corrupt, metric, masks, intervention, max_memory=max_memory, workers=workers
             )
         ).numpy()
 
     cost = {}
-    bootstrap = Bootstrap.over(clean.template_ids.tolist(), protocol.bootstrap, seed)
-    sure = sureness(found, clean.template_ids.tolist(), bootstrap, protocol, seed, run_circuits, cost)
+    groups = [i if pair.group is None else pair.group for i, pair in enumerate(prepared.task.pairs)]
+    bootstrap = prepared.bootstrap(protocol.bootstrap, seed)
+    sure = sureness(found, groups, bootstrap, protocol, seed, run_circuits, cost)
 
     info = provenance(model, seed)
     # written first: results.json says which file (its sha256) holds the scores it was computed from
@@ -142,15 +142,13 @@ def run(
     results = {
         **info,
         **workers.describe(),
-        "task": task,
+        **prepared.describe(),
         "method": method,
         "intervention": intervention,
         "steps": scored.steps,
         "selection_method": selection,
-        "n_prompts": n,
         "protocol": asdict(protocol),
-        "prepend_bos": protocol.prepend_bos,
-        "metric": "logit difference IO - S at END, mean over prompts",
+        "prepend_bos": tokens.prepend_bos,
         "bootstrap": None if bootstrap is None else bootstrap.describe(),
         "graph": {
             "n_layers": graph.n_layers,
@@ -192,7 +190,7 @@ def run(
             "circuit_metric": rounded(found.circuit_per_prompt),
             "edge_scores": {**scores_file, "order": "edge_names x prompts"},
         },
-        "dataset": dataset_json(clean, corrupt, NAME_LISTS[protocol.names]),
+        "dataset": dataset,
     }
     if model.interp_source.circuit_edges is not None:
         results["reference"] = {
@@ -205,6 +203,7 @@ def run(
     out_dir = Path(out_dir)
     write_json(out_dir / "results.json", results)
     circuit.save(out_dir / "circuit.json")
+    prepared.task.save(out_dir / "task.json")  # the exact pairs: `interp evaluate --task` takes them back
     discovery_figures(read_json(out_dir / "results.json"), out_dir)
     write_json(
         out_dir / "timing.json",
@@ -221,6 +220,17 @@ def run(
         },
     )
     return results
+
+
+def task_data(model, task: str, n: int | None, seed: int, protocol: Protocol, metric: str | None):
+    """(the prepared task, the dataset as results.json keeps it): IOI as `interp ioi` builds it (its dataset record,
+    with the names' vocabulary), or any other task (its pairs and exact tokens)."""
+    if task != "ioi":
+        prepared = prepare(model, load_task(task, model, n, seed), metric, protocol.prepend_bos)
+        return prepared, prepared.data()
+    clean, corrupt = protocol.datasets(model, n or 100, seed)
+    prepared = prepare(model, ioi_task(clean, corrupt), metric, clean.prepend_bos)
+    return prepared, dataset_json(clean, corrupt, NAME_LISTS[protocol.names])
 
 
 def edge_values(per_prompt: torch.Tensor, graph) -> np.ndarray:
@@ -305,14 +315,25 @@ def rename(values: dict, **names: str) -> dict:
 
 def add_arguments(parser) -> None:
     add_model(parser)
-    parser.add_argument("--task", default="ioi", choices=TASKS)
+    parser.add_argument(
+        "--task",
+        default="ioi",
+        metavar="FILE|ioi|greater-than",
+        help="the IOI paper's pairs (default), greater-than (Hanna et al.), or a task file (interp / auto-circuit "
+        "JSON, JSONL, EAP-IG CSV)",
+    )
+    parser.add_argument("--metric", choices=METRICS, help="default: the task's own, else logit-diff")
     parser.add_argument(
         "--method",
         default="eap-ig",
         choices=METHODS,
         help="eap-ig (default), eap, or exact (one patched run per edge: slow on big graphs)",
     )
-    parser.add_argument("--n", type=int, default=100, help="prompt pairs (default 100)")
+    parser.add_argument(
+        "--n",
+        type=int,
+        help="prompt pairs built (ioi, greater-than: default 100), or the first N of a task file (default all)",
+    )
     parser.add_argument(
         "--top-n",
         type=int,
@@ -364,13 +385,18 @@ def add_arguments(parser) -> None:
         default=True,
         help="select the circuit on half of the templates, evaluate it on the other half (default: yes)",
     )
-    add_prepend_bos(parser, default=False)
+    parser.add_argument(
+        "--prepend-bos",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="BOS before every prompt (default: no for ioi, as the paper; as a task file says; yes otherwise)",
+    )
     add_workers(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run_from_args(args) -> None:
-    if args.n < 1:
+    if args.n is not None and args.n < 1:
         raise InterpError(f"--n must be at least 1, not {args.n}")
     if args.top_n is not None and args.top_n < 0:
         raise InterpError(f"--top-n must be at least 0, not {args.top_n}")
@@ -378,7 +404,7 @@ def run_from_args(args) -> None:
         raise InterpError(f"--random-circuits takes a number >= 0 (0 turns the test off), not {args.random_circuits}")
     protocol = Protocol(
         names=args.names,
-        prepend_bos=args.prepend_bos,
+        prepend_bos=args.prepend_bos if args.prepend_bos is not None or args.task != "ioi" else False,
         bootstrap=check_resamples(args.bootstrap),
         random_circuits=args.random_circuits,
         template_holdout=args.template_holdout,
@@ -401,6 +427,7 @@ def run_from_args(args) -> None:
             args.quiet,
             protocol,
             pool,
+            args.metric,
         )
     circuit = results["circuit"]
     print(

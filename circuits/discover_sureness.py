@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
-from interp.circuits.ioi_selection import STABLE, template_halves
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from interp.circuits.ioi_selection import STABLE, template_halves
 from interp.discovery import MIB_BUDGETS, Circuit, Graph, area
 from interp.graph import pruned_masks, top_n_masks
 from interp.metrics import normalised

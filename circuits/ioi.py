@@ -36,6 +36,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
+
+from interp.ablation import ablated, heads, mean_activations
+from interp.cache import run_with_selective_cache
+from interp.circuit import NodeRuns
 from interp.circuits.ioi_evaluation import (
     evaluate_circuit,
     evaluation_nodes,
@@ -47,13 +52,8 @@ from interp.circuits.ioi_evaluation import (
     template_holdout,
 )
 from interp.circuits.ioi_selection import RULES, STEPS, THRESHOLD, Evidence, classes_of, selection_stability
-from tqdm import tqdm
-
-from interp.ablation import ablated, heads, mean_activations
-from interp.cache import run_with_selective_cache
-from interp.circuit import NodeRuns
 from interp.cli import add_bootstrap, add_model, add_prepend_bos, add_workers, load, workers_for
-from interp.data.ioi import Corruption, IOIDataset, TemplateOrder, dataset_json, ioi_datasets
+from interp.data.ioi import Corruption, IOIDataset, TemplateOrder, dataset_json, ioi_datasets, ioi_task
 from interp.data.ioi_words import ORGANISM_NAMES, PAPER_NAMES
 from interp.errors import InterpError
 from interp.lens import head_logit_contributions, lens_logits
@@ -419,6 +419,7 @@ def run(
         results["planted_comparison"] = paper_comparison(discovered["heads"], model.interp_source.circuit)
     out_dir = Path(out_dir)
     write_json(out_dir / "results.json", results)
+    ioi_task(clean, corrupt).save(out_dir / "task.json")  # the exact pairs, for `--task` of any command
     ioi_figures(read_json(out_dir / "results.json"), out_dir)  # exactly what `interp plot` regenerates
     circuit_heads = [h for members in discovered["heads"].values() for h in members]
     if circuit_heads:  # explorable attention of the circuit's heads on an example prompt

@@ -11,9 +11,9 @@ from __future__ import annotations
 import random
 
 import numpy as np
-from interp.circuits.ioi_selection import Evidence, found_set, half_classes, template_halves
 
 from interp.circuit import Node, NodeRuns, completeness, minimality, with_uncertainty
+from interp.circuits.ioi_selection import Evidence, found_set, half_classes, template_halves
 from interp.data.ioi import PAPER_HEADS, IOIDataset
 from interp.engine import logit_diff_metric
 from interp.stats import Bootstrap, closeness_test, contains, jaccard, rounded

@@ -153,12 +153,18 @@ def cmd_plot(args) -> None:
         from interp.circuits.article import figures_from_results
 
         paths = figures_from_results(data, out)
+    elif "probability_map" in data:
+        from interp.circuits.greater_than import figures_from_results
+
+        paths = figures_from_results(data, out)
     elif "emergence_layer" in data:
         from interp.circuits.capitals import figures_from_results
 
         paths = figures_from_results(data, out)
     else:
-        raise InterpError(f"{args.results} is not a results file of interp lens, ioi, capitals, discover or article")
+        raise InterpError(
+            f"{args.results} is not a results file of interp lens, ioi, capitals, discover, greater-than or article"
+        )
     for path in paths:
         print(path)
 
@@ -166,6 +172,13 @@ def cmd_plot(args) -> None:
 def cmd_patch(args) -> None:
     from interp.patching import patch_grid_for_cli
 
+    if args.task is not None:
+        from interp.task_cli import cmd_patch_task
+
+        return cmd_patch_task(args)
+    missing = [f"--{name}" for name in ("clean", "corrupt", "answer", "wrong") if getattr(args, name) is None]
+    if missing:
+        raise InterpError(f"patch: give --task FILE, or one pair: {', '.join(missing)} missing")
     model = load(args)
     max_memory = None if args.max_memory is None else int(args.max_memory * 2**20)
     with workers_for(args, model) as pool:
@@ -180,7 +193,7 @@ def cmd_patch(args) -> None:
                 args.site,
                 args.direction,
                 max_memory,
-                args.prepend_bos,
+                True if args.prepend_bos is None else args.prepend_bos,
                 pool,
             ),
             **pool.describe(),
@@ -238,7 +251,7 @@ def build_parser() -> Parser:
     lens.add_argument("--out", help="directory for lens.json and the figure")
     lens.set_defaults(run=cmd_lens)
 
-    from interp.circuits import article, capitals, check, discover, ioi
+    from interp.circuits import article, capitals, check, discover, greater_than, ioi
 
     ioi_parser = commands.add_parser("ioi", help="reproduce the IOI circuit (Wang et al.)")
     ioi.add_arguments(ioi_parser)
@@ -247,6 +260,12 @@ def build_parser() -> Parser:
     capitals_parser = commands.add_parser("capitals", help="reproduce the capital-city FFN vector (Merullo et al.)")
     capitals.add_arguments(capitals_parser)
     capitals_parser.set_defaults(run=capitals.run_args)
+
+    greater_than_parser = commands.add_parser(
+        "greater-than", help="reproduce the greater-than circuit (Hanna et al.): path patching, heat map, circuits"
+    )
+    greater_than.add_arguments(greater_than_parser)
+    greater_than_parser.set_defaults(run=greater_than.run_from_args)
 
     check_parser = commands.add_parser(
         "check",
@@ -271,16 +290,19 @@ def build_parser() -> Parser:
     discover_parser.set_defaults(run=discover.run_from_args)
 
     from interp.patching import CLI_SITES, DIRECTIONS
+    from interp.task_cli import add_commands as add_task_commands
+    from interp.task_cli import add_task
 
     patch = commands.add_parser(
         "patch",
         help="activation patching: logit(answer) - logit(wrong) per layer x "
         "position (residual sites) or layer x head (head_out)",
     )
-    patch.add_argument("--clean", required=True, help="the clean prompt")
-    patch.add_argument("--corrupt", required=True, help="the corrupted prompt (same number of tokens)")
-    patch.add_argument("--answer", required=True, help="the clean answer token, e.g. ' Mary'")
-    patch.add_argument("--wrong", required=True, help="the token it is compared with, e.g. ' John'")
+    add_task(patch, required=False)
+    patch.add_argument("--clean", help="one pair instead of a task: the clean prompt")
+    patch.add_argument("--corrupt", help="the corrupted prompt (same number of tokens)")
+    patch.add_argument("--answer", help="the clean answer token, e.g. ' Mary'")
+    patch.add_argument("--wrong", help="the token it is compared with, e.g. ' John'")
     patch.add_argument("--site", default="resid_pre", choices=CLI_SITES)
     patch.add_argument(
         "--direction",
@@ -289,7 +311,7 @@ def build_parser() -> Parser:
         help="denoise: clean activations into the corrupted run (default); noise: the reverse",
     )
     add_model(patch)
-    add_prepend_bos(patch)
+    add_bootstrap(patch)
     add_workers(patch)
     patch.add_argument("--json", action="store_true", help="print one JSON object")
     patch.add_argument("--out", help="directory for patch.json")
@@ -300,6 +322,7 @@ def build_parser() -> Parser:
         help="memory budget of the sweep in MiB: chunked to fit, refused when even one chunk is over",
     )
     patch.set_defaults(run=cmd_patch)
+    add_task_commands(commands)
 
     bench = commands.add_parser(
         "bench", help="benchmarks (source checkout): patching and edge attribution vs TransformerLens, IOI's cost"

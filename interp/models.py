@@ -67,6 +67,38 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def available_devices() -> list[str]:
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+def check_device(device: str | None) -> None:
+    """A one-line error, before anything loads, for a device this machine does not have."""
+    if device is None:
+        return
+    available = ", ".join(available_devices())
+    try:
+        kind = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InterpError(f"unknown device {device!r}; available here: {available}") from None
+    if kind.type == "cpu":
+        return
+    if kind.type == "cuda" and torch.cuda.is_available():
+        if kind.index is None or kind.index < torch.cuda.device_count():
+            return
+        raise InterpError(
+            f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s); available here: {available}"
+        )
+    if kind.type == "mps" and torch.backends.mps.is_available():
+        return
+    why = " (this torch has no CUDA build)" if kind.type == "cuda" and torch.version.cuda is None else ""
+    raise InterpError(f"device {device!r} is not available on this machine{why}; available here: {available}")
+
+
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     if dtype is None:
         return torch.float32
@@ -208,6 +240,8 @@ def load_model(
 
     if device is not None and device_map is not None:
         raise InterpError("give a device or a device map, not both")
+    check_device(device)
+    check_device_map(device_map)
     hf_logging.disable_progress_bar()  # the per-load weight bar is noise next to interp's own progress
     dtype = resolve_dtype(dtype)
     hf_model, tokenizer, source = load_hf_model(spec, dtype, seed)
@@ -234,6 +268,18 @@ def load_model(
 
 
 DEVICE_MAPS = ("auto", "balanced")
+
+
+def check_device_map(device_map: str | dict | None) -> None:
+    """A one-line error, before anything loads, for an unknown map or one naming a device this machine lacks."""
+    if device_map is None:
+        return
+    if isinstance(device_map, dict):
+        for target in set(device_map.values()):
+            if target not in ("disk", "meta"):  # refused with their own message once placed
+                check_device(f"cuda:{target}" if isinstance(target, int) else str(target))
+    elif device_map not in DEVICE_MAPS:
+        raise InterpError(f"unknown device map {device_map!r}; use {' or '.join(DEVICE_MAPS)}")
 
 
 def device_placement(

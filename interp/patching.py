@@ -411,6 +411,31 @@ def receiver_edit(recorded: dict[int, list[tuple[str, list[int], Tensor]]]) -> C
 CLI_SITES = RESIDUAL_SITES + ("head_out",)
 
 
+def patch_grid(
+    model,
+    clean_tokens,
+    corrupt_tokens,
+    metric,
+    site: str,
+    direction: str = "denoise",
+    max_memory: int | None = None,
+    workers: Workers | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(grid, clean metric, corrupt metric) of `sweep` over every layer, the layers shared out to `workers`."""
+    if site not in CLI_SITES:
+        raise InterpError(f"unknown site {site!r}; use one of {', '.join(CLI_SITES)}")
+
+    def sweep_layers(replica, layers: list[int]) -> tuple[Tensor, Tensor, Tensor]:
+        return sweep(
+            replica, clean_tokens, corrupt_tokens, metric, site, direction, max_memory=max_memory, layers=layers
+        )
+
+    shards = (workers or Workers(model)).map(sweep_layers, range(model.cfg.n_layers), f"patching {site}")
+    grid = fill_in([shard_grid for shard_grid, _, _ in shards])
+    _, base_value, source_value = shards[0]
+    return (grid, source_value, base_value) if direction == "denoise" else (grid, base_value, source_value)
+
+
 def patch_grid_for_cli(
     model,
     clean: str,
@@ -441,15 +466,9 @@ def patch_grid_for_cli(
     wrong_id = single_token_id(wrong, model.tokenizer, "wrong answer")
     metric = logit_diff_metric(answer_id, wrong_id)
 
-    def sweep_layers(replica, layers: list[int]) -> tuple[Tensor, Tensor, Tensor]:
-        return sweep(
-            replica, clean_tokens, corrupt_tokens, metric, site, direction, max_memory=max_memory, layers=layers
-        )
-
-    shards = (workers or Workers(model)).map(sweep_layers, range(model.cfg.n_layers), f"patching {site}")
-    grid = fill_in([shard_grid for shard_grid, _, _ in shards])
-    _, base_value, source_value = shards[0]
-    clean_value, corrupt_value = (source_value, base_value) if direction == "denoise" else (base_value, source_value)
+    grid, clean_value, corrupt_value = patch_grid(
+        model, clean_tokens, corrupt_tokens, metric, site, direction, max_memory, workers
+    )
     clean_str = str_tokens(clean_tokens[0], model.tokenizer)
     columns = (
         [f"{position}:{token}" for position, token in enumerate(clean_str)]

@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from interp.circuits import article
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from interp.circuits import article
 from interp.cli import main
 from interp.models import load_model
 from interp.tokens import encode

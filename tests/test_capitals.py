@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_checkpoint
-from interp.circuits import capitals
 from transformers import GPT2LMHeadModel
 
 from interp.ablation import ablated, mlps
+from interp.circuits import capitals
 from interp.cli import build_parser
 from interp.cli import main as interp_main
 from interp.data import DATA_DIR, load_pairs

@@ -7,9 +7,9 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from interp.circuits import capitals
 from test_capitals import FIGURES
 
+from interp.circuits import capitals
 from interp.cli import main as interp_main
 from interp.models import load_model
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import use_hf_cache
 from hub_layout import COMMITS
-from interp.circuits import check
 from test_real_path import check_ioi_dataset
 
+from interp.circuits import check
 from interp.cli import main
 from interp.tokens import GPT2_BOS
 from interp.vectors import mlp_outputs_replaced

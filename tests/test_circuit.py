@@ -4,10 +4,10 @@ kept (head, position) nodes."""
 
 import pytest
 import torch
-from interp.circuits.ioi import ld
-from interp.circuits.ioi_evaluation import circuit_nodes, k_sets
 
 from interp.circuit import NodeRuns, completeness, greedy_knockout, knockout, minimality, node_name, without
+from interp.circuits.ioi import ld
+from interp.circuits.ioi_evaluation import circuit_nodes, k_sets
 from interp.data.ioi import PAPER_HEADS, ioi_datasets
 from interp.engine import logit_diff_metric
 

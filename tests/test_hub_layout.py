@@ -6,11 +6,11 @@ import json
 import pytest
 import torch
 from hub_layout import SHAPES
-from interp.circuits import capitals
 from safetensors import safe_open
 from transformers import GPT2LMHeadModel
 
 from interp import models
+from interp.circuits import capitals
 from interp.data.ioi import ioi_datasets
 from interp.lens import logit_lens
 from interp.patching import patch_grid_for_cli

@@ -5,9 +5,9 @@ import json
 
 import numpy as np
 import pytest
+
 from interp.circuits.ioi import run
 from interp.circuits.ioi_selection import THRESHOLD, class_masks
-
 from interp.cli import main
 from interp.models import load_model
 
@@ -62,9 +62,8 @@ def test_mechanism_rule_by_hand():
 def test_copying_by_hand(organism):
     """The paper's copy score, written out: the head's OV output at IO (after block 0) through the final LayerNorm
     and the unembedding, IO among its 5 largest (or, negated, smallest) logits."""
-    from interp.circuits.ioi import Protocol, copying
-
     from interp.cache import run_with_selective_cache
+    from interp.circuits.ioi import Protocol, copying
 
     clean, _ = Protocol(names="organism").datasets(organism, 12, 0)
     heads = [(1, 0), (2, 3), (3, 1)]

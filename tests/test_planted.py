@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from interp.circuits.ioi import Protocol, attention, discover, ld
 from interp.circuits.ioi_selection import CLASSES
-
 from interp.cli import main
 from interp.data.ioi import PAPER_HEADS
 from interp.errors import InterpError

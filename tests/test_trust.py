@@ -9,10 +9,10 @@ import time
 
 import pytest
 import torch
-from interp.circuits.ioi import run as run_ioi
 
 from interp.ablation import ablated, heads, mlps
 from interp.cache import run_with_selective_cache
+from interp.circuits.ioi import run as run_ioi
 from interp.errors import InterpError
 from interp.models import load_model
 from interp.results import write_json

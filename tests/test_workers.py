@@ -145,7 +145,6 @@ def test_capitals_on_ray_equals_one_process(organism, organism_workers, tmp_path
 def test_random_gpt2_on_ray_equals_one_process(cluster):
     """GPT-2 small's shape: activation patching of every head, and path patching from every sender."""
     from interp.circuits.ioi import Protocol, discover
-
     from interp.patching import patch_grid_for_cli
 
     model = load_model("random:gpt2", device="cpu")

@@ -17,6 +17,7 @@ import torch
 
 from interp.data.ioi_words import BABA_TEMPLATES, OBJECTS, PAPER_NAMES, PLACES
 from interp.errors import InterpError
+from interp.task import Pair, Task
 from interp.tokens import GPT2_BOS, check_single_tokens, gpt2_tokenizer, prompt_ids, single_token_id
 
 POSITIONS = ("IO", "S1", "S1+1", "S2", "END")
@@ -221,3 +222,21 @@ def dataset_json(clean: IOIDataset, corrupt: IOIDataset, names: list[str]) -> di
         "slot_names": {"clean": clean.names, "corrupt": corrupt.names},
         "names": names,
     }
+
+
+def ioi_task(clean: IOIDataset, corrupt: IOIDataset) -> Task:
+    """The pairs as an `interp.task.Task` (interp's task format): tokenized again they give exactly these tokens,
+    so `interp ioi`'s prompts can be fed to any command (`--task FILE`)."""
+    pairs = [
+        Pair(
+            clean.prompts[i],
+            corrupt.prompts[i],
+            [" " + clean.io_names[i]],
+            [" " + clean.s_names[i]],
+            group=int(clean.template_ids[i]),
+            positions={key: int(value[i]) for key, value in clean.positions.items()},
+            where=f"prompts[{i}]",
+        )
+        for i in range(len(clean))
+    ]
+    return Task("ioi", pairs, "interp.data.ioi", prepend_bos=clean.prepend_bos, metric="logit-diff")

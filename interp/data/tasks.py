@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class Task:
+class TableTask:
     name: str
     table: str  # the `interp.data.load_pairs` table of (x, y) pairs
     query: str  # what precedes the answer, with {x}
@@ -34,11 +34,15 @@ class Task:
 
 
 TASKS = {
-    "capitals": Task("capitals", "capitals", "Q: What is the capital of {x}?\nA:", "\n", "The capital of {x} is {y}."),
-    "uppercase": Task(
+    "capitals": TableTask(
+        "capitals", "capitals", "Q: What is the capital of {x}?\nA:", "\n", "The capital of {x} is {y}."
+    ),
+    "uppercase": TableTask(
         "uppercase", "uppercase", "Q: What is the uppercase of {x}?\nA:", "\n", "The uppercase of {x} is {y}."
     ),
-    "past_tense": Task("past_tense", "past_tense", "Today I {x}. Yesterday I", ". ", "The past tense of {x} is {y}."),
+    "past_tense": TableTask(
+        "past_tense", "past_tense", "Today I {x}. Yesterday I", ". ", "The past tense of {x} is {y}."
+    ),
 }
 
 # --- Reasoning about Colored Objects, generated in BIG-bench's format ------------------------------------------
