@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from interp.cli import add_bootstrap, add_model, load
+from interp.data.greater_than import cutoff_sharpness, greater_than_task, task_years, year_token_ids
 from interp.errors import InterpError
 from interp.results import default_out_dir, provenance, read_json, write_json
 from interp.stats import check_resamples, rounded
@@ -109,21 +110,13 @@ def acdc_edges() -> list[str]:
 # Behaviour
 
 
-def years_of(prepared: Prepared) -> torch.Tensor:
-    """Each prompt's YY: the last of its wrong answers ("00".."YY")."""
-    return torch.tensor([int(pair.wrong_answers[-1]) for pair in prepared.task.pairs])
-
-
 def year_logits(model, prepared: Prepared) -> torch.Tensor:
-    """[n, 100] logits of the years "00".."99" at each prompt's last position, on the clean prompts."""
-    from interp.tokens import encode
-
-    year_ids = torch.tensor([encode(f"{year:02d}", model.tokenizer)[0] for year in range(100)])
+    """[n, 100] log-probabilities of the years "00".."99" at each prompt's last position, on the clean prompts."""
     tokens = prepared.tokens
     with torch.inference_mode():
         logits = model(tokens.clean.to(model.cfg.device))
     full = logits[torch.arange(len(tokens)), tokens.end.to(logits.device)].float()
-    return full.log_softmax(-1)[:, year_ids.to(full.device)].cpu()
+    return full.log_softmax(-1)[:, torch.tensor(year_token_ids(model.tokenizer), device=full.device)].cpu()
 
 
 def behaviour(model, prepared: Prepared, bootstrap) -> dict:
@@ -136,9 +129,8 @@ def behaviour(model, prepared: Prepared, bootstrap) -> dict:
         model, tokens.clean, tokens.corrupt, prepared.metric, [graph.real, torch.zeros_like(graph.real)]
     )
     log_probs = year_logits(model, prepared)
-    years = years_of(prepared)
-    rows = torch.arange(len(years))
-    sharpness = log_probs[rows, (years + 1).clamp(max=99)] - log_probs[rows, (years - 1).clamp(min=0)]
+    years = torch.tensor(task_years(prepared.task))
+    sharpness = cutoff_sharpness(log_probs, years)  # of logits: log-probabilities differ from them by a constant
     present = sorted(set(years.tolist()))
     heat = torch.stack([log_probs[years == yy].exp().mean(0) for yy in present])
     return {
@@ -229,7 +221,6 @@ def run(
     discovery: bool = True,
     quiet: bool = False,
 ) -> dict:
-    from interp.data.greater_than import greater_than_task
     from interp.discovery import discover, reference_aucs
     from interp.graph import Graph
 

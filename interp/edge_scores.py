@@ -321,12 +321,21 @@ def exact_scores(
                     differences[writer] = (replacement(writer).to(output.device) - output).to(tf.home)
             return torch.stack([differences[writer] for writer in writers]).to(device)
 
+        first_read = int(reader.positions.min())
+
+        def first_changed(writers: list[int]) -> int:
+            """The first position where a writer's replacement differs from its clean output on some prompt (no
+            later than the first position read)."""
+            difference(writers, tf.home)  # computed and cached
+            changed = torch.stack([differences[writer].ne(0).any(-1).any(0) for writer in writers]).any(0)
+            return min(int(changed.float().argmax()) if changed.any() else first_read, first_read)
+
         scores = torch.full((graph.n_writers, graph.n_readers, *clean.value.shape), float("nan"), device=tf.W_E.device)
         block = max(EXACT_BLOCK, max_rows(0))
         with tqdm(total=len(chosen), desc="exact edge patching", unit="edge", disable=quiet) as bar:
             for first in range(0, len(chosen), block):  # blocks of edges, so that progress can be shown
                 edges_here = chosen[first : first + block]
-                cells = edge_cells(tf, graph, clean, edges_here, difference)
+                cells = edge_cells(tf, graph, clean, edges_here, difference, first_changed)
                 values = evaluate_cells(tf, clean, reader, cells, len(edges_here), max_rows)
                 index = torch.tensor(edges_here, device=scores.device)
                 scores[index[:, 0], index[:, 1]] = values - clean.value
@@ -342,9 +351,12 @@ def edge_cells(
     clean: Run,
     chosen: list[tuple[int, int]],
     difference: Callable[[list[int], torch.device], Tensor],
+    first_changed: Callable[[list[int]], int] = lambda writers: 0,
 ) -> list[Cell]:
     """One cell per reader group: the edges into a layer's heads join at its resid_mid (the head recomputed with
-    the patched input), into its MLP at its resid_post, into the logits at the final residual."""
+    the patched input), into its MLP at its resid_post, into the logits at the final residual. A cell starts at
+    the first position where one of its writers' replacements differs from the clean output (`first_changed`):
+    the positions before it are the clean run's, and are never computed."""
     groups: dict[tuple[int, str], list[int]] = {}
     for i, (_, reader) in enumerate(chosen):
         if reader == graph.logits_reader:
@@ -356,29 +368,29 @@ def edge_cells(
     cells = []
     for (layer, kind), members in sorted(groups.items()):
         writers = [chosen[i][0] for i in members]
+        start = first_changed(writers)
         if kind == "logits":
 
-            def make(rows, writers=writers):
+            def make(rows, writers=writers, start=start):
                 resid = clean.resid[2 * graph.n_layers]
-                return resid[None] + difference(writers[rows], resid.device)
+                return (resid[None] + difference(writers[rows], resid.device))[:, :, start:]
 
-            cells.append(Cell(2 * graph.n_layers, 0, members, make))
+            cells.append(Cell(2 * graph.n_layers, start, members, make))
         elif kind == "mlp":
 
-            def make(rows, writers=writers, layer=layer):
+            def make(rows, writers=writers, layer=layer, start=start):
                 patched = tf.mlp(layer, clean.resid[2 * layer + 1][None] + difference(writers[rows], tf.device(layer)))
-                return clean.resid[2 * layer + 2][None] + patched - clean.mlp_out[layer][None]
+                return (clean.resid[2 * layer + 2][None] + patched - clean.mlp_out[layer][None])[:, :, start:]
 
-            cells.append(Cell(2 * layer + 2, 0, members, make))
+            cells.append(Cell(2 * layer + 2, start, members, make))
         else:
             parts = [divmod(chosen[i][1] - layer * (3 * graph.n_heads + 1), graph.n_heads) for i in members]
 
-            def make(rows, writers=writers, layer=layer, parts=parts):
-                return clean.resid[2 * layer + 1][None] + head_change(
-                    tf, clean, layer, parts[rows], difference(writers[rows], tf.device(layer))
-                )
+            def make(rows, writers=writers, layer=layer, parts=parts, start=start):
+                change = head_change(tf, clean, layer, parts[rows], difference(writers[rows], tf.device(layer)))
+                return (clean.resid[2 * layer + 1][None] + change)[:, :, start:]
 
-            cells.append(Cell(2 * layer + 1, 0, members, make))
+            cells.append(Cell(2 * layer + 1, start, members, make))
     return cells
 
 

@@ -231,7 +231,9 @@ class Circuit:
 
         open_reader(graph.logits_reader)
         for _ in range(n):
-            _, writer, reader = heapq.heappop(heap)
+            negative, writer, reader = heapq.heappop(heap)
+            if negative == 0:  # only edges of no effect are left (see `top_n_masks`)
+                break
             in_graph[writer, reader] = True
             if writer not in joined:
                 joined.add(writer)
@@ -291,7 +293,8 @@ def top_n_masks(
     graph: Graph, scores: Float[Tensor, "*batch n_writers n_readers"], n: int
 ) -> Bool[Tensor, "*batch n_writers n_readers"]:
     """Membership of the n real edges of highest |score| in each score matrix (ties in index order, as a stable
-    sort), before pruning."""
+    sort), before pruning. An edge scored exactly 0 carries no evidence and never joins (MIB's `apply_topn` would
+    fill a budget with such ties in index order, bringing in nodes that do nothing): a budget is at most n edges."""
     if not 0 <= n <= graph.n_edges:
         raise InterpError(f"cannot keep {n} edges of a graph of {graph.n_edges}")
     flat = scores.abs().flatten(-2).masked_fill(~graph.real.flatten().to(scores.device), -1.0)
@@ -304,7 +307,7 @@ def top_n_masks(
     room = n - above.sum(-1, keepdim=True)
     if not torch.equal(tied.sum(-1, keepdim=True), room):  # more ties than room (rare): the first ones join
         tied &= tied.cumsum(-1) <= room
-    return (above | tied).view(scores.shape)
+    return ((above | tied) & (flat > 0)).view(scores.shape)
 
 
 def pruned_masks(
