@@ -196,6 +196,7 @@ def run(
         results["reference"] = {
             "source": "planted circuit (interp.planted)",
             **reference_aucs(circuit, model.interp_source.circuit_edges),
+            "nodes": node_overlap(circuit, model.interp_source.circuit_edges),
         }
     if classes is not None:
         source, heads = classes
@@ -231,6 +232,19 @@ def task_data(model, task: str, n: int | None, seed: int, protocol: Protocol, me
     clean, corrupt = protocol.datasets(model, n or 100, seed)
     prepared = prepare(model, ioi_task(clean, corrupt), metric, clean.prepend_bos)
     return prepared, dataset_json(clean, corrupt, NAME_LISTS[protocol.names])
+
+
+def node_overlap(circuit, reference_edges: list[str]) -> dict:
+    """The circuit's heads and MLPs against the reference's (the writers of its edges): precision, recall, and
+    the nodes missed and extra."""
+    found = {name for name, kept in circuit.nodes_in_graph().items() if kept} - {"input", "logits"}
+    known = {edge.split("->")[0] for edge in reference_edges} - {"input"}
+    return {
+        "precision": len(found & known) / len(found) if found else None,
+        "recall": len(found & known) / len(known) if known else None,
+        "missed": sorted(known - found),
+        "extra": sorted(found - known),
+    }
 
 
 def edge_values(per_prompt: torch.Tensor, graph) -> np.ndarray:

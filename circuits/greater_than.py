@@ -70,6 +70,7 @@ ACDC_GROUPS = {  # ACDC's acdc/greaterthan/utils.py CIRCUIT
 }
 ACDC_NODES = [node for nodes in ACDC_GROUPS.values() for node in nodes]
 THRESHOLD = 0.05
+NO_EFFECT = 0.01  # PD falling by less than this under the corruption: the model does not do the task
 
 
 def layer_of(node: str) -> int:
@@ -221,17 +222,43 @@ def run(
     discovery: bool = True,
     quiet: bool = False,
 ) -> dict:
-    from interp.discovery import discover, reference_aucs
-    from interp.graph import Graph
 
     start = time.perf_counter()
     prepared = prepare(model, greater_than_task(n, seed, model.tokenizer), "prob-diff")
     bootstrap = prepared.bootstrap(n_resamples, seed)
     seen = behaviour(model, prepared, bootstrap)
+    results = {
+        **provenance(model, seed),
+        **prepared.describe(),
+        "threshold": threshold,
+        "bootstrap": None if bootstrap is None else bootstrap.describe(),
+        **{key: value for key, value in seen.items() if key != "per_prompt"},
+        "per_prompt": seen["per_prompt"],
+    }
     whole = seen["pd_clean"]["mean"] - seen["pd_corrupt"]["mean"]
-    if abs(whole) < 1e-6:
-        raise InterpError("the corruption does not change PD on this model: there is no effect to trace")
+    results["does_the_task"] = whole >= NO_EFFECT
+    cost = {"behaviour": time.perf_counter() - start}
+    if results["does_the_task"]:  # otherwise there is no effect to trace
+        results |= trace(model, prepared, bootstrap, threshold, whole, discovery, quiet, cost)
+    results["data"] = prepared.data()
+    out_dir = Path(out_dir)
+    write_json(out_dir / "results.json", results)
+    prepared.task.save(out_dir / "task.json")
+    figures_from_results(read_json(out_dir / "results.json"), out_dir)  # exactly what `interp plot` regenerates
+    write_json(out_dir / "timing.json", {"total_seconds": time.perf_counter() - start, "steps": cost})
+    return results
+
+
+def trace(
+    model, prepared: Prepared, bootstrap, threshold: float, whole: float, discovery: bool, quiet: bool, cost: dict
+) -> dict:
+    """Path patching, the circuits' faithfulness, the comparison with the reference and EAP-IG discovery."""
+    from interp.discovery import discover, reference_aucs
+    from interp.graph import Graph
+
+    clock = time.perf_counter()
     patching = path_patching(model, prepared, bootstrap, threshold, -whole, quiet)
+    cost["path_patching"] = time.perf_counter() - clock
     graph = Graph.of(model)
     circuits = {"found": patching["found"]}
     if (graph.n_layers, graph.n_heads) == (12, 12):
@@ -242,21 +269,14 @@ def run(
             circuit = nodes_circuit(graph, nodes, name)
             evaluated[name] = {"nodes": nodes, **evaluate_task(model, prepared, circuit, bootstrap=bootstrap)}
             evaluated[name].pop("per_prompt")
-    results = {
-        **provenance(model, seed),
-        **prepared.describe(),
-        "threshold": threshold,
-        "bootstrap": None if bootstrap is None else bootstrap.describe(),
-        **{key: value for key, value in seen.items() if key != "per_prompt"},
-        "path_patching": patching,
-        "circuits": evaluated,
-        "per_prompt": seen["per_prompt"],
-    }
+    results = {"path_patching": patching, "circuits": evaluated}
     reference = reference_of(model)
     if reference is not None:
         source, nodes, edges = reference
         results["reference"] = {"source": source, "nodes": nodes, **precision_recall(patching["found"], nodes)}
+    cost["circuits"] = time.perf_counter() - clock - cost["path_patching"]
     if discovery:
+        clock = time.perf_counter()
         tokens = prepared.tokens
         found = discover(model, tokens.clean, tokens.corrupt, prepared.metric, "eap-ig", quiet=quiet)
         nodes = sorted({name for name, kept in found.circuit.nodes_in_graph().items() if kept} - {"input", "logits"})
@@ -272,12 +292,7 @@ def run(
         if reference is not None:
             results["discovery"] |= precision_recall(nodes, reference[1])
             results["discovery"]["roc_auc"] = reference_aucs(found.circuit, reference[2])
-    results["data"] = prepared.data()
-    out_dir = Path(out_dir)
-    write_json(out_dir / "results.json", results)
-    prepared.task.save(out_dir / "task.json")
-    figures_from_results(read_json(out_dir / "results.json"), out_dir)  # exactly what `interp plot` regenerates
-    write_json(out_dir / "timing.json", {"total_seconds": time.perf_counter() - start})
+        cost["discovery"] = time.perf_counter() - clock
     return results
 
 
@@ -305,6 +320,8 @@ def figures_from_results(data: dict, out_dir: str | Path) -> list[Path]:
     fig.colorbar(image, ax=ax, label="probability")
     paths = save_figure(fig, out_dir, "greater_than_probabilities")
 
+    if "path_patching" not in data:
+        return paths
     steps = data["path_patching"]["steps"]
     fig, axes = plt.subplots(len(steps), 1, figsize=(8, 1.6 * len(steps) + 0.5), squeeze=False)
     for ax, step in zip(axes[:, 0], steps):
@@ -380,6 +397,9 @@ def run_from_args(args) -> None:
         f"{interval(pd)}, on the 01 corruption {corrupt['mean']:.3f}{interval(corrupt)}; cutoff sharpness "
         f"{results['cutoff_sharpness']['mean']:.3f}"
     )
+    if not results["does_the_task"]:
+        print(f"the model does not do the task (PD falls by less than {NO_EFFECT} under the corruption): no circuit")
+        return
     print(
         f"path patching found {len(results['path_patching']['found'])}: {', '.join(results['path_patching']['found'])}"
     )

@@ -1,6 +1,7 @@
 """Greater-than: the dataset as the authors' code builds it (checked against hand computations with the tokenizer)
 and planted:greater-than, whose circuit patching and EAP-IG must find exactly."""
 
+import json
 import random
 import re
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from interp.cache import run_with_selective_cache
+from interp.cli import main
 from interp.data.greater_than import (
     CENTURIES,
     NOUNS,
@@ -17,7 +19,6 @@ from interp.data.greater_than import (
     valid_years,
     year_token_ids,
 )
-from interp.discovery import discover
 from interp.errors import InterpError
 from interp.graph import Graph
 from interp.models import load_model
@@ -178,21 +179,70 @@ def test_each_planted_component_alone_moves_pd_and_no_other_does(model):
 
 
 @pytest.mark.slow
-def test_eap_ig_finds_exactly_the_planted_heads_and_mlps(model):
-    tokens = greater_than_task(20).tokenize(model.tokenizer)
-    found = discover(model, tokens.clean, tokens.corrupt, task_metric("prob-diff", tokens), "eap-ig", quiet=True)
-    circuit = found.circuit
-    assert circuit.heads() == PLANTED_HEADS
-    nodes = {name for name, kept in circuit.nodes_in_graph().items() if kept}
-    assert nodes == {"input", "logits", "m9", "m10"} | {f"a{layer}.h{head}" for layer, head in PLANTED_HEADS}
-    # every planted edge, and nothing else but edges between planted nodes through LayerNorm scales (|score| < 1e-3
-    # of the planted ones'): the heads -> logits, m9 -> m10
-    edges = set(circuit.edges())
-    assert set(greater_than_edges()) <= edges
-    scores = found.scores.scores.abs()
-    graph = found.scores.graph
-    weakest_planted = min(float(scores[graph.edge_index(edge)]) for edge in greater_than_edges())
-    assert all(
-        float(scores[graph.edge_index(edge)]) < 1e-3 * weakest_planted for edge in edges - set(greater_than_edges())
+def test_discover_finds_exactly_the_planted_heads_and_mlps(tmp_path):
+    """`interp discover --task greater-than`: EAP-IG's circuit holds the planted heads and MLPs and no other node;
+    beside the planted edges only edges between planted nodes through LayerNorm scales (|score| < 1e-3 of the
+    planted ones'): the heads -> logits, m9 -> m10."""
+    argv = ["discover", "--task", "greater-than", "--model", "planted:greater-than", "--n", "20", "--quiet"]
+    assert (
+        main([*argv, "--bootstrap", "0", "--random-circuits", "0", "--no-template-holdout", "--out", str(tmp_path)])
+        == 0
     )
-    assert found.circuit_faithfulness > 0.99
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["task"] == "greater-than" and results["metric_name"] == "prob-diff" and results["n_prompts"] == 20
+    assert results["reference"]["nodes"] == {"precision": 1.0, "recall": 1.0, "missed": [], "extra": []}
+    assert [tuple(head) for head in results["circuit"]["heads"]] == PLANTED_HEADS
+    assert results["reference"]["edge_roc_auc"] == 1.0 and results["circuit"]["faithfulness"] > 0.99
+    edges, scores = set(results["circuit"]["edges"]), dict(zip(results["edge_names"], results["scores"]))
+    assert set(greater_than_edges()) <= edges
+    weakest_planted = min(abs(scores[edge]) for edge in greater_than_edges())
+    assert all(abs(scores[edge]) < 1e-3 * weakest_planted for edge in edges - set(greater_than_edges()))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The experiment
+
+
+@pytest.mark.slow
+def test_interp_greater_than_recovers_the_planted_circuit_by_path_patching(model, tmp_path, capsys):
+    """Path patching in the paper's order finds exactly the planted heads and MLPs; PD per prompt is the model's
+    own; the figures come back from results.json alone."""
+    out = tmp_path / "run"
+    argv = ["greater-than", "--model", "planted:greater-than", "--n", "12", "--bootstrap", "100", "--no-discovery"]
+    assert main([*argv, "--quiet", "--out", str(out)]) == 0
+    assert "precision 1.0, recall 1.0" in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    planted = {f"a{layer}.h{head}" for layer, head in PLANTED_HEADS} | {"m9", "m10"}
+    assert set(results["path_patching"]["found"]) == planted and results["reference"]["missed"] == []
+    assert [step["receiver"] for step in results["path_patching"]["steps"][:3]] == ["logits", "m10", "m9"]
+    assert results["circuits"]["found"]["faithfulness"] > 0.99 and set(results["circuits"]) == {
+        "found",
+        "authors",
+        "acdc",
+    }
+    tokens = torch.tensor(results["data"]["clean_tokens"])
+    with torch.no_grad():
+        probs = model(tokens)[:, -1].softmax(-1)[:, year_token_ids()]
+    yy = torch.tensor(results["per_prompt"]["yy"])
+    above = torch.arange(100)[None] > yy[:, None]
+    pd = (probs * above).sum(-1) - (probs * ~above).sum(-1)
+    torch.testing.assert_close(torch.tensor(results["per_prompt"]["pd_clean"]), pd, atol=1e-5, rtol=0)
+    assert results["pd_clean"]["mean"] == pytest.approx(float(pd.mean()), abs=1e-5)
+    assert main(["plot", str(out / "results.json"), "--out", str(tmp_path / "again")]) == 0
+    for name in ("greater_than_probabilities.svg", "greater_than_path_patching.svg"):
+        assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes()
+
+
+def test_gpt2_from_the_hf_cache_runs_on_the_authors_prompts(from_hub_cache, tmp_path, capsys):
+    """GPT-2 small's shape by hub name (random weights: it does not do the task, and says so); the prompts are the
+    authors', filtered with the hub's tokenizer files."""
+    out = tmp_path / "gpt2"
+    argv = ["greater-than", "--model", "gpt2", "--n", "8", "--bootstrap", "0", "--no-discovery", "--quiet"]
+    assert main([*argv, "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    expected = greater_than_task(8).tokenize(gpt2_tokenizer())
+    assert results["data"]["clean_tokens"] == expected.clean.tolist()
+    assert results["data"]["corrupt_tokens"] == expected.corrupt.tolist()
+    years = [int(re.search(r"year (\d{4})", pair["clean"]).group(1)) for pair in results["data"]["prompts"]]
+    assert set(years) <= set(valid_years()) and [year % 100 for year in years] == results["per_prompt"]["yy"]
+    assert results["does_the_task"] is False and "no circuit" in capsys.readouterr().out
