@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: demo test bench notebooks
+.PHONY: demo demo-full test bench notebooks
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,17 +16,29 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev,ray]"
 	touch $@
 
+# The quick tour (a few minutes on 2 cores): the organism at full size, the planted models at demo size into
+# results/demo/. `make demo-full` runs the planted models at the size README's numbers come from.
 demo: $(VENV)/.installed
 	$(VENV)/bin/interp organism eval
-	$(VENV)/bin/interp ioi --model organism
+	$(VENV)/bin/interp ioi --model organism --quiet
 	$(VENV)/bin/interp capitals --model organism
+	$(VENV)/bin/interp discover --model organism --ioi-results results/ioi/organism/results.json --quiet
+	$(VENV)/bin/interp greater-than --model organism --quiet
 	# the same experiments on the planted models (constructed ground truth; README "Planted models")
+	$(VENV)/bin/interp ioi --model planted:ioi $(DEMO_IOI) --out results/demo/ioi-planted-ioi
+	$(VENV)/bin/interp greater-than --model planted:greater-than $(DEMO_GREATER_THAN) --out results/demo/greater-than
+	$(VENV)/bin/interp capitals --model planted:capitals --n-prompts 20 --out results/demo/capitals-planted
+	$(VENV)/bin/interp discover --model planted:ioi $(DEMO_IOI) --out results/demo/discover-planted-ioi
+
+DEMO_IOI := --n 24 --random-circuits 5 --quiet
+DEMO_GREATER_THAN := --n 24 --quiet
+
+demo-full: $(VENV)/.installed
 	# GPT-2 small's shape: 20 random circuits for the p-values, not the default 100 (one run of all prompts each)
 	$(VENV)/bin/interp ioi --model planted:ioi --random-circuits 20
 	$(VENV)/bin/interp capitals --model planted:capitals --n-prompts 50
-	# edge-level discovery (EAP-IG) with MIB's faithfulness curve
-	$(VENV)/bin/interp discover --model organism --ioi-results results/ioi/organism/results.json
 	$(VENV)/bin/interp discover --model planted:ioi --random-circuits 20
+	$(VENV)/bin/interp greater-than --model planted:greater-than
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -346,7 +346,7 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--n",
         type=int,
-        help="prompt pairs built (ioi, greater-than: default 100), or the first N of a task file (default all)",
+        help="prompt pairs built (ioi: default 100; greater-than: 97), or the first N of a task file (default all)",
     )
     parser.add_argument(
         "--top-n",

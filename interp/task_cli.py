@@ -26,7 +26,7 @@ def add_task(parser, required: bool = True) -> None:
     parser.add_argument(
         "--n",
         type=int,
-        help="prompt pairs: how many to build (ioi, greater-than; default 100) or the first N of a file (default all)",
+        help="prompt pairs: how many to build (ioi: default 100; greater-than: 97) or the first N of a file",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of a built task and of the bootstrap")
     parser.add_argument(

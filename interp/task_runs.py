@@ -29,7 +29,7 @@ BUILTIN_TASKS = ("ioi", "greater-than")
 
 def load_task(spec: str, model, n: int | None = None, seed: int = 0) -> Task:
     """A task file, or one interp builds ("ioi": the IOI paper's p_IOI/p_ABC pairs; "greater-than": Hanna et
-    al.'s). `n`: the number of pairs built (default 100), or the first n of a file (default all)."""
+    al.'s). `n`: the number of pairs built (default 100; greater-than 97), or the first n of a file (default all)."""
     if spec == "ioi":
         from interp.circuits.ioi import Protocol
         from interp.data.ioi import ioi_task
@@ -38,7 +38,7 @@ def load_task(spec: str, model, n: int | None = None, seed: int = 0) -> Task:
     if spec == "greater-than":
         from interp.data.greater_than import greater_than_task
 
-        return greater_than_task(n or 100, seed, model.tokenizer)
+        return greater_than_task(n or 97, seed, model.tokenizer)  # every YY from 02 to 98 once
     if not Path(spec).suffix:
         raise InterpError(
             f"unknown task {spec!r}: give a task file (.json, .jsonl, .csv) or one of {', '.join(BUILTIN_TASKS)}"

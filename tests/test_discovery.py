@@ -166,6 +166,8 @@ def test_top_n_and_greedy_selection():
     ]
     # the fifth brings input->m0; pruning then drops a0.h0->logits (nothing feeds a0.h0)
     assert circuit.greedy(5).edges() == ["input->m0", "a1.h0->logits", "input->a1.h0<q>", "m0->a1.h0<k>"]
+    # edges scored 0 carry no evidence: a budget larger than the scored edges keeps only those
+    assert len(circuit.top_n(10, prune=False).edges()) == len(circuit.greedy(10, prune=False).edges()) == 5
     with pytest.raises(InterpError):
         circuit.top_n(circuit.graph.n_edges + 1)
 
