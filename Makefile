@@ -25,13 +25,13 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/interp discover --model organism --ioi-results results/ioi/organism/results.json --quiet
 	$(VENV)/bin/interp greater-than --model organism --quiet
 	# the same experiments on the planted models (constructed ground truth; README "Planted models")
-	$(VENV)/bin/interp ioi --model planted:ioi $(DEMO_IOI) --out results/demo/ioi-planted-ioi
+	$(VENV)/bin/interp ioi --model planted:ioi $(DEMO_IOI) --random-knockouts 3 --greedy-steps 2 --out results/demo/ioi-planted-ioi
 	$(VENV)/bin/interp greater-than --model planted:greater-than $(DEMO_GREATER_THAN) --out results/demo/greater-than
-	$(VENV)/bin/interp capitals --model planted:capitals --n-prompts 20 --out results/demo/capitals-planted
+	$(VENV)/bin/interp capitals --model planted:capitals --n-prompts 10 --out results/demo/capitals-planted
 	$(VENV)/bin/interp discover --model planted:ioi $(DEMO_IOI) --out results/demo/discover-planted-ioi
 
-DEMO_IOI := --n 24 --random-circuits 5 --quiet
-DEMO_GREATER_THAN := --n 24 --quiet
+DEMO_IOI := --n 16 --random-circuits 3 --quiet
+DEMO_GREATER_THAN := --n 12 --quiet
 
 demo-full: $(VENV)/.installed
 	# GPT-2 small's shape: 20 random circuits for the p-values, not the default 100 (one run of all prompts each)

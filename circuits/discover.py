@@ -332,7 +332,7 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--task",
         default="ioi",
-        metavar="FILE|ioi|greater-than",
+        metavar="FILE|ioi|greater-than|capitals",
         help="the IOI paper's pairs (default), greater-than (Hanna et al.), or a task file (interp / auto-circuit "
         "JSON, JSONL, EAP-IG CSV)",
     )

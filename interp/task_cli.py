@@ -17,7 +17,7 @@ def add_task(parser, required: bool = True) -> None:
     parser.add_argument(
         "--task",
         required=required,
-        metavar="FILE|ioi|greater-than",
+        metavar="FILE|ioi|greater-than|capitals",
         help="a task file (interp / auto-circuit JSON, JSONL, EAP-IG CSV) or a task interp builds",
     )
     parser.add_argument(
@@ -46,11 +46,11 @@ def add_output(parser, name: str) -> None:
 def prepared_run(args):
     """(model, prepared task, bootstrap) from the common arguments; the task is read before the model loads where
     it is a file, so that a bad file fails fast."""
-    from interp.task_runs import load_task, prepare
+    from interp.task_runs import BUILTIN_TASKS, load_task, prepare
 
     if args.n is not None and args.n < 1:
         raise InterpError(f"--n must be at least 1, not {args.n}")
-    early = None if args.task in ("ioi", "greater-than") else load_task(args.task, None, args.n)
+    early = None if args.task in BUILTIN_TASKS else load_task(args.task, None, args.n)
     model = load(args)
     task = early or load_task(args.task, model, args.n, args.seed)
     prepared = prepare(model, task, args.metric, args.prepend_bos)
@@ -199,8 +199,10 @@ def add_commands(commands) -> None:
 
     task = commands.add_parser("task", help="tasks as files")
     task_commands = task.add_subparsers(dest="task_command", required=True, parser_class=Parser)
-    export = task_commands.add_parser("export", help="write a task interp builds (ioi, greater-than) as a task file")
-    export.add_argument("task", choices=["ioi", "greater-than"])
+    export = task_commands.add_parser(
+        "export", help="write a task interp builds (ioi, greater-than, capitals) as a task file"
+    )
+    export.add_argument("task", choices=["ioi", "greater-than", "capitals"])
     export.add_argument("--n", type=int, default=100)
     export.add_argument("--seed", type=int, default=0)
     export.add_argument("--out", required=True, help="the task file to write (.json)")

@@ -1,5 +1,5 @@
 """Any task, every measurement: activation patching, path patching and circuit evaluation of a `Task` (a file in
-any format `interp.task` reads, or a task interp builds: ioi, greater-than), with a named metric.
+any format `interp.task` reads, or a task interp builds: ioi, greater-than, capitals), with a named metric.
 
 Each run keeps one value per prompt and its mean, with a bootstrap interval over prompts resampled within the
 task's groups (`interp.stats`), and writes the task and the exact tokens run into its results, so that every
@@ -24,17 +24,22 @@ from interp.task import PAD, Task, TaskTokens, read_task
 from interp.task_metrics import DESCRIPTIONS, LOWER_IS_BETTER, task_metric
 from interp.workers import Workers
 
-BUILTIN_TASKS = ("ioi", "greater-than")
+BUILTIN_TASKS = ("ioi", "greater-than", "capitals")
 
 
 def load_task(spec: str, model, n: int | None = None, seed: int = 0) -> Task:
     """A task file, or one interp builds ("ioi": the IOI paper's p_IOI/p_ABC pairs; "greater-than": Hanna et
-    al.'s). `n`: the number of pairs built (default 100; greater-than 97), or the first n of a file (default all)."""
+    al.'s; "capitals": Merullo et al.'s capital questions, each against another country's). `n`: the number of
+    pairs built (default 100; greater-than 97), or the first n of a file (default all)."""
     if spec == "ioi":
         from interp.circuits.ioi import Protocol
         from interp.data.ioi import ioi_task
 
         return ioi_task(*Protocol().datasets(model, n or 100, seed))
+    if spec == "capitals":
+        from interp.data.capitals import capitals_task
+
+        return capitals_task(n or 100, seed, model.tokenizer)
     if spec == "greater-than":
         from interp.data.greater_than import greater_than_task
 

@@ -356,3 +356,24 @@ def test_a_device_that_is_not_there_is_one_line_before_loading(capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "available here: cpu" in err, err
+
+
+def test_capitals_and_greater_than_export_as_tasks(organism, tmp_path):
+    """Every prompt set interp builds is a task: capitals pairs each question with another country's of the same
+    length (first capital tokens as answers); greater-than comes back as its own pairs."""
+    from interp.data.capitals import task_items
+    from interp.data.greater_than import greater_than_task
+
+    task = load_task("capitals", organism, 20)
+    tokens = task.tokenize(organism.tokenizer)
+    questions = {item.prompt: item.answer for item in task_items("capitals")}
+    assert len(task) == 20 and task.prepend_bos is False
+    for pair, answer, wrong in zip(task.pairs, tokens.answers[:, 0], tokens.wrong[:, 0]):
+        assert pair.clean != pair.corrupt and int(answer) != int(wrong)
+        assert (
+            int(answer) == encode(" " + questions[pair.clean])[0]
+            and int(wrong) == encode(" " + questions[pair.corrupt])[0]
+        )
+    path = tmp_path / "gt.json"
+    assert main(["task", "export", "greater-than", "--n", "5", "--model", "organism", "--out", str(path)]) == 0
+    assert [p.to_json() for p in read_task(path).pairs] == [p.to_json() for p in greater_than_task(5).pairs]

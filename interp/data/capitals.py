@@ -18,7 +18,8 @@ import torch
 from interp.data import load_pairs
 from interp.data.tasks import PAPER_COLORED_OBJECTS_DEMO, TASKS, random_scene
 from interp.errors import InterpError
-from interp.tokens import first_token_id, gpt2_tokenizer
+from interp.task import Pair, Task
+from interp.tokens import encode, first_token_id, gpt2_tokenizer
 
 TASK_NAMES = ("capitals", "colored_objects", "past_tense")  # the paper's three tasks: the default
 KNOWN_TASKS = (*TASK_NAMES, "uppercase")  # uppercase: interp's own word-uppercasing table
@@ -258,3 +259,28 @@ def first_token_collisions(pairs: Sequence[tuple[str, str]]) -> list[dict]:
 def argument_answer_ids(items: Sequence[Item]) -> torch.Tensor:
     """[n, 2]: the first tokens of each item's argument and answer, the two tokens the lens follows."""
     return torch.stack([first_ids([item.argument for item in items]), first_ids([item.answer for item in items])], 1)
+
+
+def capitals_task(n: int = 100, seed: int = 0, tokenizer=None, capitals_table: str = "world_capitals") -> Task:
+    """The capital prompts as prompt pairs (`interp.task`): each one-shot question (France -> Paris demonstrated)
+    against the question for another country of the same token length, the first token of each one's capital as
+    answer and wrong answer (the experiment scores first tokens). Countries whose first capital token is their
+    partner's, or with no partner of their length, are left out; n pairs at most."""
+    items = task_items("capitals", None, seed, capitals_table=capitals_table)
+    by_length: dict[int, list[Item]] = {}
+    for item in items:
+        by_length.setdefault(len(encode(item.prompt, tokenizer)), []).append(item)
+    pairs = []
+    for item in items:
+        partners = [
+            other
+            for other in by_length[len(encode(item.prompt, tokenizer))]
+            if first_token_id(" " + other.answer, tokenizer) != first_token_id(" " + item.answer, tokenizer)
+        ]
+        if partners and len(pairs) < n:
+            other = partners[len(pairs) % len(partners)]
+            answer, wrong = (first_token_id(" " + word, tokenizer) for word in (item.answer, other.answer))
+            pairs.append(Pair(item.prompt, other.prompt, [answer], [wrong], where=f"prompts[{len(pairs)}]"))
+    return Task(
+        "capitals", pairs, "interp.data.capitals", prepend_bos=False, metric="logit-diff"
+    )  # as `interp capitals`
