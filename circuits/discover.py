@@ -39,7 +39,7 @@ from interp.edge_forward import INTERVENTIONS
 from interp.edge_scores import METHODS
 from interp.errors import InterpError
 from interp.results import default_out_dir, provenance, read_json, write_array, write_json
-from interp.stats import Bootstrap, check_resamples, rounded
+from interp.stats import Bootstrap, check_resamples, overlap, rounded
 from interp.task_metrics import METRICS
 from interp.task_runs import load_task, prepare
 from interp.workers import Workers
@@ -235,16 +235,9 @@ def task_data(model, task: str, n: int | None, seed: int, protocol: Protocol, me
 
 
 def node_overlap(circuit, reference_edges: list[str]) -> dict:
-    """The circuit's heads and MLPs against the reference's (the writers of its edges): precision, recall, and
-    the nodes missed and extra."""
+    """The circuit's heads and MLPs against the reference's (the writers of its edges)."""
     found = {name for name, kept in circuit.nodes_in_graph().items() if kept} - {"input", "logits"}
-    known = {edge.split("->")[0] for edge in reference_edges} - {"input"}
-    return {
-        "precision": len(found & known) / len(found) if found else None,
-        "recall": len(found & known) / len(known) if known else None,
-        "missed": sorted(known - found),
-        "extra": sorted(found - known),
-    }
+    return overlap(found, {edge.split("->")[0] for edge in reference_edges} - {"input"})
 
 
 def edge_values(per_prompt: torch.Tensor, graph) -> np.ndarray:

@@ -37,7 +37,7 @@ from interp.cli import add_bootstrap, add_model, load
 from interp.data.greater_than import cutoff_sharpness, greater_than_task, task_years, year_token_ids
 from interp.errors import InterpError
 from interp.results import default_out_dir, provenance, read_json, write_json
-from interp.stats import check_resamples, rounded
+from interp.stats import check_resamples, overlap, rounded
 from interp.task_runs import Prepared, evaluate_task, mean_with_interval, nodes_circuit, prepare
 
 # The circuits the papers give for GPT-2 small (papers.md, section 6).
@@ -198,16 +198,6 @@ def path_patching(model, prepared: Prepared, bootstrap, threshold: float, whole:
     return {"steps": steps, "found": sorted(found, key=lambda node: (layer_of(node), node))}
 
 
-def precision_recall(found: list[str], reference: list[str]) -> dict:
-    found_set, reference_set = set(found), set(reference)
-    return {
-        "precision": len(found_set & reference_set) / len(found_set) if found_set else None,
-        "recall": len(found_set & reference_set) / len(reference_set) if reference_set else None,
-        "missed": sorted(reference_set - found_set),
-        "extra": sorted(found_set - reference_set),
-    }
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # The experiment
 
@@ -267,13 +257,13 @@ def trace(
     for name, nodes in circuits.items():
         if nodes:
             circuit = nodes_circuit(graph, nodes, name)
-            evaluated[name] = {"nodes": nodes, **evaluate_task(model, prepared, circuit, bootstrap=bootstrap)}
+            evaluated[name] = {**evaluate_task(model, prepared, circuit, bootstrap=bootstrap), "nodes": nodes}
             evaluated[name].pop("per_prompt")
     results = {"path_patching": patching, "circuits": evaluated}
     reference = reference_of(model)
     if reference is not None:
         source, nodes, edges = reference
-        results["reference"] = {"source": source, "nodes": nodes, **precision_recall(patching["found"], nodes)}
+        results["reference"] = {"source": source, "nodes": nodes, **overlap(patching["found"], nodes)}
     cost["circuits"] = time.perf_counter() - clock - cost["path_patching"]
     if discovery:
         clock = time.perf_counter()
@@ -290,7 +280,7 @@ def trace(
             "cmd": found.curve.cmd,
         }
         if reference is not None:
-            results["discovery"] |= precision_recall(nodes, reference[1])
+            results["discovery"] |= overlap(nodes, reference[1])
             results["discovery"]["roc_auc"] = reference_aucs(found.circuit, reference[2])
         cost["discovery"] = time.perf_counter() - clock
     return results

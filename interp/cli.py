@@ -209,6 +209,11 @@ def cmd_patch(args) -> None:
         f"{args.model}: {args.direction} {data['site']}; {data['metric']}: clean {data['clean_metric']:.3f}, "
         f"corrupt {data['corrupt_metric']:.3f}"
     )
+    print_grid(data)
+
+
+def print_grid(data: dict) -> None:
+    """A patching grid as a table: rows (layers) by columns (positions or heads)."""
     print(f"{data['row_axis']:>6} " + " ".join(f"{label[:9]:>9}" for label in data["column_labels"]))
     for label, row in zip(data["row_labels"], data["grid"]):
         print(f"{label:>6} " + " ".join(f"{value:9.3f}" for value in row))

@@ -134,6 +134,18 @@ def jaccard(a, b) -> float:
     return len(a & b) / len(a | b) if a | b else 1.0
 
 
+def overlap(found, known) -> dict:
+    """How a found set of components meets a known one: precision (of the found, those known), recall (of the
+    known, those found), and the components missed and extra."""
+    found, known = set(found), set(known)
+    return {
+        "precision": len(found & known) / len(found) if found else None,
+        "recall": len(found & known) / len(known) if known else None,
+        "missed": sorted(known - found),
+        "extra": sorted(found - known),
+    }
+
+
 def rounded(array, digits: int = 6):
     """A float array as nested lists for results.json, rounded so files stay small and stable."""
     return np.round(np.asarray(array, dtype=np.float64), digits).tolist()

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from interp.cli import Parser, add_bootstrap, add_model, add_workers, load, workers_for
+from interp.cli import Parser, add_bootstrap, add_model, add_workers, load, print_grid, workers_for
 from interp.errors import InterpError
 from interp.task_metrics import METRICS
 
@@ -85,9 +85,7 @@ def cmd_patch_task(args) -> None:
             f"{args.model}: {args.direction} {data['site']} on {data['task']} ({data['n_prompts']} pairs); "
             f"{data['metric_name']}: clean {data['clean_metric']:.3f}, corrupt {data['corrupt_metric']:.3f}"
         )
-        print(f"{data['row_axis']:>6} " + " ".join(f"{label[:9]:>9}" for label in data["column_labels"]))
-        for label, row in zip(data["row_labels"], data["grid"]):
-            print(f"{label:>6} " + " ".join(f"{value:9.3f}" for value in row))
+        print_grid(data)
 
 
 def cmd_path_patch(args) -> None:

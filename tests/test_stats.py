@@ -88,3 +88,15 @@ def test_crosses_marks_intervals_holding_the_value():
     assert crosses(intervals, 0.0).tolist() == [[True, False], [False, False]]
     assert crosses(intervals, 0.05).tolist() == [[True, True], [False, False]]
     assert crosses(intervals, -0.05).tolist() == [[True, False], [False, False]]
+
+
+def test_overlap_counts_found_against_known_by_hand():
+    from interp.stats import overlap
+
+    assert overlap({"a", "b", "c"}, {"b", "c", "d", "e"}) == {
+        "precision": 2 / 3,
+        "recall": 2 / 4,
+        "missed": ["d", "e"],
+        "extra": ["a"],
+    }
+    assert overlap(set(), {"a"})["precision"] is None and overlap({"a"}, set())["recall"] is None
