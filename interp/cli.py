@@ -256,15 +256,15 @@ def build_parser() -> Parser:
     lens.add_argument("--out", help="directory for lens.json and the figure")
     lens.set_defaults(run=cmd_lens)
 
-    from interp.circuits import article, capitals, check, discover, greater_than, ioi
+    from interp.circuits import article, capitals_cli, check, discover, greater_than, ioi
 
     ioi_parser = commands.add_parser("ioi", help="reproduce the IOI circuit (Wang et al.)")
     ioi.add_arguments(ioi_parser)
     ioi_parser.set_defaults(run=ioi.run_from_args)
 
     capitals_parser = commands.add_parser("capitals", help="reproduce the capital-city FFN vector (Merullo et al.)")
-    capitals.add_arguments(capitals_parser)
-    capitals_parser.set_defaults(run=capitals.run_args)
+    capitals_cli.add_arguments(capitals_parser)
+    capitals_parser.set_defaults(run=capitals_cli.run_args)
 
     greater_than_parser = commands.add_parser(
         "greater-than", help="reproduce the greater-than circuit (Hanna et al.): path patching, heat map, circuits"

@@ -14,7 +14,7 @@ from conftest import make_checkpoint
 from transformers import GPT2LMHeadModel
 
 from interp.ablation import ablated, mlps
-from interp.circuits import capitals
+from interp.circuits import capitals, capitals_cli
 from interp.cli import build_parser
 from interp.cli import main as interp_main
 from interp.data import DATA_DIR, load_pairs
@@ -632,7 +632,7 @@ def test_organism_end_to_end(tmp_path):
     # The organism memorised most capitals of its own table: the mechanism is measured on those it answers.
     assert results["tasks"]["capitals"]["accuracy"] > 0.5
     assert results["tasks"]["capitals"]["measured_on"] == "answered prompts"
-    print(capitals.summary(results))
+    print(capitals_cli.summary(results))
 
 
 def test_results_are_deterministic_and_figures_regenerate(tiny_model, tmp_path):
