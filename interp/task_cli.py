@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 
 from interp.cli import Parser, add_bootstrap, add_model, add_workers, load, print_grid, workers_for
+from interp.edge_forward import INTERVENTIONS
 from interp.errors import InterpError
 from interp.task_metrics import METRICS
-
-INTERVENTIONS = ("patching", "mean", "zero")
 
 
 def add_task(parser, required: bool = True) -> None:

@@ -18,7 +18,7 @@ from interp.circuits import capitals, capitals_cli
 from interp.cli import build_parser
 from interp.cli import main as interp_main
 from interp.data import DATA_DIR, load_pairs
-from interp.data.capitals import Item, cue_free_prompt
+from interp.data.capitals import N_COLORED_OBJECTS, Item, cue_free_prompt
 from interp.data.tasks import ASKED_COLORS, COLORS, PAPER_COLORED_OBJECTS_DEMO, ColoredObjects
 from interp.errors import InterpError
 from interp.memories import answer_neurons, top_contexts, value_tokens
@@ -392,7 +392,7 @@ def test_colored_objects_prompts_have_the_documented_format():
             single_token_id(" " + word)
         assert item.extractive == f"The color of the {asked} is {item.answer}. {item.prompt}"
     assert len({item.answer for item in items}) > 5
-    assert len(capitals.task_items("colored_objects")) == capitals.N_COLORED_OBJECTS == 200
+    assert len(capitals.task_items("colored_objects")) == N_COLORED_OBJECTS == 200
     drawn = capitals.task_items("colored_objects", 10, demonstration="random")
     assert len({item.prompt.split("\n")[0] for item in drawn}) == 10
 
