@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from interp.circuits.discover_sureness import metric_intervals, random_circuits, selection_stability, template_holdout
-from interp.circuits.ioi import NAME_LISTS, Protocol, timed, with_interval
+from interp.circuits.ioi import NAME_LISTS, Protocol, timed
 from interp.cli import add_bootstrap, add_model, add_workers, load, workers_for
 from interp.data.ioi import PAPER_HEADS, dataset_json, ioi_task
 from interp.discovery import Discovery, circuit_values, discover, reference_aucs
@@ -39,7 +39,7 @@ from interp.edge_forward import INTERVENTIONS
 from interp.edge_scores import METHODS
 from interp.errors import InterpError
 from interp.results import default_out_dir, provenance, read_json, write_array, write_json
-from interp.stats import Bootstrap, check_resamples, overlap, rounded
+from interp.stats import Bootstrap, check_resamples, overlap, rounded, with_interval
 from interp.task_metrics import METRICS
 from interp.task_runs import load_task, prepare
 from interp.workers import Workers

@@ -37,7 +37,7 @@ from interp.cli import add_bootstrap, add_model, load
 from interp.data.greater_than import cutoff_sharpness, greater_than_task, task_years, year_token_ids
 from interp.errors import InterpError
 from interp.results import default_out_dir, provenance, read_json, write_json
-from interp.stats import check_resamples, overlap, rounded
+from interp.stats import check_resamples, overlap, rounded, with_interval
 from interp.task_runs import Prepared, evaluate_task, mean_with_interval, nodes_circuit, prepare
 
 # The circuits the papers give for GPT-2 small (papers.md, section 6).
@@ -386,8 +386,8 @@ def run_from_args(args) -> None:
     pd, corrupt = results["pd_clean"], results["pd_corrupt"]
     print(
         f"greater-than on {results['model']} ({results['n_prompts']} pairs): PD {pd['mean']:.3f}"
-        f"{interval(pd)}, on the 01 corruption {corrupt['mean']:.3f}{interval(corrupt)}; cutoff sharpness "
-        f"{results['cutoff_sharpness']['mean']:.3f}"
+        f"{with_interval(pd.get('ci'))}, on the 01 corruption {corrupt['mean']:.3f}"
+        f"{with_interval(corrupt.get('ci'))}; cutoff sharpness {results['cutoff_sharpness']['mean']:.3f}"
     )
     if not results["does_the_task"]:
         print(f"the model does not do the task (PD falls by less than {NO_EFFECT} under the corruption): no circuit")
@@ -398,7 +398,7 @@ def run_from_args(args) -> None:
     for name, circuit in results["circuits"].items():
         print(
             f"{name:>8} circuit ({len(circuit['nodes'])} nodes): faithfulness {circuit['faithfulness']:.3f}"
-            f"{interval({'ci': circuit.get('faithfulness_ci')})}"
+            f"{with_interval(circuit.get('faithfulness_ci'))}"
         )
     if "reference" in results:
         ref = results["reference"]
@@ -410,11 +410,6 @@ def run_from_args(args) -> None:
             f"EAP-IG: {found['n_edges']} edges, faithfulness {found['faithfulness']:.3f}, nodes {found['nodes']}"
             + (f"; edge ROC AUC {auc['edge_roc_auc']:.3f}" if auc else "")
         )
-
-
-def interval(value: dict) -> str:
-    ci = value.get("ci")
-    return "" if ci is None else f" [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
 if __name__ == "__main__":

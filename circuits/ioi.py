@@ -27,7 +27,6 @@ names, templates 0-6 of each order drawn per prompt, no BOS token, p_ABC drawn a
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from contextlib import nullcontext
@@ -52,15 +51,14 @@ from interp.circuits.ioi_evaluation import (
     template_holdout,
 )
 from interp.circuits.ioi_selection import RULES, STEPS, THRESHOLD, Evidence, classes_of, selection_stability
-from interp.cli import add_bootstrap, add_model, add_prepend_bos, add_workers, load, workers_for
 from interp.data.ioi import Corruption, IOIDataset, TemplateOrder, dataset_json, ioi_datasets, ioi_task
 from interp.data.ioi_words import ORGANISM_NAMES, PAPER_NAMES
 from interp.errors import InterpError
 from interp.lens import head_logit_contributions, lens_logits
 from interp.metrics import answer_probs, logit_diffs
 from interp.patching import logit_diff_metric, path_patch
-from interp.results import default_out_dir, provenance, read_json, write_json
-from interp.stats import DEFAULT_RESAMPLES, Bootstrap, check_resamples, rounded
+from interp.results import provenance, read_json, write_json
+from interp.stats import DEFAULT_RESAMPLES, Bootstrap, rounded
 from interp.tokens import str_tokens
 from interp.views import attention_view, save_view
 from interp.workers import Workers, fill_in
@@ -327,7 +325,7 @@ def run(
     number can be recomputed from the file) and the figures. `workers` share the path-patching senders and the
     evaluation's node sets out."""
     workers = workers or Workers(model)
-    from interp.plotting import ioi_figures
+    from interp.plotting_ioi import ioi_figures
 
     torch.manual_seed(seed)
     start = time.perf_counter()
@@ -438,115 +436,6 @@ def timed(cost: dict, name: str, forward_passes: int, compute):
     result = compute()
     cost[name] = {"forward_passes": forward_passes, "seconds": time.perf_counter() - start}
     return result
-
-
-def add_arguments(parser) -> None:
-    add_model(parser)
-    parser.add_argument("--n", type=int, default=100, help="prompts (default 100)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="output directory (default results/ioi/<model>/)")
-    parser.add_argument(
-        "--names",
-        choices=sorted(NAME_LISTS),
-        default="paper",
-        help="the paper's 99 names (default) or the 109 the organism was trained on",
-    )
-    parser.add_argument("--order", choices=["mixed", "BABA", "ABBA"], default="mixed")
-    parser.add_argument(
-        "--n-templates",
-        type=int,
-        default=None,
-        help="the paper's nb_templates: mixed takes half of them from each order (default 15)",
-    )
-    parser.add_argument(
-        "--corruption",
-        choices=["paper", "distinct"],
-        default="paper",
-        help="p_ABC names as the paper's code draws them (default), or three distinct new names",
-    )
-    parser.add_argument("--random-knockouts", type=int, default=10, help="completeness: random subsets (10)")
-    parser.add_argument("--greedy-steps", type=int, default=5, help="completeness: greedy knock-out size (5)")
-    parser.add_argument(
-        "--greedy-candidates", type=int, default=5, help="completeness: nodes drawn and tried at each greedy step (5)"
-    )
-    add_bootstrap(parser)
-    parser.add_argument(
-        "--random-circuits",
-        type=int,
-        default=100,
-        metavar="N",
-        help="random circuits of the found circuit's size for its faithfulness' p-value (100; 0: off)",
-    )
-    parser.add_argument(
-        "--template-holdout",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="find the classes on half of the templates, evaluate on the other half (default: yes)",
-    )
-    parser.add_argument(
-        "--class-rule",
-        choices=RULES,
-        default="threshold",
-        help="threshold: a head joins a class when its path-patching effect passes 5%% of the "
-        "logit difference (default, the paper's discovery); mechanism: and the class's mechanism "
-        "checks out too (copy scores, where it attends)",
-    )
-    add_prepend_bos(parser, default=False)
-    add_workers(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def run_from_args(args) -> None:
-    if args.random_circuits < 0:
-        raise InterpError(f"--random-circuits takes a number >= 0 (0 turns the test off), not {args.random_circuits}")
-    protocol = Protocol(
-        names=args.names,
-        order=args.order,
-        n_templates=args.n_templates,
-        corruption=args.corruption,
-        prepend_bos=args.prepend_bos,
-        random_knockouts=args.random_knockouts,
-        greedy_steps=args.greedy_steps,
-        greedy_candidates=args.greedy_candidates,
-        bootstrap=check_resamples(args.bootstrap),
-        random_circuits=args.random_circuits,
-        template_holdout=args.template_holdout,
-        class_rule=args.class_rule,
-    )
-    model = load(args)
-    with workers_for(args, model) as pool:
-        results = run(
-            model, args.out or default_out_dir("ioi", args.model), args.n, args.seed, args.quiet, protocol, pool
-        )
-    print(
-        ", ".join(
-            f"{label} {results[key]:.3f}{with_interval(results.get(key + '_ci'))}"
-            for label, key in (("mean logit diff", "mean_logit_diff"), ("IO over S", "io_over_s"))
-        )
-        + ", faithfulness "
-        f"{results['faithfulness']:.3f}{with_interval(results['evaluation'].get('faithfulness_ci'))}"
-    )
-    stable = results.get("selection", {}).get("found", {})
-    for name, members in results["heads"].items():
-        print(
-            f"{name:>20}: "
-            + (
-                " ".join(f"{l}.{h}" + (f" ({stable[name][f'{l}.{h}']:.2f})" if stable else "") for l, h in members)
-                or "-"
-            )
-        )
-    if stable:
-        print("(selection frequency over the bootstrap resamples in brackets)")
-    if "random_circuits" in results:
-        test = results["random_circuits"]
-        print(
-            f"against {test['n']} random circuits of {test['size']} nodes: percentile {test['percentile']:.0f}, "
-            f"p = {test['p_value']:.3f}"
-        )
-
-
-def with_interval(interval) -> str:
-    return "" if interval is None else f" [{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import numpy as np
 from interp.circuit import Node, NodeRuns, completeness, minimality, with_uncertainty
 from interp.circuits.ioi_selection import Evidence, found_set, half_classes, template_halves
 from interp.data.ioi import PAPER_HEADS, IOIDataset
-from interp.engine import logit_diff_metric
+from interp.metric_reader import logit_diff_metric
 from interp.stats import Bootstrap, closeness_test, contains, jaccard, rounded
 from interp.workers import Workers
 

@@ -15,8 +15,9 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from interp.engine import RUN_FIELDS, Metric, run_bytes
+from interp.engine import RUN_FIELDS, run_bytes
 from interp.errors import InterpError
+from interp.metric_reader import Metric
 from interp.patching import HEAD_SITES, SITE_FIELD, check_site, grid_shape, setup
 
 

@@ -24,8 +24,9 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from interp.ablation import all_heads, check_head, mean_activations
-from interp.engine import Metric, Reader, Transformer, make_reader
+from interp.engine import Transformer
 from interp.errors import InterpError
+from interp.metric_reader import Metric, Reader, make_reader
 from interp.stats import Bootstrap, rounded
 from interp.workers import Workers
 

@@ -146,7 +146,9 @@ def cmd_plot(args) -> None:
     if "top1_grid" in data:
         paths = plotting.save_figure(plotting.plot_lens(data), out, "lens")
     elif "heads" in data and "grids" in data:
-        paths = plotting.ioi_figures(data, out)
+        from interp.plotting_ioi import ioi_figures
+
+        paths = ioi_figures(data, out)
     elif "curve" in data and "edge_names" in data:
         paths = plotting.discovery_figures(data, out)
     elif "one_liners" in data:
@@ -256,11 +258,11 @@ def build_parser() -> Parser:
     lens.add_argument("--out", help="directory for lens.json and the figure")
     lens.set_defaults(run=cmd_lens)
 
-    from interp.circuits import article, capitals_cli, check, discover, greater_than, ioi
+    from interp.circuits import article, capitals_cli, check, discover, greater_than, ioi_cli
 
     ioi_parser = commands.add_parser("ioi", help="reproduce the IOI circuit (Wang et al.)")
-    ioi.add_arguments(ioi_parser)
-    ioi_parser.set_defaults(run=ioi.run_from_args)
+    ioi_cli.add_arguments(ioi_parser)
+    ioi_parser.set_defaults(run=ioi_cli.run_from_args)
 
     capitals_parser = commands.add_parser("capitals", help="reproduce the capital-city FFN vector (Merullo et al.)")
     capitals_cli.add_arguments(capitals_parser)

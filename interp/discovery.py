@@ -31,9 +31,10 @@ from torch import Tensor
 
 from interp.edge_forward import INTERVENTIONS, edge_forward, embed, prompts_per_chunk, replacement_writers
 from interp.edge_scores import EdgeScores, edge_scores
-from interp.engine import Metric, Transformer, check_tokens, make_reader
+from interp.engine import Transformer, check_tokens
 from interp.errors import InterpError
 from interp.graph import Circuit, Graph, load_circuit
+from interp.metric_reader import Metric, make_reader
 from interp.metrics import normalised
 from interp.workers import Workers, fill_in
 

@@ -31,21 +31,10 @@ from torch import Tensor
 from tqdm import tqdm
 
 from interp.edge_forward import INTERVENTIONS, edge_forward, embed, prompts_per_chunk, replacement_writers
-from interp.engine import (
-    Cell,
-    Metric,
-    Run,
-    Transformer,
-    attend,
-    check_tokens,
-    evaluate_cells,
-    make_reader,
-    row_budget,
-    row_bytes,
-    run_bytes,
-)
+from interp.engine import Cell, Run, Transformer, attend, check_tokens, evaluate_cells, row_budget, row_bytes, run_bytes
 from interp.errors import InterpError
 from interp.graph import Graph
+from interp.metric_reader import Metric, make_reader
 
 METHODS = ("eap", "eap-ig", "exact")
 EXACT_BLOCK = 512  # edges evaluated between two progress updates of exact patching

@@ -31,22 +31,19 @@ from torch import Tensor
 from interp.ablation import check_head
 from interp.engine import (
     Cell,
-    Metric,
-    Reader,
     Run,
     Transformer,
     attend,
     check_tokens,
     chunks,
     evaluate_cells,
-    logit_diff_metric,
-    make_reader,
     mix_values,
     row_budget,
     run_bytes,
     take_positions,
 )
 from interp.errors import InterpError
+from interp.metric_reader import Metric, Reader, logit_diff_metric, make_reader
 from interp.workers import Workers, fill_in
 
 __all__ = ["Metric", "activation_patch", "logit_diff_metric", "path_patch", "patch_grid_for_cli"]

@@ -146,6 +146,11 @@ def overlap(found, known) -> dict:
     }
 
 
+def with_interval(interval) -> str:
+    """` [low, high]` to print after a value, or nothing without an interval."""
+    return "" if interval is None else f" [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
 def rounded(array, digits: int = 6):
     """A float array as nested lists for results.json, rounded so files stay small and stable."""
     return np.round(np.asarray(array, dtype=np.float64), digits).tolist()

@@ -16,8 +16,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp.engine import Metric
 from interp.errors import InterpError
+from interp.metric_reader import Metric
 from interp.task import TaskTokens
 
 METRICS = ("logit-diff", "prob-diff", "logprob", "kl")

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from interp.engine import Metric
 from interp.errors import InterpError
 from interp.graph import Circuit, Graph, load_circuit
+from interp.metric_reader import Metric
 from interp.stats import Bootstrap, rounded
 from interp.task import PAD, Task, TaskTokens, read_task
 from interp.task_metrics import DESCRIPTIONS, LOWER_IS_BETTER, task_metric

@@ -187,7 +187,8 @@ def predictions_without_last_mlps(
     What `ablated(model, mlps(last k), ...)` around a forward gives, in one batched run on the patching engine:
     blocks before the first ablated MLP are the same for every k, so each variant starts from the unablated run's
     resid_mid at its first ablated block, and every MLP it then meets is ablated."""
-    from interp.engine import Metric, Transformer, make_reader, take_positions
+    from interp.engine import Transformer, take_positions
+    from interp.metric_reader import Metric, make_reader
 
     n_layers = model.cfg.n_layers
     tokens = tokens.to(model.cfg.device)

@@ -9,7 +9,7 @@ from interp.circuit import NodeRuns, completeness, greedy_knockout, knockout, mi
 from interp.circuits.ioi import ld
 from interp.circuits.ioi_evaluation import circuit_nodes, k_sets
 from interp.data.ioi import PAPER_HEADS, ioi_datasets
-from interp.engine import logit_diff_metric
+from interp.metric_reader import logit_diff_metric
 
 CIRCUIT = [(1, 2, "END"), (1, 0, "END"), (0, 3, "S2"), (0, 1, "S1+1")]
 
