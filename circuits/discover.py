@@ -35,11 +35,11 @@ from interp.circuits.ioi import NAME_LISTS, Protocol, timed
 from interp.cli import add_bootstrap, add_model, add_workers, load, workers_for
 from interp.data.ioi import PAPER_HEADS, dataset_json, ioi_task
 from interp.discovery import Discovery, circuit_values, discover, reference_aucs
-from interp.edge_forward import INTERVENTIONS
 from interp.edge_scores import METHODS
 from interp.errors import InterpError
 from interp.results import default_out_dir, provenance, read_json, write_array, write_json
 from interp.stats import Bootstrap, check_resamples, overlap, rounded, with_interval
+from interp.task_cli import add_intervention
 from interp.task_metrics import METRICS
 from interp.task_runs import load_task, prepare
 from interp.workers import Workers
@@ -353,12 +353,7 @@ def add_arguments(parser) -> None:
         choices=["topn", "greedy"],
         help="top edges by |score| (default) or grown greedily from the logits",
     )
-    parser.add_argument(
-        "--intervention",
-        default="patching",
-        choices=INTERVENTIONS,
-        help="what edges outside the circuit carry: the corrupted value (default), mean or zero",
-    )
+    add_intervention(parser)
     parser.add_argument("--steps", type=int, default=5, help="EAP-IG interpolation steps (default 5)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

@@ -38,6 +38,7 @@ from interp.data.greater_than import cutoff_sharpness, greater_than_task, task_y
 from interp.errors import InterpError
 from interp.results import default_out_dir, provenance, read_json, write_json
 from interp.stats import check_resamples, overlap, rounded, with_interval
+from interp.task_metrics import final_log_probs
 from interp.task_runs import Prepared, evaluate_task, mean_with_interval, nodes_circuit, prepare
 
 # The circuits the papers give for GPT-2 small (papers.md, section 6).
@@ -111,25 +112,15 @@ def acdc_edges() -> list[str]:
 # Behaviour
 
 
-def year_logits(model, prepared: Prepared) -> torch.Tensor:
-    """[n, 100] log-probabilities of the years "00".."99" at each prompt's last position, on the clean prompts."""
-    tokens = prepared.tokens
-    with torch.inference_mode():
-        logits = model(tokens.clean.to(model.cfg.device))
-    full = logits[torch.arange(len(tokens)), tokens.end.to(logits.device)].float()
-    return full.log_softmax(-1)[:, torch.tensor(year_token_ids(model.tokenizer), device=full.device)].cpu()
-
-
 def behaviour(model, prepared: Prepared, bootstrap) -> dict:
-    """PD on the clean and corrupted prompts, cutoff sharpness, and the mean probability of each year per YY."""
-    from interp.discovery import circuit_values
-    from interp.graph import Graph
-
-    tokens, graph = prepared.tokens, Graph.of(model)
-    clean, corrupt = circuit_values(
-        model, tokens.clean, tokens.corrupt, prepared.metric, [graph.real, torch.zeros_like(graph.real)]
+    """PD on the clean and corrupted prompts, cutoff sharpness, and the mean probability of each year per YY: one
+    forward of each prompt, the task's metric read from it."""
+    tokens, metric = prepared.tokens, prepared.metric  # prob-diff reads the whole vocabulary at `end`
+    clean_log_probs, corrupt_log_probs = (
+        final_log_probs(model, side, tokens.end) for side in (tokens.clean, tokens.corrupt)
     )
-    log_probs = year_logits(model, prepared)
+    clean, corrupt = (metric.fn(log_probs[:, None]) for log_probs in (clean_log_probs, corrupt_log_probs))
+    log_probs = clean_log_probs[:, year_token_ids(model.tokenizer)]
     years = torch.tensor(task_years(prepared.task))
     sharpness = cutoff_sharpness(log_probs, years)  # of logits: log-probabilities differ from them by a constant
     present = sorted(set(years.tolist()))

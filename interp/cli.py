@@ -298,7 +298,7 @@ def build_parser() -> Parser:
 
     from interp.patching import CLI_SITES, DIRECTIONS
     from interp.task_cli import add_commands as add_task_commands
-    from interp.task_cli import add_task
+    from interp.task_cli import add_output, add_task
 
     patch = commands.add_parser(
         "patch",
@@ -320,14 +320,7 @@ def build_parser() -> Parser:
     add_model(patch)
     add_bootstrap(patch)
     add_workers(patch)
-    patch.add_argument("--json", action="store_true", help="print one JSON object")
-    patch.add_argument("--out", help="directory for patch.json")
-    patch.add_argument(
-        "--max-memory",
-        type=float,
-        metavar="MIB",
-        help="memory budget of the sweep in MiB: chunked to fit, refused when even one chunk is over",
-    )
+    add_output(patch, "patch.json")
     patch.set_defaults(run=cmd_patch)
     add_task_commands(commands)
 

@@ -36,10 +36,21 @@ def add_task(parser, required: bool = True) -> None:
     )
 
 
+def add_intervention(
+    parser, help: str = "what edges outside the circuit carry: the corrupted value (default), mean or zero"
+) -> None:
+    parser.add_argument("--intervention", default="patching", choices=INTERVENTIONS, help=help)
+
+
 def add_output(parser, name: str) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--out", help=f"directory for {name}")
-    parser.add_argument("--max-memory", type=float, metavar="MIB", help="working memory in MiB (chunked to fit)")
+    parser.add_argument(
+        "--max-memory",
+        type=float,
+        metavar="MIB",
+        help="memory budget in MiB: chunked to fit, refused when even one chunk is over",
+    )
 
 
 def prepared_run(args):
@@ -160,12 +171,7 @@ def add_commands(commands) -> None:
         metavar="NODE",
         help="input, a<layer>.h<head>, m<layer> (default: every node with an edge into a receiver)",
     )
-    path.add_argument(
-        "--intervention",
-        default="patching",
-        choices=INTERVENTIONS,
-        help="what the sender sends: its output on the corrupted prompt (default), its mean, zero",
-    )
+    add_intervention(path, "what the sender sends: its output on the corrupted prompt (default), its mean, zero")
     path.add_argument("--top", type=int, default=10, help="senders printed (default 10)")
     add_model(path)
     add_bootstrap(path)
@@ -182,12 +188,7 @@ def add_commands(commands) -> None:
         required=True,
         help="an EAP-IG / MIB circuit JSON, or a node list (JSON list or text: a9.h1, m10, ...)",
     )
-    evaluate.add_argument(
-        "--intervention",
-        default="patching",
-        choices=INTERVENTIONS,
-        help="what edges outside the circuit carry: the corrupted value (default), mean or zero",
-    )
+    add_intervention(evaluate)
     add_model(evaluate)
     add_bootstrap(evaluate)
     add_workers(evaluate)

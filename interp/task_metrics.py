@@ -13,7 +13,7 @@ Probabilities need the whole vocabulary, but only at one position per prompt.
 from __future__ import annotations
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.errors import InterpError
@@ -51,7 +51,7 @@ def task_metric(name: str, tokens: TaskTokens, model=None, per_prompt: bool = Tr
     if name == "kl":
         if model is None:
             raise InterpError("the kl metric needs the model, to run the clean prompts for its reference")
-        reference = final_log_probs(model, tokens)
+        reference = final_log_probs(model, tokens.clean, tokens.end)
 
         def kl(logits: Float[Tensor, "batch 1 vocab"]) -> Tensor:
             clean = reference.to(logits.device)
@@ -84,14 +84,15 @@ def set_logsumexp(log_probs: Tensor, ids: Tensor) -> Tensor:
     return log_probs.gather(1, ids.clamp(min=0)).masked_fill(ids < 0, float("-inf")).logsumexp(-1)
 
 
-def final_log_probs(model, tokens: TaskTokens, batch_size: int = 32) -> Float[Tensor, "n vocab"]:
-    """Log-probabilities of the next token at each prompt's last position on the clean run."""
+def final_log_probs(
+    model, tokens: Int[Tensor, "n pos"], end: Int[Tensor, " n"], batch_size: int = 32
+) -> Float[Tensor, "n vocab"]:
+    """Log-probabilities of the next token at each prompt's last position (`end`)."""
     out = []
     with torch.inference_mode():
         for start in range(0, len(tokens), batch_size):
             rows = slice(start, start + batch_size)
-            clean = tokens.clean[rows].to(model.cfg.device)
-            logits = model(clean)
-            end = tokens.end[rows].to(logits.device)
-            out.append(logits[torch.arange(len(clean), device=logits.device), end].float().log_softmax(-1).cpu())
+            logits = model(tokens[rows].to(model.cfg.device))
+            last = end[rows].to(logits.device)
+            out.append(logits[torch.arange(len(last), device=logits.device), last].float().log_softmax(-1).cpu())
     return torch.cat(out)
