@@ -114,13 +114,13 @@ class NodeRuns:
     def run(self, masks: dict[int, Tensor]) -> Tensor:
         """The metric of one run (a scalar, or one value per prompt on the CPU for a per-prompt metric)."""
 
-        def replace(layer: int, z: Tensor) -> Tensor:
-            if not masks[layer].any():
+        def replace(point: str, layer: int, z: Tensor) -> Tensor:
+            if point != "z" or not masks[layer].any():
                 return z
             mean = self.means[f"blocks.{layer}.attn.hook_z"].to(z.device)[self.groups.to(z.device)]
             return torch.where(masks[layer].to(z.device)[..., None], mean[:, : z.shape[1]].to(z.dtype), z)
 
-        return self.engine.run(self.tokens, self.reader, keep=(), edit_z=replace).value.cpu()
+        return self.engine.run(self.tokens, self.reader, keep=(), edit=replace).value.cpu()
 
     def prefetch(self, sets: Iterable[tuple[Iterable[Node], bool]]) -> None:
         """Score the (nodes, ablate_nodes) sets not scored yet, shared out to the workers."""

@@ -36,6 +36,16 @@ DEFAULT_WORKING_MEMORY = 64 * 2**20
 # ----------------------------------------------------------------------------------------------------------------
 # GPT-2's forward over the bridge's processed weights, in pieces that can start at any boundary and position
 
+# Where a full forward (`Transformer.run`) lets an edit replace an activation, in forward order within a layer:
+# the residual before attention, heads' outputs (z), attention's output, the residual after it, the MLP's normalised
+# input, its hidden activations after GELU, its output, the residual after it.
+EDIT_POINTS = ("resid_pre", "z", "attn_out", "resid_mid", "mlp_in", "mlp_post", "mlp_out", "resid_post")
+Edit = Callable[[str, int, Tensor], Tensor]
+
+
+def unedited(point: str, layer: int, x: Tensor) -> Tensor:
+    return x
+
 
 @dataclass
 class Run:
@@ -193,11 +203,14 @@ class Transformer:
         W_O = self.layers[layer].W_O
         return z.flatten(-2) @ W_O.reshape(-1, W_O.shape[-1]) + self.layers[layer].b_O
 
-    def mlp(self, layer: int, x: Float[Tensor, "... pos d_model"]) -> Float[Tensor, "... pos d_model"]:
+    def mlp(
+        self, layer: int, x: Float[Tensor, "... pos d_model"], edit: Edit | None = None
+    ) -> Float[Tensor, "... pos d_model"]:
         weights = self.layers[layer]
-        x = x.to(weights.W_in.device)
-        hidden = F.gelu(self.norm(x, weights.ln2) @ weights.W_in + weights.b_in, approximate="tanh")
-        return hidden @ weights.W_out + weights.b_out
+        edit = edit or unedited
+        x = edit("mlp_in", layer, self.norm(x.to(weights.W_in.device), weights.ln2))
+        hidden = edit("mlp_post", layer, F.gelu(x @ weights.W_in + weights.b_in, approximate="tanh"))
+        return edit("mlp_out", layer, hidden @ weights.W_out + weights.b_out)
 
     def logits(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... n_columns"]:
         return (self.norm(x.to(self.W_U.device), self.ln_final) @ self.W_U + self.b_U).to(self.home)
@@ -208,12 +221,14 @@ class Transformer:
         reader: Reader,
         keep: Sequence[str] = RUN_FIELDS,
         track_grad: bool = False,
-        edit_z: Callable[[int, Tensor], Tensor] | None = None,
+        edit: Edit | None = None,
     ) -> Run:
         """A full forward recording the activations named in `keep` (all of them are nodes of the graph when
-        `track_grad`, so gradients of the metric can be taken with respect to them); `edit_z(layer, z)` may
-        replace heads' z (ablation)."""
+        `track_grad`, so gradients of the metric can be taken with respect to them). `edit(point, layer, x)` may
+        replace the activation at each of EDIT_POINTS (ablation, dictionaries spliced in); what it returns is what
+        the forward goes on with and what is recorded."""
         record = Run(*([] for _ in RUN_FIELDS), value=torch.tensor(0.0))
+        edit = edit or unedited
 
         def keep_as(name: str, value: Tensor) -> Tensor:
             if name in keep:
@@ -226,16 +241,16 @@ class Transformer:
         positions = torch.arange(tokens.shape[1], device=tokens.device)
         for layer, weights in enumerate(self.layers):
             x, positions = x.to(self.device(layer)), positions.to(self.device(layer))
-            keep_as("resid", x)
+            x = keep_as("resid", edit("resid_pre", layer, x))
             normed = self.norm(x, weights.ln1)
             q = keep_as("q", self.project(normed, weights.W_Q, weights.b_Q))
             k = keep_as("k", self.project(normed, weights.W_K, weights.b_K))
             v = keep_as("v", self.project(normed, weights.W_V, weights.b_V))
             pattern = keep_as("pattern", attend(q, k, v, positions)[1])
-            z = mix_values(pattern, v)
-            z = keep_as("z", z if edit_z is None else edit_z(layer, z))
-            x = keep_as("resid", x + keep_as("attn_out", self.attn_out(layer, z)))
-            x = x + keep_as("mlp_out", self.mlp(layer, x))
+            z = keep_as("z", edit("z", layer, mix_values(pattern, v)))
+            attn_out = keep_as("attn_out", edit("attn_out", layer, self.attn_out(layer, z)))
+            x = keep_as("resid", edit("resid_mid", layer, x + attn_out))
+            x = edit("resid_post", layer, x + keep_as("mlp_out", self.mlp(layer, x, edit)))
         keep_as("resid", x)
         record.value = reader(self.logits(take_positions(x, reader.positions)))
         return record

@@ -245,7 +245,8 @@ def load_model(
     hf_logging.disable_progress_bar()  # the per-load weight bar is noise next to interp's own progress
     dtype = resolve_dtype(dtype)
     hf_model, tokenizer, source = load_hf_model(spec, dtype, seed)
-    process_in_place(hf_model)  # what compatibility mode's processing does, without a second copy of the weights
+    # What compatibility mode's processing does, without a second copy of the weights; what it removed is kept.
+    processing = process_in_place(hf_model)
     placement = None
     if device_map is not None:
         from accelerate import dispatch_model
@@ -263,6 +264,7 @@ def load_model(
     bridge.eval()
     bridge.interp_source = source
     bridge.interp_device_map = placement
+    bridge.interp_processing = processing.to(bridge.W_E.device)
     release_freed_memory()
     return bridge
 

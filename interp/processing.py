@@ -14,14 +14,49 @@ In order, as TransformerLens does it:
 - centre the weights and biases that write to the residual stream (embeddings, W_O, W_out) over d_model;
 - centre the unembedding over the vocabulary (logits move by a constant per position);
 - fold the value biases into the output bias (each head's output moves by a constant), b_O centred again.
+
+What processing removes is kept (`ProcessingRecord`), so that the activations the unprocessed model computes can be
+given back exactly: a dictionary trained on them needs them (`interp.dictionaries`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-from torch import nn
+from jaxtyping import Float
+from torch import Tensor, nn
 
 UNEMBED_CHUNK = 8192  # vocabulary rows processed at a time
+
+
+@dataclass
+class ProcessingRecord:
+    """What processing removed from the activations, per write to the residual stream.
+
+    Centring takes each write's mean over d_model away; the unprocessed model's residual at a position is the
+    processed one plus the sum of those means (times the all-ones vector). Each write's mean is linear in what the
+    processed model computes: the embeddings' per token and per position, attention's in z (plus a constant: the
+    folded value bias and b_O's mean), the MLP's in its hidden activations. LayerNorm folding moves each LayerNorm's
+    affine map into the weights that read it; the unprocessed model's LayerNorm outputs are the normalised input
+    times `ln2[l][0]` plus `ln2[l][1]`.
+    """
+
+    embed_mean: Float[Tensor, " vocab"]
+    pos_mean: Float[Tensor, " n_ctx"]
+    attn_mean: list[tuple[Float[Tensor, " head_d_head"], Float[Tensor, ""]]]  # mean = z.flatten(-2) @ w + c
+    mlp_mean: list[tuple[Float[Tensor, " d_mlp"], Float[Tensor, ""]]]  # mean = hidden @ w + c
+    value_bias: list[Float[Tensor, "head d_head"]]  # z before the value biases were folded = z + value_bias
+    ln1: list[tuple[Float[Tensor, " d_model"], Float[Tensor, " d_model"]]]
+    ln2: list[tuple[Float[Tensor, " d_model"], Float[Tensor, " d_model"]]]
+
+    def to(self, device) -> ProcessingRecord:
+        def move(x):
+            if isinstance(x, Tensor):
+                return x.to(device)
+            return type(x)(move(item) for item in x)
+
+        return ProcessingRecord(*(move(getattr(self, name)) for name in self.__dataclass_fields__))
 
 
 def centred(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -40,9 +75,13 @@ def reset_norm(norm: nn.LayerNorm) -> None:
 
 
 @torch.no_grad()
-def process_in_place(model) -> None:
-    """Process a GPT2LMHeadModel's weights in place (see the module's docstring)."""
+def process_in_place(model) -> ProcessingRecord:
+    """Process a GPT2LMHeadModel's weights in place (see the module's docstring); what it removed, in float32."""
     transformer, d_model = model.transformer, model.config.n_embd
+    n_heads = model.config.n_head
+    record = ProcessingRecord(
+        transformer.wte.weight.float().mean(1), transformer.wpe.weight.float().mean(1), [], [], [], [], []
+    )
 
     def store(parameter: nn.Parameter, value: torch.Tensor) -> None:
         parameter.copy_(value.to(parameter.dtype))
@@ -71,7 +110,14 @@ def process_in_place(model) -> None:
 
     for block in transformer.h:
         attn, mlp = block.attn, block.mlp
+        record.ln1.append((block.ln_1.weight.float().clone(), block.ln_1.bias.float().clone()))
+        record.ln2.append((block.ln_2.weight.float().clone(), block.ln_2.bias.float().clone()))
         W, b = fold_norm(block.ln_1, attn.c_attn.weight.float(), attn.c_attn.bias.float())
+        value_bias = b[2 * d_model :].clone()
+        attn_mean = attn.c_proj.weight.float().mean(1)
+        record.attn_mean.append((attn_mean, value_bias @ attn_mean + attn.c_proj.bias.float().mean()))
+        record.value_bias.append(value_bias.reshape(n_heads, -1))
+        record.mlp_mean.append((mlp.c_proj.weight.float().mean(1), mlp.c_proj.bias.float().mean()))
         W_O = centred(attn.c_proj.weight.float(), 1)
         b_O = centred(attn.c_proj.bias.float() + b[2 * d_model :] @ W_O, 0)  # the value bias, through W_O
         b[2 * d_model :] = 0
@@ -86,3 +132,4 @@ def process_in_place(model) -> None:
         store(mlp.c_proj.bias, centred(mlp.c_proj.bias.float(), 0))
         reset_norm(block.ln_1)
         reset_norm(block.ln_2)
+    return record

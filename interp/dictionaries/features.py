@@ -1,0 +1,229 @@
+"""Feature-level patching and attribution (Marks et al. 2024, "Sparse Feature Circuits"), on the patching engine.
+
+Nodes are each dictionary's features and its error term, at each position. With the error kept, patching a
+feature from its base value to another is an exact change of the model: decode(f') - decode(f) added to the
+dictionary's activation, a change of the residual stream at one boundary from the patched position on, which is
+what the engine's patched runs compute (`interp.engine`), many at once.
+
+Attribution estimates every node's patching effect at once, with Marks et al.'s integrated-gradients variant: for
+each dictionary in turn, its nodes (f, e) are set to base + alpha (source - base) for alpha = 0, 1/steps, ...,
+(steps - 1)/steps, the rest of the model left as it is; the metric's gradient with respect to them, averaged over
+alpha, times (source - base) is each node's effect (an error node's summed over d_model). Edges between the nodes
+of two dictionaries (upstream u, downstream d) are their gradient-times-delta through the model between them:
+edge(a -> b) = (source_a - base_a) * d/du_a [grad_b . d_b], with grad_b the downstream node's averaged gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from interp.dictionaries.dictionary import Dictionary
+from interp.dictionaries.splice import Nodes, run_spliced, splice_for
+from interp.engine import Cell, Transformer, evaluate_cells, row_budget, run_bytes
+from interp.errors import InterpError
+from interp.metric_reader import Reader
+from interp.patching import setup
+
+
+@dataclass
+class Attribution:
+    """Per dictionary: each feature's estimated effect [pos, d_sae] and the error's [pos], means over prompts (the
+    change of the metric when that node alone goes from the base to the source run's value); the two runs' metric."""
+
+    features: list[Float[Tensor, "pos d_sae"]]
+    errors: list[Float[Tensor, " pos"]]
+    base_value: float
+    source_value: float
+
+    def top(self, n: int) -> list[tuple[int, str | int, int, float]]:
+        """The n nodes of largest |effect|: (dictionary index, feature id or "error", position, effect)."""
+        found = []
+        for index, (features, errors) in enumerate(zip(self.features, self.errors)):
+            flat = features.flatten()
+            for where in flat.abs().topk(min(n, len(flat))).indices:
+                position, feature = divmod(int(where), features.shape[1])
+                found.append((index, feature, position, float(flat[where])))
+            found += [(index, "error", position, float(value)) for position, value in enumerate(errors)]
+        return sorted(found, key=lambda node: -abs(node[3]))[:n]
+
+
+def node_runs(s, dictionaries: Sequence[Dictionary], model) -> tuple[list[Nodes], list[Nodes], float, float]:
+    """Every dictionary's nodes on the base and on the source tokens, and the two runs' metric."""
+    found = []
+    for tokens in (s.base_tokens, s.source_tokens):
+        splice = splice_for(model, tokens, dictionaries, keep_nodes=True)
+        with torch.inference_mode():
+            value = run_spliced(s.tf, tokens, splice, s.reader)
+        found.append(([splice.nodes[i] for i in range(len(dictionaries))], float(value.mean())))
+    (base, base_value), (source, source_value) = found
+    return base, source, base_value, source_value
+
+
+def attribute_features(
+    model,
+    clean_tokens: Int[Tensor, "batch pos"],
+    corrupt_tokens: Int[Tensor, "batch pos"],
+    metric,
+    dictionaries: Sequence[Dictionary],
+    steps: int = 10,
+    direction: str = "denoise",
+) -> Attribution:
+    """Every feature's and error node's integrated-gradients attribution (see the module's docstring). The metric
+    must be differentiable (a `Metric`, as for `interp.patching`); denoise patches clean values into the corrupted
+    run, noise the other way."""
+    if steps < 1:
+        raise InterpError("steps must be at least 1")
+    s = setup(model, clean_tokens, corrupt_tokens, metric, direction)
+    base, source, base_value, source_value = node_runs(s, dictionaries, model)
+    features, errors = [], []
+    for index in range(len(dictionaries)):
+        grad_f, grad_e = averaged_gradients(
+            model, s.tf, s.reader, s.base_tokens, dictionaries, index, base, source, steps
+        )
+        delta_f = source[index].features - base[index].features
+        delta_e = source[index].error - base[index].error
+        features.append(pad_positions((grad_f * delta_f).mean(0), s.n_pos))
+        errors.append(pad_positions((grad_e * delta_e).sum(-1).mean(0), s.n_pos))
+    return Attribution(features, errors, base_value, source_value)
+
+
+def pad_positions(x: Tensor, n_pos: int) -> Tensor:
+    """Positions after the last one the metric reads were not computed: their effect is 0."""
+    if x.shape[0] == n_pos:
+        return x.detach()
+    return torch.cat([x.detach(), x.new_zeros(n_pos - x.shape[0], *x.shape[1:])])
+
+
+def averaged_gradients(
+    model, tf, reader: Reader, tokens: Tensor, dictionaries, index: int, base, source, steps: int
+) -> tuple[Tensor, Tensor]:
+    """The metric's gradient with respect to dictionary `index`'s features and error, averaged over the
+    interpolation steps from the base run's nodes to the source run's."""
+    grad_f = torch.zeros_like(base[index].features)
+    grad_e = torch.zeros_like(base[index].error)
+    for step in range(steps):
+        alpha = step / steps
+        f = (base[index].features + alpha * (source[index].features - base[index].features)).requires_grad_()
+        e = (base[index].error + alpha * (source[index].error - base[index].error)).requires_grad_()
+
+        with torch.enable_grad():
+            splice = splice_for(model, tokens, [dictionaries[index]], replace=lambda i, fs, es, f=f, e=e: (f, e))
+            value = run_spliced(tf, tokens, splice, reader)
+            g_f, g_e = torch.autograd.grad(value.sum(), (f, e), allow_unused=True)
+        grad_f += 0 if g_f is None else g_f
+        grad_e += 0 if g_e is None else g_e
+    return grad_f / steps, grad_e / steps
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Exact patching of features
+
+
+@dataclass(frozen=True)
+class FeatureNode:
+    """A dictionary's feature (or its error, feature="error") at a position (an int for every prompt, or one per
+    prompt)."""
+
+    dictionary: int
+    feature: int | str
+    position: int | tuple[int, ...]
+
+
+def delta_state(tf: Transformer, dictionary: Dictionary, nodes: Nodes, new: Nodes) -> Tensor:
+    """The change of the residual stream at the dictionary's boundary when its nodes go from `nodes` to `new`."""
+    change = dictionary.decode(new.features, nodes.input) + new.error
+    change = change - dictionary.decode(nodes.features, nodes.input) - nodes.error
+    if dictionary.writes.kind == "z":  # heads' outputs -> attention's output
+        W_O = tf.layers[dictionary.writes.layer].W_O
+        change = change @ W_O.reshape(-1, W_O.shape[-1])
+    return change
+
+
+def with_node(nodes: Nodes, node: FeatureNode, value_from: Nodes | None, positions: Tensor) -> Nodes:
+    """`nodes` with one node set to its value in `value_from` (None: zero) at each prompt's position."""
+    prompts = torch.arange(len(positions), device=positions.device)
+    features, error = nodes.features.clone(), nodes.error.clone()
+    if node.feature == "error":
+        error[prompts, positions] = 0 if value_from is None else value_from.error[prompts, positions]
+    else:
+        features[prompts, positions, node.feature] = (
+            0 if value_from is None else value_from.features[prompts, positions, node.feature]
+        )
+    return Nodes(features, error, nodes.input)
+
+
+def patch_features(
+    model,
+    clean_tokens: Int[Tensor, "batch pos"],
+    corrupt_tokens: Int[Tensor, "batch pos"],
+    metric,
+    dictionaries: Sequence[Dictionary],
+    nodes: Sequence[FeatureNode],
+    direction: str = "denoise",
+    ablate: bool = False,
+    max_memory: int | None = None,
+) -> Float[Tensor, " n_nodes *prompt"]:
+    """The metric with each node in turn patched to its source-run value (or zero-ablated, `ablate`): exact, the
+    rest of the model (every other dictionary's error included) computed as it is."""
+    s = setup(model, clean_tokens, corrupt_tokens, metric, direction)
+    n_batch, n_computed = s.base_tokens.shape
+    base_splice = splice_for(model, s.base_tokens, dictionaries, keep_nodes=True)
+    source_splice = splice_for(model, s.source_tokens, dictionaries, keep_nodes=True)
+    itemsize = s.tf.W_E.element_size()
+    fixed = run_bytes(s.tf, n_batch, n_computed, ["resid", "k", "v"], itemsize)
+    max_rows = row_budget(s.tf, s.reader, n_batch, n_computed, fixed, max_memory, itemsize)
+    with torch.inference_mode():
+        base = s.tf.run(s.base_tokens, s.reader, ["resid", "k", "v"], edit=base_splice)
+        run_spliced(s.tf, s.source_tokens, source_splice, s.reader)
+        cells = []
+        for row, node in enumerate(nodes):
+            if not 0 <= node.dictionary < len(dictionaries):
+                raise InterpError(f"node {node}: there are {len(dictionaries)} dictionaries")
+            dictionary = dictionaries[node.dictionary]
+            if node.feature != "error" and not 0 <= node.feature < dictionary.d_sae:
+                raise InterpError(f"node {node}: {dictionary.who} has {dictionary.d_sae} features")
+            positions = torch.as_tensor(node.position, device=s.base_tokens.device).expand(n_batch)
+            if int(positions.max()) >= n_computed:  # after the last position the metric reads: no effect
+                positions = positions.clamp(max=n_computed - 1)
+            start = int(positions.min())
+            boundary = dictionary.writes.boundary
+
+            def make(rows, node=node, dictionary=dictionary, positions=positions, start=start, boundary=boundary):
+                own = base_splice.nodes[node.dictionary]
+                new = with_node(own, node, None if ablate else source_splice.nodes[node.dictionary], positions)
+                return (base.resid[boundary] + delta_state(s.tf, dictionary, own, new))[None, :, start:]
+
+            cells.append(Cell(boundary, start, [row], make))
+        values = evaluate_cells(s.tf, base, s.reader, cells, len(nodes), max_rows)
+    return values
+
+
+def steer_features(
+    model,
+    tokens: Int[Tensor, "batch pos"],
+    dictionaries: Sequence[Dictionary],
+    settings: dict[FeatureNode, float],
+    add: bool = False,
+) -> Float[Tensor, "batch pos vocab"]:
+    """The logits with chosen features set to (or, `add`, increased by) given activations at given positions, the
+    error kept (the rest of the model as it is)."""
+    tokens = torch.as_tensor(tokens, dtype=torch.long, device=model.cfg.device)
+    tokens = tokens[None] if tokens.ndim == 1 else tokens
+
+    def replace(index, features, error):
+        features = features.clone()
+        for node, value in settings.items():
+            if node.dictionary == index:
+                if node.feature == "error":
+                    raise InterpError("steering sets features, not the error")
+                current = features[:, node.position, node.feature]
+                features[:, node.position, node.feature] = current + value if add else value
+        return features, error
+
+    with torch.inference_mode():
+        return run_spliced(Transformer(model), tokens, splice_for(model, tokens, dictionaries, replace=replace))
