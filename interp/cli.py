@@ -159,13 +159,18 @@ def cmd_plot(args) -> None:
         from interp.circuits.greater_than import figures_from_results
 
         paths = figures_from_results(data, out)
+    elif "vector" in data or ("nodes" in data and "agreement" in data):
+        from interp.circuits.features import figures_from_results
+
+        paths = figures_from_results(data, out)
     elif "emergence_layer" in data:
         from interp.circuits.capitals import figures_from_results
 
         paths = figures_from_results(data, out)
     else:
         raise InterpError(
-            f"{args.results} is not a results file of interp lens, ioi, capitals, discover, greater-than or article"
+            f"{args.results} is not a results file of interp lens, ioi, capitals, discover, greater-than, article or "
+            "dictionaries attribute / vector"
         )
     for path in paths:
         print(path)
@@ -323,6 +328,10 @@ def build_parser() -> Parser:
     add_output(patch, "patch.json")
     patch.set_defaults(run=cmd_patch)
     add_task_commands(commands)
+
+    from interp.dictionaries.cli import add_commands as add_dictionary_commands
+
+    add_dictionary_commands(commands)
 
     bench = commands.add_parser(
         "bench", help="benchmarks (source checkout): patching and edge attribution vs TransformerLens, IOI's cost"

@@ -7,7 +7,8 @@ transcoder (reads the MLP's input, predicts its output), with the architectures'
     topk:      f = ReLU(pre) on the k largest of pre, 0 elsewhere
     jumprelu:  f = ReLU(pre) where pre > threshold, 0 elsewhere
     gated:     f = [x' @ W_enc + b_gate > 0] * ReLU(x' @ (W_enc * exp(r_mag)) + b_mag)    (x' = x - b_dec, if applied)
-    decode:    x_hat = f @ W_dec + b_dec, the normalisation undone (a transcoder: + x @ W_skip with a skip connection)
+    decode:    x_hat = f @ W_dec + b_dec, the normalisation undone (not a transcoder's), + x @ W_skip with a skip
+               connection (x as read, before any normalisation)
 
 `site` says where in the model the dictionary reads (and, for a transcoder, `site_out` where it writes), in
 TransformerLens hook names; `convention` says how the activations it was trained on were computed, which may differ
@@ -47,19 +48,19 @@ class Convention:
     affine_mlp_input: bool = False
 
 
-# A site: the kind of activation and its layer. Kinds (TransformerLens hook names):
+# A site: the kind of activation and its layer, by its TransformerLens hook name:
 #   resid_pre, resid_mid, resid_post   blocks.L.hook_resid_pre / _mid / _post
 #   attn_out, mlp_out                  blocks.L.hook_attn_out / hook_mlp_out
 #   z                                  blocks.L.attn.hook_z (heads flattened: d_in = n_heads * d_head)
-#   mlp_in                             blocks.L.ln2.hook_normalized (a transcoder's input)
-SITE_PATTERNS = {
-    "resid_pre": r"blocks\.(\d+)\.hook_resid_pre",
-    "resid_mid": r"blocks\.(\d+)\.hook_resid_mid",
-    "resid_post": r"blocks\.(\d+)\.hook_resid_post",
-    "attn_out": r"blocks\.(\d+)\.hook_attn_out",
-    "mlp_out": r"blocks\.(\d+)\.hook_mlp_out",
-    "z": r"blocks\.(\d+)\.attn\.hook_z",
-    "mlp_in": r"blocks\.(\d+)\.ln2\.hook_normalized",
+#   mlp_in                             blocks.L.ln2.hook_normalized, or blocks.L.mlp.hook_in (a transcoder's input)
+SITE_HOOKS = {
+    "resid_pre": ("blocks.{}.hook_resid_pre",),
+    "resid_mid": ("blocks.{}.hook_resid_mid",),
+    "resid_post": ("blocks.{}.hook_resid_post",),
+    "attn_out": ("blocks.{}.hook_attn_out",),
+    "mlp_out": ("blocks.{}.hook_mlp_out",),
+    "z": ("blocks.{}.attn.hook_z",),
+    "mlp_in": ("blocks.{}.ln2.hook_normalized", "blocks.{}.mlp.hook_in"),
 }
 
 
@@ -70,15 +71,16 @@ class Site:
 
     @classmethod
     def parse(cls, hook: str) -> Site:
-        for kind, pattern in SITE_PATTERNS.items():
-            if match := re.fullmatch(pattern, hook):
-                return cls(kind, int(match.group(1)))
-        known = ", ".join(p.replace(r"(\d+)", "L").replace("\\", "") for p in SITE_PATTERNS.values())
+        for kind, names in SITE_HOOKS.items():
+            for name in names:
+                if match := re.fullmatch(re.escape(name).replace(r"\{\}", r"(\d+)"), hook):
+                    return cls(kind, int(match.group(1)))
+        known = ", ".join(name.format("L") for names in SITE_HOOKS.values() for name in names)
         raise InterpError(f"a dictionary at hook {hook!r} cannot be spliced in; interp reads {known}")
 
     @property
     def hook(self) -> str:
-        return SITE_PATTERNS[self.kind].replace(r"(\d+)", str(self.layer)).replace("\\", "")
+        return SITE_HOOKS[self.kind][0].format(self.layer)
 
     @property
     def boundary(self) -> int:
@@ -114,6 +116,7 @@ class Dictionary:
     normalize_activations: str = "none"  # as SAE Lens names it
     name: str = ""  # where it came from: a path, or release/sae_id
     source_format: str = ""  # "sae_lens", "sparsify", "planted"
+    labels: list[str] | None = None  # features' names, where known (planted dictionaries)
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
@@ -166,6 +169,11 @@ class Dictionary:
     def label(self) -> str:
         return self.writes.hook if not self.is_transcoder else f"{self.site.hook}->{self.site_out.hook}"
 
+    def feature_label(self, feature: int | str) -> str:
+        if feature == "error" or self.labels is None:
+            return str(feature)
+        return self.labels[feature]
+
     def to(self, device=None, dtype=None) -> Dictionary:
         def move(x):
             return x.to(device=device, dtype=dtype) if isinstance(x, Tensor) else x
@@ -204,10 +212,10 @@ class Dictionary:
         """The reconstruction of `features` encoded from input `x` (which the normalisation and a skip transcoder's
         skip connection read)."""
         out = features @ self.W_dec + self.b_dec
-        if self.is_transcoder:
-            return out if self.W_skip is None else out + x @ self.W_skip
-        _, scale, shift = self.normalise(x)
-        return out * scale + shift
+        if not self.is_transcoder:
+            _, scale, shift = self.normalise(x)
+            out = out * scale + shift
+        return out if self.W_skip is None else out + x @ self.W_skip
 
     def __call__(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_out"]:
         return self.decode(self.encode(x), x)

@@ -33,12 +33,15 @@ from interp.patching import setup
 @dataclass
 class Attribution:
     """Per dictionary: each feature's estimated effect [pos, d_sae] and the error's [pos], means over prompts (the
-    change of the metric when that node alone goes from the base to the source run's value); the two runs' metric."""
+    change of the metric when that node alone goes from the base to the source run's value); the two runs' metric;
+    with `per_prompt`, the effects before the mean ([prompt, pos, d_sae] and [prompt, pos])."""
 
     features: list[Float[Tensor, "pos d_sae"]]
     errors: list[Float[Tensor, " pos"]]
     base_value: float
     source_value: float
+    per_prompt_features: list[Float[Tensor, "prompt pos d_sae"]] | None = None
+    per_prompt_errors: list[Float[Tensor, "prompt pos"]] | None = None
 
     def top(self, n: int) -> list[tuple[int, str | int, int, float]]:
         """The n nodes of largest |effect|: (dictionary index, feature id or "error", position, effect)."""
@@ -72,6 +75,7 @@ def attribute_features(
     dictionaries: Sequence[Dictionary],
     steps: int = 10,
     direction: str = "denoise",
+    per_prompt: bool = False,
 ) -> Attribution:
     """Every feature's and error node's integrated-gradients attribution (see the module's docstring). The metric
     must be differentiable (a `Metric`, as for `interp.patching`); denoise patches clean values into the corrupted
@@ -87,9 +91,16 @@ def attribute_features(
         )
         delta_f = source[index].features - base[index].features
         delta_e = source[index].error - base[index].error
-        features.append(pad_positions((grad_f * delta_f).mean(0), s.n_pos))
-        errors.append(pad_positions((grad_e * delta_e).sum(-1).mean(0), s.n_pos))
-    return Attribution(features, errors, base_value, source_value)
+        features.append(pad_positions((grad_f * delta_f).transpose(0, 1), s.n_pos).transpose(0, 1))
+        errors.append(pad_positions((grad_e * delta_e).sum(-1).T, s.n_pos).T)
+    return Attribution(
+        [effect.mean(0) for effect in features],
+        [effect.mean(0) for effect in errors],
+        base_value,
+        source_value,
+        features if per_prompt else None,
+        errors if per_prompt else None,
+    )
 
 
 def pad_positions(x: Tensor, n_pos: int) -> Tensor:
@@ -118,6 +129,55 @@ def averaged_gradients(
         grad_f += 0 if g_f is None else g_f
         grad_e += 0 if g_e is None else g_e
     return grad_f / steps, grad_e / steps
+
+
+def feature_edges(
+    model,
+    clean_tokens: Int[Tensor, "batch pos"],
+    corrupt_tokens: Int[Tensor, "batch pos"],
+    metric,
+    upstream: Dictionary,
+    downstream: Dictionary,
+    downstream_nodes: Sequence[tuple[int | str, int]],
+    steps: int = 10,
+    direction: str = "denoise",
+) -> list[Float[Tensor, " d_sae_up_plus_error"]]:
+    """Marks et al.'s edge effects from every upstream node (its features, then its error; summed over positions,
+    mean over prompts) to each downstream node given as (feature id or "error", position): edge(a -> b) =
+    (source_a - base_a) * d/du_a [grad_b . d_b], grad_b the metric's gradient with respect to b averaged over the
+    interpolation (as for nodes), through the model between the two dictionaries (see the module's docstring)."""
+    if upstream.writes.boundary > downstream.writes.boundary or (
+        upstream.writes.boundary == downstream.writes.boundary and upstream is downstream
+    ):
+        raise InterpError(f"{upstream.label()} is not upstream of {downstream.label()}")
+    s = setup(model, clean_tokens, corrupt_tokens, metric, direction)
+    pair = [upstream, downstream]
+    base, source, _, _ = node_runs(s, pair, model)
+    grad_f, grad_e = averaged_gradients(model, s.tf, s.reader, s.base_tokens, pair, 1, base, source, steps)
+    f_up = base[0].features.clone().requires_grad_()
+    e_up = base[0].error.clone().requires_grad_()
+    delta_f, delta_e = source[0].features - base[0].features, source[0].error - base[0].error
+    edges = []
+    with torch.enable_grad():
+        splice = splice_for(
+            model, s.base_tokens, pair, keep_nodes=True, replace=lambda i, fs, es: (f_up, e_up) if i == 0 else (fs, es)
+        )
+        s.tf.run(s.base_tokens, s.reader, keep=(), edit=splice)
+        down = splice.nodes[1]
+        for feature, position in downstream_nodes:
+            if position >= down.features.shape[1]:  # past the last position the metric reads: no effect
+                edges.append(torch.zeros(upstream.d_sae + 1))
+                continue
+            if feature == "error":
+                target = (grad_e[:, position] * down.error[:, position]).sum()
+            else:
+                target = (grad_f[:, position, feature] * down.features[:, position, feature]).sum()
+            g_f, g_e = torch.autograd.grad(target, (f_up, e_up), retain_graph=True, allow_unused=True)
+            n_prompts = len(f_up)
+            from_features = torch.zeros(upstream.d_sae) if g_f is None else (g_f * delta_f).sum((0, 1)) / n_prompts
+            from_error = torch.zeros(()) if g_e is None else (g_e * delta_e).sum() / n_prompts
+            edges.append(torch.cat([from_features, from_error[None]]).detach())
+    return edges
 
 
 # ----------------------------------------------------------------------------------------------------------------

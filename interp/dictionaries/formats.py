@@ -60,15 +60,15 @@ RELEASES = {
 def load_dictionary(spec: str | Path, device=None, dtype=None) -> Dictionary:
     """A dictionary from a folder (SAE Lens or sparsify, told apart by their files) or an SAE Lens
     `release/sae_id` found in the Hugging Face cache (offline) or on the hub."""
-    path, processing = Path(spec).expanduser(), None
+    path, processing, name = Path(spec).expanduser(), None, None
     if not path.exists():
-        path = release_folder(str(spec))
+        path, name = release_folder(str(spec)), str(spec)
         processing = RELEASES[str(spec).partition("/")[0]][2]
     if not path.is_dir():
         raise InterpError(f"{spec}: not a dictionary folder")
     files = {p.name for p in path.iterdir()}
     if set(SAE_LENS_FILES) <= files:
-        dictionary = read_sae_lens(path, processing)
+        dictionary = read_sae_lens(path, processing, name)
     elif set(SPARSIFY_FILES) <= files:
         dictionary = read_sparsify(path)
     else:
@@ -77,6 +77,33 @@ def load_dictionary(spec: str | Path, device=None, dtype=None) -> Dictionary:
             f"sparsify's {' and '.join(SPARSIFY_FILES)}"
         )
     return dictionary.to(device=device, dtype=dtype)
+
+
+ORGANISM_DICTIONARIES = Path(__file__).resolve().parent.parent / "organism" / "dictionaries"
+
+
+def load_dictionaries(spec: str, model=None, device=None) -> list[Dictionary]:
+    """The dictionaries a command-line spec names: a dictionary folder; a folder of them (a training run: every
+    dictionary in it, in hook order); an SAE Lens `release/sae_id`; `organism:RUN[/HOOK]`, the organism's shipped
+    dictionaries (`saes`, `transcoders`); `planted:HOOK`, the planted model's exact dictionary there."""
+    if spec.startswith("planted:"):
+        from interp.planted.dictionaries import planted_dictionary
+
+        if model is None or not model.interp_source.spec.startswith("planted:"):
+            raise InterpError(f"{spec}: planted dictionaries go with a planted model (--model planted:ioi)")
+        return [planted_dictionary(model.interp_source.spec, spec.removeprefix("planted:")).to(device)]
+    path = Path(spec).expanduser()
+    if spec.startswith("organism:"):
+        path = ORGANISM_DICTIONARIES / spec.removeprefix("organism:")
+        if not path.exists():
+            shipped = sorted(p.name for p in ORGANISM_DICTIONARIES.iterdir()) if ORGANISM_DICTIONARIES.is_dir() else []
+            raise InterpError(f"{spec}: the organism ships no such dictionary (runs: {', '.join(shipped) or 'none'})")
+    if path.is_dir() and not any((path / name).is_file() for name in ("cfg.json",)):
+        folders = sorted(p for p in path.iterdir() if (p / "cfg.json").is_file())
+        if folders:
+            found = [load_dictionary(folder, device) for folder in folders]
+            return sorted(found, key=lambda d: (d.writes.boundary, d.label()))
+    return [load_dictionary(path if path.exists() else spec, device)]
 
 
 def release_folder(spec: str) -> Path:
@@ -103,7 +130,10 @@ def release_folder(spec: str) -> Path:
         ) from None
     folder = Path(snapshot) / folders[sae_id]
     if not folder.is_dir():
-        raise InterpError(f"{spec}: {repo_id} in the cache has no folder {folders[sae_id]}")
+        raise InterpError(
+            f"{spec}: {repo_id} in the cache has no folder {folders[sae_id]}; download it where there is network "
+            f"with `hf download {repo_id} --include '{folders[sae_id]}/*'`"
+        )
     return folder
 
 
@@ -121,9 +151,23 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise InterpError(f"{path}: not a readable safetensors file ({type(error).__name__}: {error})") from None
 
 
-def read_sae_lens(path: Path, processing: dict | None = None) -> Dictionary:
+# SAE Lens's architectures -> (interp's encoder, a transcoder?, a skip connection?)
+SAE_LENS_ARCHITECTURES = {
+    "standard": ("standard", False, False),
+    "topk": ("topk", False, False),
+    "jumprelu": ("jumprelu", False, False),
+    "gated": ("gated", False, False),
+    "transcoder": ("standard", True, False),
+    "skip_transcoder": ("standard", True, True),
+    "jumprelu_transcoder": ("jumprelu", True, False),
+    "jumprelu_skip_transcoder": ("jumprelu", True, True),
+}
+
+
+def read_sae_lens(path: Path, processing: dict | None = None, name: str | None = None) -> Dictionary:
     """An SAE Lens folder; `processing` (model_from_pretrained_kwargs) overrides the files' own, as a release's
-    config_overrides do."""
+    config_overrides do. SAE Lens loads its model with `from_pretrained_no_processing(**kwargs)`: writing weights
+    uncentred, value biases unfolded, LayerNorms unfolded, unless the kwargs say otherwise."""
     cfg = read_json(path / "cfg.json")
     weights = read_tensors(path / "sae_weights.safetensors")
     metadata = cfg.get("metadata") or {}
@@ -133,48 +177,56 @@ def read_sae_lens(path: Path, processing: dict | None = None) -> Dictionary:
     head = cfg.get("hook_head_index", metadata.get("hook_head_index", cfg.get("hook_point_head_index")))
     if head is not None:
         raise InterpError(f"{path}: dictionaries of a single head (hook_head_index={head}) are not read")
+    named = cfg.get("architecture", "standard")
+    if cfg.get("activation_fn_str", cfg.get("activation_fn")) == "topk" and named == "standard":
+        named = "topk"  # SAE Lens 5.x's way of saying it
+    if named not in SAE_LENS_ARCHITECTURES:
+        raise InterpError(
+            f"{path}: unknown architecture {named!r}; interp reads SAE Lens's {', '.join(SAE_LENS_ARCHITECTURES)}"
+        )
+    architecture, transcoder, skip = SAE_LENS_ARCHITECTURES[named]
     hook_out = cfg.get("hook_name_out") or metadata.get("hook_name_out")
-    architecture = cfg.get("architecture", "standard")
-    transcoder = architecture.endswith("transcoder") or hook_out is not None
-    architecture = {"transcoder": "standard", "skip_transcoder": "standard", "jumprelu_transcoder": "jumprelu"}.get(
-        architecture, architecture
-    )
+    if transcoder and hook_out is None:
+        raise InterpError(f"{path}: a transcoder whose cfg.json names no output hook (metadata.hook_name_out)")
     if processing is None:
         processing = metadata.get("model_from_pretrained_kwargs", cfg.get("model_from_pretrained_kwargs"))
     processing = SAE_LENS_DEFAULT_PROCESSING if processing is None else processing
-    missing = [name for name in ("W_enc", "W_dec", "b_dec") if name not in weights]
+    needed = ["W_enc", "W_dec", "b_dec"] + (["b_gate", "b_mag", "r_mag"] if architecture == "gated" else ["b_enc"])
+    needed += ["threshold"] if architecture == "jumprelu" else []
+    needed += ["W_skip"] if skip else []
+    missing = [tensor for tensor in needed if tensor not in weights]
     if missing:
-        raise InterpError(f"{path / 'sae_weights.safetensors'} lacks {', '.join(missing)}")
-    k = cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k")
-    if architecture == "standard" and cfg.get("activation_fn_str", cfg.get("activation_fn")) == "topk":
-        architecture = "topk"
-    W_enc, b_enc = weights["W_enc"], weights.get("b_enc", torch.zeros(weights["W_enc"].shape[1]))
-    W_dec = weights["W_dec"]
+        raise InterpError(f"{path / 'sae_weights.safetensors'} lacks {', '.join(missing)} (a {named} dictionary)")
+    W_enc, W_dec = weights["W_enc"], weights["W_dec"]
+    b_enc = weights.get("b_enc", torch.zeros(W_enc.shape[1]))  # gated dictionaries have none
     if cfg.get("rescale_acts_by_decoder_norm"):  # SAE Lens's fold_W_dec_norm: the same function, unit decoder rows
         norm = W_dec.norm(dim=-1).clamp(min=1e-8)
         W_enc, b_enc, W_dec = W_enc * norm, b_enc * norm, W_dec / norm[:, None]
-    W_skip = weights.get("W_skip")
+    site = Site.parse(hook)
+    if transcoder and site.kind != "mlp_in":
+        raise InterpError(f"{path}: interp reads transcoders of the MLP (blocks.L.ln2.hook_normalized), not of {hook}")
     return Dictionary(
         W_enc,
         b_enc,
         W_dec,
         weights["b_dec"],
-        Site.parse(hook),
+        site,
         architecture,
-        site_out=Site.parse(hook_out) if transcoder and hook_out else None,
+        site_out=Site.parse(hook_out) if transcoder else None,
         convention=Convention(
-            centred=bool(processing.get("center_writing_weights", True)),
-            value_biases_folded=bool(processing.get("fold_value_biases", True)),
+            centred=bool(processing.get("center_writing_weights", False)),
+            value_biases_folded=bool(processing.get("fold_value_biases", False)),
+            affine_mlp_input=hook.endswith("mlp.hook_in") and not processing.get("fold_ln", False),
         ),
         apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", not transcoder)),
-        k=k,
+        k=cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k"),
         threshold=weights.get("threshold"),
         b_gate=weights.get("b_gate"),
         b_mag=weights.get("b_mag"),
         r_mag=weights.get("r_mag"),
-        W_skip=None if W_skip is None else W_skip.T.contiguous(),  # stored [d_out, d_in]
+        W_skip=weights["W_skip"].T.contiguous() if skip else None,  # stored [d_out, d_in]
         normalize_activations=cfg.get("normalize_activations") or "none",
-        name=str(path),
+        name=name or str(path),
         source_format="sae_lens",
     )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,32 +64,60 @@ class Taps(nn.Module):
         return torch.device(self.model.cfg.device)
 
     def forward(self, input_ids):
-        from interp.metric_reader import Reader
-
         convention = Convention(centred=False, affine_mlp_input=True)
         taps = {(site.kind, site.layer): self.base_model.blocks[site.layer][f"hook_{site.kind}"] for site in self.sites}
-        splice = Splice([], self.model.interp_processing, input_ids, uncentred=True)
-        last = max(site.layer for site in self.sites)
 
-        def tap(point: str, layer: int, x):
-            splice(point, layer, x)
+        def visit(splice: Splice, point: str, layer: int, x) -> None:
             if (point, layer) in taps:
                 as_trained = splice.as_trained(convention, point, layer, x)
                 if self.transcode:
                     taps[point, layer](splice.as_trained(convention, "mlp_in", layer, x), as_trained)
                 else:
                     taps[point, layer](as_trained)
-            if point == "resid_post" and layer == last:
-                raise StopForward
-            return x
 
-        positions = torch.zeros(input_ids.shape[0], 1, dtype=torch.long, device=input_ids.device)
-        with contextlib.suppress(StopForward):
-            self.engine.run(input_ids, Reader(positions, None, lambda logits: logits.sum()), keep=(), edit=tap)
+        forward_to(self.model, self.engine, input_ids, max(site.layer for site in self.sites), visit)
 
 
 class StopForward(Exception):
-    """Raised past the last tapped layer: nothing after it is needed."""
+    """Raised past the last layer a forward needs."""
+
+
+def forward_to(model, engine, tokens: torch.Tensor, last_layer: int, visit) -> None:
+    """A forward of `tokens` through layer `last_layer` and no further; `visit(splice, point, layer, x)` sees every
+    edit point's activation beside a Splice that knows what processing removed there (`Splice.as_trained`)."""
+    from interp.metric_reader import Reader
+
+    splice = Splice([], model.interp_processing, tokens, uncentred=True)
+
+    def tap(point: str, layer: int, x):
+        splice(point, layer, x)
+        visit(splice, point, layer, x)
+        if point == "resid_post" and layer == last_layer:
+            raise StopForward
+        return x
+
+    positions = torch.zeros(tokens.shape[0], 1, dtype=torch.long, device=tokens.device)
+    with contextlib.suppress(StopForward):
+        engine.run(tokens, Reader(positions, None, lambda logits: logits.sum()), keep=(), edit=tap)
+
+
+def activations_at(model, tokens: torch.Tensor, hook: str, convention: Convention, batch_size: int = 64):
+    """[n, pos, d] the activation at a TransformerLens hook (resid_*, attn_out, mlp_out) as a dictionary of
+    `convention` reads it."""
+    from interp.engine import Transformer
+
+    site = Site.parse(hook)
+    engine = Transformer(model, token_ids=torch.zeros(1, dtype=torch.long))
+    found = []
+
+    def visit(splice: Splice, point: str, layer: int, x) -> None:
+        if (point, layer) == (site.kind, site.layer):
+            found.append(splice.as_trained(convention, point, layer, x).detach())
+
+    with torch.inference_mode():
+        for batch in tokens.to(model.cfg.device).split(batch_size):
+            forward_to(model, engine, batch, site.layer, visit)
+    return torch.cat(found)
 
 
 @dataclass
@@ -135,13 +164,29 @@ def train_dictionaries(
     text: str | None = None,
     quiet: bool = False,
     tokens: torch.Tensor | None = None,
+    max_memory: int | None = None,
+    exclude_tokens: list[int] | None = None,
 ) -> list[Path]:
-    """Train one sparsify dictionary per hook (see the module's docstring); returns their folders."""
-    from sparsify import SaeConfig, TrainConfig, Trainer
+    """Train one sparsify dictionary per hook (see the module's docstring) into `save_dir` (which must not exist:
+    the run is written beside it and moved there once complete); returns their folders. `max_memory` (bytes):
+    refused before training when the estimate (`training_bytes`) is over it."""
+    with contextlib.redirect_stdout(io.StringIO()):  # sparsify announces on import that Triton is missing
+        from sparsify import SaeConfig, TrainConfig, Trainer
 
     save_dir = Path(save_dir)
+    if save_dir.exists():
+        raise InterpError(f"{save_dir} exists: remove it or train into another directory")
     if tokens is None:
         tokens = training_tokens(model, n_tokens, context, seed, text)
+    needed = training_bytes(model, hooks, transcode, batch_size, tokens.shape[1], expansion_factor, k)
+    if max_memory is not None and needed > max_memory:
+        raise InterpError(
+            f"training needs about {needed / 2**20:.0f} MiB, over the budget of {max_memory / 2**20:.0f} MiB: "
+            "fewer hooks, a smaller --batch-size or --expansion-factor"
+        )
+    partial = save_dir.with_name(save_dir.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
     generator = torch.Generator().manual_seed(seed)
     tokens = tokens[torch.randperm(len(tokens), generator=generator)]
     dataset = [{"input_ids": row} for row in tokens]
@@ -151,9 +196,10 @@ def train_dictionaries(
         batch_size=batch_size,
         hookpoints=hooks,
         init_seeds=[seed],
+        exclude_tokens=exclude_tokens or [],
         log_to_wandb=False,
-        save_dir=str(save_dir.parent),
-        run_name=save_dir.name,
+        save_dir=str(partial.parent),
+        run_name=partial.name,
         save_every=10**9,
     )
     torch.manual_seed(seed)
@@ -163,13 +209,28 @@ def train_dictionaries(
         if quiet:
             trainer_tqdm_off()
         trainer.fit()
-    for state in save_dir.glob("*.pt"):  # the optimiser's state, for resuming: not part of the dictionaries
+    for state in partial.glob("*.pt"):  # the optimiser's state, for resuming: not part of the dictionaries
         state.unlink()
     run = TrainingRun(
         hooks, transcode, int(tokens.numel()), tokens.shape[1], batch_size, expansion_factor, k, seed, str(save_dir)
     )
-    (save_dir / "training.json").write_text(json.dumps(run.__dict__, indent=1) + "\n")
+    (partial / "training.json").write_text(json.dumps(run.__dict__, indent=1) + "\n")
+    partial.rename(save_dir)
     return [save_dir / hook for hook in cfg.hookpoints]
+
+
+def training_bytes(model, hooks, transcode: bool, batch_size: int, context: int, expansion_factor: int, k: int) -> int:
+    """What training holds at once, roughly: each dictionary's parameters four times (weights, gradients, the
+    optimiser's state, a copy), and per step the model's forward over the batch and, per hook, the activations,
+    the pre-activations and the top-k."""
+
+    d_in = model.cfg.d_model
+    d_sae = d_in * expansion_factor
+    parameters = len(hooks) * 4 * 4 * (2 * d_in * d_sae + d_sae + 2 * d_in)
+    tokens = batch_size * context
+    per_hook = 4 * tokens * (3 * d_in + d_sae + 2 * k)
+    forward = 4 * tokens * (10 * d_in + 2 * model.cfg.d_mlp + 2 * model.cfg.n_heads * context)
+    return parameters + len(hooks) * per_hook + forward
 
 
 def trainer_tqdm_off() -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import torch
+from torch import Tensor
 
 from interp.planted.weights import Head, Residual, gpt2_model, low_coherence_codes
 
@@ -106,28 +107,41 @@ def vocabulary() -> dict:
     }
 
 
-def build():
-    """The planted capital-city model (a `GPT2LMHeadModel`)."""
+@lru_cache(maxsize=1)
+def capitals_residual() -> tuple[Residual, Tensor]:
+    """(the residual stream's blocks, the words' codes [n_codes, CODE]) (`interp.planted.dictionaries` reads them
+    too)."""
     words = vocabulary()
     residual = Residual.new(D_MODEL, seed=2)
     residual.block("constant", 1)
-    e_block, o_block = residual.block("E", CODE), residual.block("O", CODE)
-    class_out = dict(zip(CLASSES, residual.block("classes", len(CLASSES)).T))
-    flag = dict(zip(CLASSES, residual.block("flags", len(CLASSES)).T))
+    residual.block("E", CODE), residual.block("O", CODE)
+    residual.block("classes", len(CLASSES)), residual.block("flags", len(CLASSES))
     n_colours, n_objects = max(words["colours"].values()) + 1, max(words["objects"].values()) + 1
-    colour, colour_register = residual.block("colour", n_colours), residual.block("colour register", n_colours)
-    coloured = residual.block("coloured", 1)[:, 0]
-    thing, thing_register = residual.block("object", n_objects), residual.block("object register", n_objects)
-    cue, task_flag = residual.block("cue", len(CUES)), residual.block("task", len(CUES))
-    sink, ramp = residual.block("sink", 1)[:, 0], residual.block("ramp", 1)[:, 0]
+    residual.block("colour", n_colours), residual.block("colour register", n_colours), residual.block("coloured", 1)
+    residual.block("object", n_objects), residual.block("object register", n_objects)
+    residual.block("cue", len(CUES)), residual.block("task", len(CUES))
+    residual.block("sink", 1), residual.block("ramp", 1)
+    return residual, low_coherence_codes(max(words["codes"].values()) + 1, CODE, seed=4)
+
+
+def build():
+    """The planted capital-city model (a `GPT2LMHeadModel`)."""
+    words = vocabulary()
+    residual, codes = capitals_residual()
+    e_block, o_block = residual["E"], residual["O"]
+    class_out = dict(zip(CLASSES, residual["classes"].T))
+    flag = dict(zip(CLASSES, residual["flags"].T))
+    n_colours = max(words["colours"].values()) + 1
+    colour, colour_register, coloured = residual["colour"], residual["colour register"], residual["coloured"][:, 0]
+    thing, thing_register = residual["object"], residual["object register"]
+    cue, task_flag = residual["cue"], residual["task"]
+    sink, ramp = residual["sink"][:, 0], residual["ramp"][:, 0]
 
     vocab = 50257
     generator = torch.Generator().manual_seed(3)
     rest = residual.rest()
     embeddings = torch.randn(vocab, rest.shape[1], generator=generator, dtype=torch.float64) @ rest.T
     embeddings /= rest.shape[1] ** 0.5
-    n_codes = max(words["codes"].values()) + 1
-    codes = low_coherence_codes(n_codes, CODE, seed=4)
     for token, index in words["codes"].items():
         word_class = words["classes"][token]
         embeddings[token] = codes[index] @ (e_block + o_block).T + class_out[word_class] + flag[word_class]

@@ -31,6 +31,7 @@ import random
 from functools import lru_cache
 
 import torch
+from torch import Tensor
 
 from interp.data.ioi import PAPER_HEADS
 from interp.planted.weights import MAX_POSITIONS, Head, Residual, gpt2_model, low_coherence_codes
@@ -170,17 +171,29 @@ def minor_heads(
     return minor
 
 
+@lru_cache(maxsize=1)
+def ioi_residual() -> tuple[Residual, Tensor, Tensor]:
+    """(the residual stream's blocks, the name tokens, their codes [n_names, NAME_CODE]): the same for every
+    layout (`interp.planted.dictionaries` reads them too)."""
+    residual = Residual.new(D_MODEL)
+    residual.block("constant", 1)
+    residual.block("N", NAME_CODE), residual.block("f", 1)
+    residual.block("O", NAME_CODE)
+    residual.block("R", NAME_CODE), residual.block("g", 1)
+    residual.block("D", NAME_CODE), residual.block("r", 1)
+    residual.block("I", NAME_CODE)
+    residual.block("P", MAX_POSITIONS), residual.block("ramp", 1)
+    names = torch.tensor(name_tokens())
+    return residual, names, low_coherence_codes(len(names), NAME_CODE)
+
+
 def build(seed: int | None = None, noise: float = 0.0):
     """The planted IOI model (a `GPT2LMHeadModel`) with the roles at `ioi_layout(seed)` and the heads outside the
     circuit at noise level `noise` (`minor_heads`)."""
-    residual = Residual.new(D_MODEL)
-    residual.block("constant", 1)
-    n, f = residual.block("N", NAME_CODE), residual.block("f", 1)
-    out = residual.block("O", NAME_CODE)
-    r_block, g = residual.block("R", NAME_CODE), residual.block("g", 1)
-    d_block, r = residual.block("D", NAME_CODE), residual.block("r", 1)
-    i_block = residual.block("I", NAME_CODE)
-    p, ramp = residual.block("P", MAX_POSITIONS), residual.block("ramp", 1)
+    residual, names, codes = ioi_residual()
+    n, f, out, r_block, g, d_block, r, i_block, p, ramp = (
+        residual[name] for name in ("N", "f", "O", "R", "g", "D", "r", "I", "P", "ramp")
+    )
     sink = p[:, :1]
 
     vocab = 50257
@@ -188,8 +201,6 @@ def build(seed: int | None = None, noise: float = 0.0):
     rest = residual.rest()
     embeddings = torch.randn(vocab, rest.shape[1], generator=generator, dtype=torch.float64) @ rest.T
     embeddings /= rest.shape[1] ** 0.5  # norm ~1, in the directions no block holds
-    names = torch.tensor(name_tokens())
-    codes = low_coherence_codes(len(names), NAME_CODE)
     embeddings[names] = codes @ (n + out).T + f.T
     positions = torch.zeros(1024, D_MODEL, dtype=torch.float64)
     positions[:MAX_POSITIONS] = p.T

@@ -1,0 +1,341 @@
+"""Feature circuits (Marks et al. 2024, "Sparse Feature Circuits") on any prompt-pair task.
+
+    interp dictionaries attribute --task ioi --model organism            (dictionaries: organism:saes)
+    interp dictionaries attribute --task ioi --model planted:ioi         (the planted dictionaries; checked)
+
+Dictionaries are spliced in with their error terms, so the model computes as it is. Each node (a
+feature, or a dictionary's error, at a position) is attributed with integrated gradients (`interp.dictionaries
+.features`: the corrupted run's nodes interpolated towards the clean run's, `--steps` points), per prompt; effects
+are read at the task's named positions (IOI: IO, S1, S1+1, S2, END; every task: END) and averaged over prompts,
+with bootstrap intervals. The `--exact` nodes of largest mean effect are then patched exactly, one at a time, at
+each prompt's own position (the agreement of the two is reported), and the edges into the strongest nodes from the
+dictionary before theirs are attributed as Marks et al. do. Effects are changes of the task metric when a node
+alone goes from its corrupted to its clean value (denoising).
+
+On planted:ioi the dictionaries are the planted ones (decoder rows: the planted directions), and the strongest
+nodes are checked against the mechanism: precision (the share of each prompt's top nodes that are a planted
+direction of that prompt's names or flags at a position where the mechanism writes it) and recall (the share of the
+chain N:S at S2, D:S at S2, I:S at END, O:IO at END found among them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from interp.dictionaries.dictionary import Dictionary
+from interp.dictionaries.features import Attribution, FeatureNode, attribute_features, feature_edges, patch_features
+from interp.errors import InterpError
+from interp.results import jsonable, provenance, write_json
+from interp.stats import Bootstrap, rounded
+from interp.task_runs import Prepared, mean_with_interval
+
+PLANTED_IOI_LAYERS = (3, 7, 9, 11)  # after previous-token, induction, S-inhibition and name-mover stages
+CHAIN = (("N", "S", "S2"), ("D", "S", "S2"), ("I", "S", "END"), ("O", "IO", "END"))  # planted:ioi's mechanism
+
+
+def default_dictionaries(model) -> list[Dictionary]:
+    from interp.dictionaries.formats import load_dictionaries
+    from interp.planted.dictionaries import planted_dictionary
+
+    spec = model.interp_source.spec
+    if spec == "organism":
+        return load_dictionaries("organism:saes", model, model.cfg.device)
+    if spec.startswith("planted:ioi"):
+        return [planted_dictionary(spec, f"blocks.{layer}.hook_resid_pre") for layer in PLANTED_IOI_LAYERS]
+    raise InterpError(f"give the dictionaries to splice into {spec} (--dictionary)")
+
+
+def read_positions(prepared: Prepared) -> dict[str, torch.Tensor]:
+    """The named positions effects are read at: the task's own, and END (each prompt's last)."""
+    return {**prepared.tokens.positions, "END": prepared.tokens.end}
+
+
+def feature_circuit(
+    model,
+    prepared: Prepared,
+    dictionaries: list[Dictionary],
+    steps: int = 10,
+    n_exact: int = 20,
+    n_edges: int = 5,
+    bootstrap: Bootstrap | None = None,
+) -> tuple[dict, Attribution]:
+    """The feature circuit of a task (see the module's docstring): results data, and the attribution it read."""
+    tokens, metric = prepared.tokens, prepared.metric
+    attribution = attribute_features(model, tokens.clean, tokens.corrupt, metric, dictionaries, steps, per_prompt=True)
+    positions = read_positions(prepared)
+    prompts = torch.arange(len(tokens))
+    candidates = []  # (mean |effect|, dictionary, feature, position name, per-prompt effects)
+    for index, (features, errors) in enumerate(zip(attribution.per_prompt_features, attribution.per_prompt_errors)):
+        for name, where in positions.items():
+            at = features[prompts, where]  # [prompt, d_sae]
+            means = at.mean(0)
+            for feature in means.abs().topk(min(n_exact, len(means))).indices.tolist():
+                candidates.append((abs(float(means[feature])), index, feature, name, at[:, feature]))
+            error = errors[prompts, where]
+            candidates.append((abs(float(error.mean())), index, "error", name, error))
+    candidates.sort(key=lambda c: -c[0])
+    top = candidates[:n_exact]
+    nodes = [FeatureNode(index, feature, tuple(positions[name].tolist())) for _, index, feature, name, _ in top]
+    exact = patch_features(model, tokens.clean, tokens.corrupt, metric, dictionaries, nodes)  # [node, prompt]
+    base_values = corrupt_metric(model, prepared)
+    rows = []
+    for (_, index, feature, name, effects), patched in zip(top, exact):
+        dictionary = dictionaries[index]
+        rows.append(
+            {
+                "dictionary": dictionary.label(),
+                "feature": feature,
+                "label": dictionary.feature_label(feature),
+                "position": name,
+                "attribution": mean_with_interval(effects, bootstrap),
+                "exact": mean_with_interval(patched - base_values, bootstrap),
+            }
+        )
+    estimated = np.array([row["attribution"]["mean"] for row in rows])
+    measured = np.array([row["exact"]["mean"] for row in rows])
+    data = {
+        "dictionaries": [describe(d) for d in dictionaries],
+        "steps": steps,
+        "metric_clean": attribution.source_value,
+        "metric_corrupt": attribution.base_value,
+        "nodes": rows,
+        "agreement": {"pearson": pearson(estimated, measured), "n_nodes": len(rows)},
+        "edges": edges_into(model, prepared, dictionaries, top, n_edges, steps),
+    }
+    return data, attribution
+
+
+def corrupt_metric(model, prepared: Prepared) -> torch.Tensor:
+    """The corrupted run's metric per prompt (what every exact patch is compared with)."""
+    from interp.dictionaries.splice import run_spliced, splice_for
+    from interp.engine import Transformer
+    from interp.metric_reader import make_reader
+
+    tokens = prepared.tokens.corrupt.to(model.cfg.device)
+    reader = make_reader(prepared.metric, *tokens.shape, model.cfg.device)
+    with torch.inference_mode():
+        return run_spliced(Transformer(model, reader.token_ids), tokens, splice_for(model, tokens, []), reader).cpu()
+
+
+def edges_into(model, prepared, dictionaries, top, n_edges: int, steps: int) -> list[dict]:
+    """For each of the strongest nodes past the first dictionary, its `n_edges` strongest edges from the dictionary
+    before it (Marks et al.), at the prompts' shared position where it has one (edges are per position)."""
+    if n_edges == 0:
+        return []
+    tokens, found = prepared.tokens, []
+    positions = read_positions(prepared)
+    for _, index, feature, name, _ in top:
+        where = positions[name]
+        if index == 0 or not bool((where == where[0]).all()):
+            continue
+        upstream, downstream = dictionaries[index - 1], dictionaries[index]
+        (weights,) = feature_edges(
+            model,
+            tokens.clean,
+            tokens.corrupt,
+            prepared.metric,
+            upstream,
+            downstream,
+            [(feature, int(where[0]))],
+            steps,
+        )
+        strongest = weights.abs().topk(min(n_edges, len(weights))).indices.tolist()
+        found.append(
+            {
+                "to": {"dictionary": downstream.label(), "label": downstream.feature_label(feature), "position": name},
+                "from_dictionary": upstream.label(),
+                "from": [
+                    {
+                        "feature": "error" if j == upstream.d_sae else j,
+                        "label": "error" if j == upstream.d_sae else upstream.feature_label(j),
+                        "effect": float(weights[j]),
+                    }
+                    for j in strongest
+                ],
+            }
+        )
+    return found
+
+
+def describe(dictionary: Dictionary) -> dict:
+    from interp.dictionaries.cli import describe as cli_describe
+
+    return cli_describe(dictionary)
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float | None:
+    if len(x) < 2 or x.std() == 0 or y.std() == 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# planted:ioi's ground truth
+
+
+def planted_ioi_truth(model, prepared: Prepared) -> list[tuple[set[tuple[str, int]], set[tuple[str, int]]]]:
+    """Per prompt: (every planted (direction, position) of its names and flags, the mechanism's chain in it)."""
+    tokens, positions = prepared.tokens, prepared.tokens.positions
+    word = lambda ids, i, name: model.tokenizer.decode([int(ids[i, positions[name][i]])]).strip()  # noqa: E731
+    truth = []
+    for i in range(len(tokens)):
+        at = {name: int(positions[name][i]) for name in ("IO", "S1", "S1+1", "S2")} | {"END": int(tokens.end[i])}
+        planted = {("f", at["IO"]), ("f", at["S1"]), ("f", at["S2"]), ("g", at["S1+1"]), ("g", at["IO"] + 1)}
+        planted |= {("r", at["S2"])}
+        names = {}
+        for ids in (tokens.clean, tokens.corrupt):
+            for slot in ("IO", "S1", "S2"):
+                names.setdefault(slot, set()).add(word(ids, i, slot))
+                planted |= {(f"N:{word(ids, i, slot)}", at[slot]), (f"R:{word(ids, i, slot)}", at[slot] + 1)}
+                planted |= {(f"O:{word(ids, i, slot)}", at["END"])}
+        s, io = word(tokens.clean, i, "S2"), word(tokens.clean, i, "IO")
+        planted |= {(f"D:{s}", at["S2"]), (f"I:{s}", at["END"])}
+        chain = {(f"{block}:{ {'S': s, 'IO': io}[who] }", at[where]) for block, who, where in CHAIN}
+        truth.append((planted, chain))
+    return truth
+
+
+def planted_ioi_check(
+    model, prepared: Prepared, dictionaries: list[Dictionary], attribution: Attribution, top_k: int = 20
+) -> dict:
+    """Precision and recall of each prompt's top_k nodes (by |attribution|) against planted:ioi's mechanism (see
+    the module's docstring)."""
+    truth = planted_ioi_truth(model, prepared)
+    precision, recall, examples = [], [], []
+    for i, (planted, chain) in enumerate(truth):
+        scored = []
+        for index, features in enumerate(attribution.per_prompt_features):
+            flat = features[i].flatten()
+            for where in flat.abs().topk(min(top_k, len(flat))).indices.tolist():
+                position, feature = divmod(where, features.shape[-1])
+                label = dictionaries[index].feature_label(feature).removeprefix("-")
+                scored.append((abs(float(flat[where])), label, position))
+        top = sorted(scored, key=lambda s: -s[0])[:top_k]
+        found = {(label, position) for _, label, position in top}
+        precision.append(len([1 for _, label, position in top if (label, position) in planted]) / len(top))
+        recall.append(len(chain & found) / len(chain))
+        if i < 3:
+            examples.append([{"label": label, "position": position, "effect": value} for value, label, position in top])
+    return {
+        "top_k": top_k,
+        "precision": rounded(float(np.mean(precision))),
+        "recall": rounded(float(np.mean(recall))),
+        "per_prompt_precision": precision,
+        "per_prompt_recall": recall,
+        "examples": examples,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Results and figures
+
+
+def feature_figures(data: dict, out_dir: str | Path) -> list[Path]:
+    """The strongest nodes' attribution beside their exact effect."""
+    import matplotlib.pyplot as plt
+
+    from interp.plotting import save_figure
+
+    nodes = data["nodes"]
+    if not nodes:
+        return []
+    labels = [f"{n['dictionary'].removeprefix('blocks.')} {n['label']} @{n['position']}" for n in nodes]
+    y = np.arange(len(nodes))
+    fig, ax = plt.subplots(figsize=(7, 0.28 * len(nodes) + 1.2))
+    for offset, key, colour in ((-0.2, "attribution", "#7570b3"), (0.2, "exact", "#1b9e77")):
+        means = [n[key]["mean"] for n in nodes]
+        errors = None
+        if all("ci" in n[key] for n in nodes):
+            errors = np.abs(np.array([n[key]["ci"] for n in nodes]).T - np.array(means))
+        ax.barh(y + offset, means, height=0.4, xerr=errors, color=colour, label=key, error_kw={"linewidth": 0.6})
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", linewidth=0.6)
+    agreement = data["agreement"]["pearson"]
+    ax.set(
+        xlabel=f"change of {data.get('metric_name', 'the metric')} (corrupt -> clean node)",
+        title=f"feature circuit of {data['task']} on {data['model']} (Pearson r "
+        f"{'n/a' if agreement is None else f'{agreement:.2f}'})",
+    )
+    ax.legend(loc="lower right")
+    return save_figure(fig, out_dir, "feature_circuit")
+
+
+def figures_from_results(data: dict, out_dir: str | Path) -> list[Path]:
+    if "vector" in data:
+        from interp.circuits.feature_vector import vector_figure
+
+        return vector_figure(data, out_dir)
+    return feature_figures(data, out_dir)
+
+
+def write_results(model, out: str | Path, data: dict, seed: int, prepared: Prepared | None = None) -> dict:
+    data = jsonable({**provenance(model, seed), **data, **({"data": prepared.data()} if prepared else {})})
+    write_json(Path(out) / "results.json", data)
+    figures_from_results(data, out)
+    return data
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def add_attribute_arguments(parser) -> None:
+    from interp.cli import add_bootstrap, add_model
+    from interp.dictionaries.cli import DICTIONARY_HELP
+    from interp.task_cli import add_task
+
+    add_task(parser)
+    add_model(parser)
+    parser.add_argument(
+        "--dictionary",
+        action="append",
+        metavar="PATH",
+        help=f"{DICTIONARY_HELP} (repeat; default: organism:saes on the organism, the planted dictionaries on "
+        "planted:ioi)",
+    )
+    parser.add_argument("--steps", type=int, default=10, help="integrated-gradients points (default 10, as Marks)")
+    parser.add_argument("--exact", type=int, default=20, help="the strongest nodes patched exactly (default 20)")
+    parser.add_argument("--edges", type=int, default=5, help="edges kept into each strong node (default 5; 0: none)")
+    add_bootstrap(parser)
+    parser.add_argument("--out", help="output directory (default results/features/<task>/<model>/)")
+
+
+def run_attribute(args) -> None:
+    from interp.dictionaries.formats import load_dictionaries
+    from interp.results import default_out_dir
+    from interp.task_cli import prepared_run
+
+    if args.steps < 1 or args.exact < 1 or args.edges < 0:
+        raise InterpError("--steps and --exact must be at least 1, --edges at least 0")
+    model, prepared, bootstrap = prepared_run(args)
+    if args.dictionary:
+        dictionaries = [d for spec in args.dictionary for d in load_dictionaries(spec, model, model.cfg.device)]
+    else:
+        dictionaries = default_dictionaries(model)
+    dictionaries.sort(key=lambda d: d.writes.boundary)
+    data, attribution = feature_circuit(model, prepared, dictionaries, args.steps, args.exact, args.edges, bootstrap)
+    data = {"task": prepared.task.name, **prepared.describe(), **data}
+    if prepared.task.name == "ioi" and model.interp_source.spec.startswith("planted:ioi"):
+        if all(d.source_format == "planted" for d in dictionaries):
+            data["planted_check"] = planted_ioi_check(model, prepared, dictionaries, attribution)
+    out = args.out or default_out_dir(f"features/{prepared.task.name}", args.model)
+    data = write_results(model, out, data, args.seed, prepared)
+    print(
+        f"feature circuit of {data['task']} on {args.model}: metric {data['metric_corrupt']:.3f} (corrupt) -> "
+        f"{data['metric_clean']:.3f} (clean); attribution vs exact patching of the top {len(data['nodes'])} "
+        f"nodes: r = {data['agreement']['pearson']}"
+    )
+    for node in data["nodes"][:10]:
+        print(
+            f"  {node['dictionary']:>26} {str(node['label']):>14} @{node['position']:<5} "
+            f"attribution {node['attribution']['mean']:+.3f}  exact {node['exact']['mean']:+.3f}"
+        )
+    if "planted_check" in data:
+        check = data["planted_check"]
+        scores = f"precision {check['precision']}, recall {check['recall']}"
+        print(f"planted check (top {check['top_k']} nodes per prompt): {scores}")
+    print(f"results: {Path(out) / 'results.json'}")
