@@ -24,11 +24,16 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/interp capitals --model organism
 	$(VENV)/bin/interp discover --model organism --ioi-results results/ioi/organism/results.json --quiet
 	$(VENV)/bin/interp greater-than --model organism --quiet
+	# features: the organism's shipped dictionaries (README "Features")
+	$(VENV)/bin/interp dictionaries attribute --task ioi --model organism
+	$(VENV)/bin/interp dictionaries vector --model organism
 	# the same experiments on the planted models (constructed ground truth; README "Planted models")
 	$(VENV)/bin/interp ioi --model planted:ioi $(DEMO_IOI) --random-knockouts 3 --greedy-steps 2 --out results/demo/ioi-planted-ioi
 	$(VENV)/bin/interp greater-than --model planted:greater-than $(DEMO_GREATER_THAN) --out results/demo/greater-than
 	$(VENV)/bin/interp capitals --model planted:capitals --n-prompts 10 --out results/demo/capitals-planted
 	$(VENV)/bin/interp discover --model planted:ioi $(DEMO_IOI) --out results/demo/discover-planted-ioi
+	$(VENV)/bin/interp dictionaries attribute --task ioi --model planted:ioi --n 16 --out results/demo/features-planted-ioi
+	$(VENV)/bin/interp dictionaries vector --model planted:capitals --n 10 --out results/demo/features-planted-capitals
 
 DEMO_IOI := --n 16 --random-circuits 3 --quiet
 DEMO_GREATER_THAN := --n 12 --quiet
@@ -39,6 +44,8 @@ demo-full: $(VENV)/.installed
 	$(VENV)/bin/interp capitals --model planted:capitals --n-prompts 50
 	$(VENV)/bin/interp discover --model planted:ioi --random-circuits 20
 	$(VENV)/bin/interp greater-than --model planted:greater-than
+	$(VENV)/bin/interp dictionaries attribute --task ioi --model planted:ioi
+	$(VENV)/bin/interp dictionaries vector --model planted:capitals
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -67,45 +67,53 @@ def feature_circuit(
     attribution = attribute_features(model, tokens.clean, tokens.corrupt, metric, dictionaries, steps, per_prompt=True)
     positions = read_positions(prepared)
     prompts = torch.arange(len(tokens))
-    candidates = []  # (mean |effect|, dictionary, feature, position name, per-prompt effects)
-    for index, (features, errors) in enumerate(zip(attribution.per_prompt_features, attribution.per_prompt_errors)):
+    features, errors = [], []  # (mean |effect|, dictionary, feature, position name, per-prompt effects)
+    for index, (effects, error_effects) in enumerate(
+        zip(attribution.per_prompt_features, attribution.per_prompt_errors)
+    ):
         for name, where in positions.items():
-            at = features[prompts, where]  # [prompt, d_sae]
+            at = effects[prompts, where]  # [prompt, d_sae]
             means = at.mean(0)
             for feature in means.abs().topk(min(n_exact, len(means))).indices.tolist():
-                candidates.append((abs(float(means[feature])), index, feature, name, at[:, feature]))
-            error = errors[prompts, where]
-            candidates.append((abs(float(error.mean())), index, "error", name, error))
-    candidates.sort(key=lambda c: -c[0])
-    top = candidates[:n_exact]
-    nodes = [FeatureNode(index, feature, tuple(positions[name].tolist())) for _, index, feature, name, _ in top]
-    exact = patch_features(model, tokens.clean, tokens.corrupt, metric, dictionaries, nodes)  # [node, prompt]
-    base_values = corrupt_metric(model, prepared)
-    rows = []
-    for (_, index, feature, name, effects), patched in zip(top, exact):
-        dictionary = dictionaries[index]
-        rows.append(
-            {
-                "dictionary": dictionary.label(),
-                "feature": feature,
-                "label": dictionary.feature_label(feature),
-                "position": name,
-                "attribution": mean_with_interval(effects, bootstrap),
-                "exact": mean_with_interval(patched - base_values, bootstrap),
-            }
-        )
-    estimated = np.array([row["attribution"]["mean"] for row in rows])
-    measured = np.array([row["exact"]["mean"] for row in rows])
-    data = {
+                features.append((abs(float(means[feature])), index, feature, name, at[:, feature]))
+            error = error_effects[prompts, where]
+            errors.append((abs(float(error.mean())), index, "error", name, error))
+    top = sorted(features, key=lambda c: -c[0])[:n_exact]
+    rows = exact_rows(model, prepared, dictionaries, top + errors, bootstrap)
+    feature_rows, error_rows = rows[: len(top)], rows[len(top) :]
+    return {
         "dictionaries": [describe(d) for d in dictionaries],
         "steps": steps,
         "metric_clean": attribution.source_value,
         "metric_corrupt": attribution.base_value,
-        "nodes": rows,
-        "agreement": {"pearson": pearson(estimated, measured), "n_nodes": len(rows)},
-        "edges": edges_into(model, prepared, dictionaries, top, n_edges, steps),
-    }
-    return data, attribution
+        "nodes": feature_rows,
+        "error_nodes": error_rows,
+        "agreement": {
+            "pearson": pearson(feature_rows + error_rows),
+            "features_pearson": pearson(feature_rows),
+            "n_nodes": len(rows),
+        },
+        "edges": edges_into(model, prepared, dictionaries, top[:n_edges], n_edges, attribution),
+    }, attribution
+
+
+def exact_rows(model, prepared: Prepared, dictionaries, candidates, bootstrap) -> list[dict]:
+    """Each candidate node's attribution beside its exact effect (patched alone at each prompt's position)."""
+    tokens, positions = prepared.tokens, read_positions(prepared)
+    nodes = [FeatureNode(index, feature, tuple(positions[name].tolist())) for _, index, feature, name, _ in candidates]
+    exact = patch_features(model, tokens.clean, tokens.corrupt, prepared.metric, dictionaries, nodes)
+    base_values = corrupt_metric(model, prepared)
+    return [
+        {
+            "dictionary": dictionaries[index].label(),
+            "feature": feature,
+            "label": dictionaries[index].feature_label(feature),
+            "position": name,
+            "attribution": mean_with_interval(effects, bootstrap),
+            "exact": mean_with_interval(patched - base_values, bootstrap),
+        }
+        for (_, index, feature, name, effects), patched in zip(candidates, exact)
+    ]
 
 
 def corrupt_metric(model, prepared: Prepared) -> torch.Tensor:
@@ -120,18 +128,17 @@ def corrupt_metric(model, prepared: Prepared) -> torch.Tensor:
         return run_spliced(Transformer(model, reader.token_ids), tokens, splice_for(model, tokens, []), reader).cpu()
 
 
-def edges_into(model, prepared, dictionaries, top, n_edges: int, steps: int) -> list[dict]:
-    """For each of the strongest nodes past the first dictionary, its `n_edges` strongest edges from the dictionary
-    before it (Marks et al.), at the prompts' shared position where it has one (edges are per position)."""
+def edges_into(model, prepared, dictionaries, top, n_edges: int, attribution: Attribution) -> list[dict]:
+    """For each of the given nodes past the first dictionary, its `n_edges` strongest edges from the dictionary
+    before it (Marks et al.), at each prompt's own position."""
     if n_edges == 0:
         return []
-    tokens, found = prepared.tokens, []
-    positions = read_positions(prepared)
+    tokens, positions, found = prepared.tokens, read_positions(prepared), []
     for _, index, feature, name, _ in top:
-        where = positions[name]
-        if index == 0 or not bool((where == where[0]).all()):
+        if index == 0:
             continue
         upstream, downstream = dictionaries[index - 1], dictionaries[index]
+        nodes = [(feature, positions[name])]
         (weights,) = feature_edges(
             model,
             tokens.clean,
@@ -139,8 +146,8 @@ def edges_into(model, prepared, dictionaries, top, n_edges: int, steps: int) -> 
             prepared.metric,
             upstream,
             downstream,
-            [(feature, int(where[0]))],
-            steps,
+            nodes,
+            gradients=attribution.gradients[index],
         )
         strongest = weights.abs().topk(min(n_edges, len(weights))).indices.tolist()
         found.append(
@@ -166,7 +173,10 @@ def describe(dictionary: Dictionary) -> dict:
     return cli_describe(dictionary)
 
 
-def pearson(x: np.ndarray, y: np.ndarray) -> float | None:
+def pearson(rows: list[dict]) -> float | None:
+    """Pearson correlation of the rows' mean attribution and mean exact effect."""
+    x = np.array([row["attribution"]["mean"] for row in rows])
+    y = np.array([row["exact"]["mean"] for row in rows])
     if len(x) < 2 or x.std() == 0 or y.std() == 0:
         return None
     return float(np.corrcoef(x, y)[0, 1])
@@ -234,34 +244,43 @@ def planted_ioi_check(
 
 
 def feature_figures(data: dict, out_dir: str | Path) -> list[Path]:
-    """The strongest nodes' attribution beside their exact effect."""
+    """The strongest features' attribution beside their exact effect, and every error node's."""
     import matplotlib.pyplot as plt
 
     from interp.plotting import save_figure
 
-    nodes = data["nodes"]
-    if not nodes:
+    panels = [(rows, title) for rows, title in ((data["nodes"], "features"), (data["error_nodes"], "errors")) if rows]
+    if not panels:
         return []
-    labels = [f"{n['dictionary'].removeprefix('blocks.')} {n['label']} @{n['position']}" for n in nodes]
-    y = np.arange(len(nodes))
-    fig, ax = plt.subplots(figsize=(7, 0.28 * len(nodes) + 1.2))
+    height = 0.26 * max(len(rows) for rows, _ in panels) + 1.4
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), height), squeeze=False)
+    for ax, (rows, title) in zip(axes[0], panels):
+        bars(ax, rows, title)
+    agreement = data["agreement"]["pearson"]
+    fig.suptitle(
+        f"feature circuit of {data['task']} on {data['model']}: change of {data.get('metric_name', 'the metric')} "
+        f"when one node goes corrupt -> clean (attribution vs exact: r = "
+        f"{'n/a' if agreement is None else f'{agreement:.2f}'})",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return save_figure(fig, out_dir, "feature_circuit")
+
+
+def bars(ax, rows: list[dict], title: str) -> None:
+    labels = [f"{n['dictionary'].removeprefix('blocks.')} {n['label']} @{n['position']}" for n in rows]
+    y = np.arange(len(rows))
     for offset, key, colour in ((-0.2, "attribution", "#7570b3"), (0.2, "exact", "#1b9e77")):
-        means = [n[key]["mean"] for n in nodes]
+        means = np.array([n[key]["mean"] for n in rows])
         errors = None
-        if all("ci" in n[key] for n in nodes):
-            errors = np.abs(np.array([n[key]["ci"] for n in nodes]).T - np.array(means))
+        if all("ci" in n[key] for n in rows):
+            errors = np.abs(np.array([n[key]["ci"] for n in rows]).T - means)
         ax.barh(y + offset, means, height=0.4, xerr=errors, color=colour, label=key, error_kw={"linewidth": 0.6})
     ax.set_yticks(y, labels, fontsize=7)
     ax.invert_yaxis()
     ax.axvline(0, color="black", linewidth=0.6)
-    agreement = data["agreement"]["pearson"]
-    ax.set(
-        xlabel=f"change of {data.get('metric_name', 'the metric')} (corrupt -> clean node)",
-        title=f"feature circuit of {data['task']} on {data['model']} (Pearson r "
-        f"{'n/a' if agreement is None else f'{agreement:.2f}'})",
-    )
+    ax.set_title(title)
     ax.legend(loc="lower right")
-    return save_figure(fig, out_dir, "feature_circuit")
 
 
 def figures_from_results(data: dict, out_dir: str | Path) -> list[Path]:
@@ -326,10 +345,11 @@ def run_attribute(args) -> None:
     data = write_results(model, out, data, args.seed, prepared)
     print(
         f"feature circuit of {data['task']} on {args.model}: metric {data['metric_corrupt']:.3f} (corrupt) -> "
-        f"{data['metric_clean']:.3f} (clean); attribution vs exact patching of the top {len(data['nodes'])} "
-        f"nodes: r = {data['agreement']['pearson']}"
+        f"{data['metric_clean']:.3f} (clean); attribution vs exact patching of {data['agreement']['n_nodes']} "
+        f"nodes: r = {data['agreement']['pearson']} (features alone: {data['agreement']['features_pearson']})"
     )
-    for node in data["nodes"][:10]:
+    strongest_errors = sorted(data["error_nodes"], key=lambda n: -abs(n["attribution"]["mean"]))[:5]
+    for node in data["nodes"][:10] + strongest_errors:
         print(
             f"  {node['dictionary']:>26} {str(node['label']):>14} @{node['position']:<5} "
             f"attribution {node['attribution']['mean']:+.3f}  exact {node['exact']['mean']:+.3f}"

@@ -338,16 +338,18 @@ def build_parser() -> Parser:
     )
     bench.add_argument(
         "name",
-        choices=["patching", "ioi", "discovery", "load", "scale", "noise"],
+        choices=["patching", "ioi", "discovery", "load", "scale", "noise", "dictionaries"],
         help="patching: interp vs TransformerLens; ioi: the whole IOI pipeline's cost; discovery: "
         "EAP vs TransformerLens's edge attribution, EAP-IG, exact edge patching; load: loading time "
         "and peak memory over the weights' bytes, per size; scale: IOI in one process vs on 1 and 2 "
-        "Ray workers; noise: IOI discovery on planted:ioi as the heads outside its circuit get noisier",
+        "Ray workers; noise: IOI discovery on planted:ioi as the heads outside its circuit get noisier; "
+        "dictionaries: feature vs node attribution, training throughput, peak memory",
     )
     bench.add_argument(
         "--model",
         default=None,
-        help="model spec (default: random:gpt2 for patching, planted:ioi for ioi, discovery, scale and noise)",
+        help="model spec (default: random:gpt2 for patching, planted:ioi for ioi, discovery, scale and noise, "
+        "organism for dictionaries)",
     )
     bench.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     bench.add_argument("--json", action="store_true", help="print the full report as one JSON object")

@@ -89,13 +89,16 @@ def test_splice_with_error_is_the_model(organism, tokens, convention):
 
 def hf_hook(module, d: Dictionary, where: str):
     """A forward hook on a Hugging Face GPT-2 module applying the dictionary by hand: on the output (a block: the
-    residual after it; attn / mlp: their outputs), or on the input (a block: the residual before it; c_proj: the
-    heads' outputs, value biases included)."""
+    residual after it; attn / mlp: their outputs), on the input (a block: the residual before it; c_proj: the
+    heads' outputs, value biases included), or from the input to the output (a transcoder of the MLP)."""
 
     def on_output(module, inputs, output):
         if isinstance(output, tuple):
             return (by_hand(d, output[0]), *output[1:])
         return by_hand(d, output)
+
+    def from_input(module, args, output):  # a transcoder: the MLP's output from its input (ln_2's, affine)
+        return by_hand(d, args[0])
 
     def on_input(module, args, kwargs):
         if args:
@@ -104,7 +107,7 @@ def hf_hook(module, d: Dictionary, where: str):
 
     if where == "input":
         return module.register_forward_pre_hook(on_input, with_kwargs=True)
-    return module.register_forward_hook(on_output)
+    return module.register_forward_hook(from_input if where == "transcoder" else on_output)
 
 
 def test_uncentred_dictionaries_read_what_hugging_face_computes(organism, hf_organism, tokens):
@@ -117,6 +120,7 @@ def test_uncentred_dictionaries_read_what_hugging_face_computes(organism, hf_org
         ("attn_out", 1): (blocks[1].attn, "output"),
         ("mlp_out", 3): (blocks[3].mlp, "output"),
         ("z", 2): (blocks[2].attn.c_proj, "input"),  # the heads' merged outputs, before W_O
+        ("mlp_in", 2): (blocks[2].mlp, "transcoder"),
     }
     tf = Transformer(organism)
     for (site, layer), (module, where) in cases.items():
@@ -130,24 +134,6 @@ def test_uncentred_dictionaries_read_what_hugging_face_computes(organism, hf_org
         with torch.inference_mode():
             got = run_spliced(tf, tokens, splice_for(organism, tokens, [d], output="reconstruction"))
         torch.testing.assert_close(got.log_softmax(-1), expected, atol=2e-4, rtol=1e-4, msg=site)
-
-
-def test_uncentred_transcoder_reads_the_mlp_input_hugging_face_computes(organism, hf_organism, tokens):
-    d = random_dictionary("mlp_in", 2, UNCENTRED)
-    mlp = hf_organism.transformer.h[2].mlp
-
-    def replace(module, args, output):
-        return by_hand(d, args[0])  # the MLP's input: ln_2's output, its weight and bias applied
-
-    handle = mlp.register_forward_hook(replace)
-    try:
-        with torch.inference_mode():
-            expected = hf_organism(tokens).logits.log_softmax(-1)
-    finally:
-        handle.remove()
-    with torch.inference_mode():
-        got = run_spliced(Transformer(organism), tokens, splice_for(organism, tokens, [d], output="reconstruction"))
-    torch.testing.assert_close(got.log_softmax(-1), expected, atol=2e-4, rtol=1e-4)
 
 
 def test_centred_dictionaries_read_transformer_lens_activations(organism, tokens):

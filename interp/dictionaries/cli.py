@@ -96,6 +96,7 @@ def cmd_train(args) -> None:
         seed=args.seed,
         text=args.text,
         quiet=args.quiet,
+        lr=args.lr,
         max_memory=None if args.max_memory is None else int(args.max_memory * 2**20),
     )
     if not args.quiet:
@@ -162,6 +163,13 @@ def add_commands(commands) -> None:
     train.add_argument("--batch-size", type=int, default=16, help="sequences per step (default 16)")
     train.add_argument("--expansion-factor", type=int, default=4, help="features per input dimension (default 4)")
     train.add_argument("--k", type=int, default=16, help="active features per token, TopK (default 16)")
+    train.add_argument(
+        "--lr",
+        type=float,
+        default=3e-3,
+        help="learning rate of sparsify's signum optimiser (default 3e-3; sparsify's "
+        "own default, 5e-3 / sqrt(features / 2^14), is tuned for wide models and diverged on the organism)",
+    )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--text", help="a text file to train on (default: the organism's corpus generator, seeded)")
     train.add_argument(
@@ -173,7 +181,7 @@ def add_commands(commands) -> None:
     quality = sub.add_parser("quality", help="reconstruction quality (SAE Lens's basic metrics)")
     add_model(quality)
     quality.add_argument("--dictionary", required=True, metavar="PATH", help=DICTIONARY_HELP)
-    quality.add_argument("--tokens", type=int, default=32_768, help="evaluation tokens (default 32,768)")
+    quality.add_argument("--tokens", type=int, default=16_384, help="evaluation tokens (default 16,384)")
     quality.add_argument("--context", type=int, default=64, help="tokens per sequence (default 64)")
     quality.add_argument("--seed", type=int, default=1, help="seed of the evaluation text (default 1: not training's)")
     quality.add_argument("--text", help="a text file to measure on (default: the organism's corpus generator)")

@@ -42,6 +42,7 @@ class Attribution:
     source_value: float
     per_prompt_features: list[Float[Tensor, "prompt pos d_sae"]] | None = None
     per_prompt_errors: list[Float[Tensor, "prompt pos"]] | None = None
+    gradients: list[tuple[Tensor, Tensor]] | None = None  # per dictionary: the averaged gradients (f, e)
 
     def top(self, n: int) -> list[tuple[int, str | int, int, float]]:
         """The n nodes of largest |effect|: (dictionary index, feature id or "error", position, effect)."""
@@ -84,11 +85,12 @@ def attribute_features(
         raise InterpError("steps must be at least 1")
     s = setup(model, clean_tokens, corrupt_tokens, metric, direction)
     base, source, base_value, source_value = node_runs(s, dictionaries, model)
-    features, errors = [], []
+    features, errors, gradients = [], [], []
     for index in range(len(dictionaries)):
         grad_f, grad_e = averaged_gradients(
             model, s.tf, s.reader, s.base_tokens, dictionaries, index, base, source, steps
         )
+        gradients.append((grad_f, grad_e))
         delta_f = source[index].features - base[index].features
         delta_e = source[index].error - base[index].error
         features.append(pad_positions((grad_f * delta_f).transpose(0, 1), s.n_pos).transpose(0, 1))
@@ -100,6 +102,7 @@ def attribute_features(
         source_value,
         features if per_prompt else None,
         errors if per_prompt else None,
+        gradients if per_prompt else None,
     )
 
 
@@ -138,14 +141,17 @@ def feature_edges(
     metric,
     upstream: Dictionary,
     downstream: Dictionary,
-    downstream_nodes: Sequence[tuple[int | str, int]],
+    downstream_nodes: Sequence[tuple[int | str, int | Tensor]],
     steps: int = 10,
     direction: str = "denoise",
+    gradients: tuple[Tensor, Tensor] | None = None,
 ) -> list[Float[Tensor, " d_sae_up_plus_error"]]:
     """Marks et al.'s edge effects from every upstream node (its features, then its error; summed over positions,
-    mean over prompts) to each downstream node given as (feature id or "error", position): edge(a -> b) =
+    mean over prompts) to each downstream node given as (feature id or "error", a position, or one per prompt):
+    edge(a -> b) =
     (source_a - base_a) * d/du_a [grad_b . d_b], grad_b the metric's gradient with respect to b averaged over the
-    interpolation (as for nodes), through the model between the two dictionaries (see the module's docstring)."""
+    interpolation (as for nodes; `gradients`: the downstream dictionary's, from `attribute_features`, instead of
+    computing them again), through the model between the two dictionaries (see the module's docstring)."""
     if upstream.writes.boundary > downstream.writes.boundary or (
         upstream.writes.boundary == downstream.writes.boundary and upstream is downstream
     ):
@@ -153,7 +159,9 @@ def feature_edges(
     s = setup(model, clean_tokens, corrupt_tokens, metric, direction)
     pair = [upstream, downstream]
     base, source, _, _ = node_runs(s, pair, model)
-    grad_f, grad_e = averaged_gradients(model, s.tf, s.reader, s.base_tokens, pair, 1, base, source, steps)
+    if gradients is None:
+        gradients = averaged_gradients(model, s.tf, s.reader, s.base_tokens, pair, 1, base, source, steps)
+    grad_f, grad_e = gradients
     f_up = base[0].features.clone().requires_grad_()
     e_up = base[0].error.clone().requires_grad_()
     delta_f, delta_e = source[0].features - base[0].features, source[0].error - base[0].error
@@ -164,14 +172,15 @@ def feature_edges(
         )
         s.tf.run(s.base_tokens, s.reader, keep=(), edit=splice)
         down = splice.nodes[1]
+        prompts = torch.arange(len(s.base_tokens), device=s.base_tokens.device)
         for feature, position in downstream_nodes:
-            if position >= down.features.shape[1]:  # past the last position the metric reads: no effect
-                edges.append(torch.zeros(upstream.d_sae + 1))
-                continue
+            position = torch.as_tensor(position, device=prompts.device).expand(len(prompts))
+            read = position < down.features.shape[1]  # past the last position the metric reads: no effect
+            at, where = prompts[read], position[read]
             if feature == "error":
-                target = (grad_e[:, position] * down.error[:, position]).sum()
+                target = (grad_e[at, where] * down.error[at, where]).sum()
             else:
-                target = (grad_f[:, position, feature] * down.features[:, position, feature]).sum()
+                target = (grad_f[at, where, feature] * down.features[at, where, feature]).sum()
             g_f, g_e = torch.autograd.grad(target, (f_up, e_up), retain_graph=True, allow_unused=True)
             n_prompts = len(f_up)
             from_features = torch.zeros(upstream.d_sae) if g_f is None else (g_f * delta_f).sum((0, 1)) / n_prompts

@@ -52,14 +52,16 @@ class Quality:
         return {**self.__dict__, "loss_recovered": self.loss_recovered, "kl_div_score": self.kl_div_score}
 
 
-def next_token_losses(logits: Tensor, clean_logits: Tensor, tokens: Tensor, kept: Tensor) -> tuple[float, float]:
-    """(sum of next-token cross-entropies, sum of KL(clean || these)) over the predictions from kept positions."""
-    log_probs = logits[:, :-1].float().log_softmax(-1)
-    clean = clean_logits[:, :-1].float().log_softmax(-1)
-    kept = kept[:, :-1]
-    ce = -log_probs.gather(-1, tokens[:, 1:, None])[..., 0]
-    kl = (clean.exp() * (clean - log_probs)).sum(-1)
-    return float(ce[kept].sum()), float(kl[kept].sum())
+def next_token_losses(
+    logits: Tensor, clean: tuple[Tensor, Tensor], tokens: Tensor, kept: Tensor
+) -> tuple[float, float]:
+    """(sum of next-token cross-entropies, sum of KL(clean || these)) over the predictions from kept positions;
+    `clean`: the clean run's (log-probs, probs) at those predictions."""
+    log_probs = logits[:, :-1][kept[:, :-1]].float().log_softmax(-1)
+    ce = -log_probs.gather(-1, tokens[:, 1:][kept[:, :-1]][:, None])[:, 0]
+    clean_log_probs, clean_probs = clean
+    kl = (clean_probs * (clean_log_probs - log_probs)).sum(-1)
+    return float(ce.sum()), float(kl.sum())
 
 
 @torch.inference_mode()
@@ -84,7 +86,9 @@ def reconstruction_quality(
         for output in ce:
             splice = splice_for(model, batch, [dictionary], output=output, keep_nodes=output == "exact", mask=kept)
             logits = run_spliced(tf, batch, splice)
-            clean = logits if clean is None else clean
+            if clean is None:  # the exact run is the model's own
+                clean_log_probs = logits[:, :-1][kept[:, :-1]].float().log_softmax(-1)
+                clean = (clean_log_probs, clean_log_probs.exp())
             batch_ce, batch_kl = next_token_losses(logits, clean, batch, kept)
             ce[output] += batch_ce
             kl[output] += batch_kl

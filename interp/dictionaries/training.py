@@ -122,6 +122,8 @@ def activations_at(model, tokens: torch.Tensor, hook: str, convention: Conventio
 
 @dataclass
 class TrainingRun:
+    """What a run was, beside sparsify's own config.json."""
+
     hooks: list[str]
     transcode: bool
     n_tokens: int
@@ -129,8 +131,9 @@ class TrainingRun:
     batch_size: int
     expansion_factor: int
     k: int
+    lr: float | None
     seed: int
-    save_dir: str
+    text: str | None
 
 
 def training_tokens(model, n_tokens: int, context: int, seed: int, text: str | None = None) -> torch.Tensor:
@@ -166,6 +169,8 @@ def train_dictionaries(
     tokens: torch.Tensor | None = None,
     max_memory: int | None = None,
     exclude_tokens: list[int] | None = None,
+    lr: float | None = 3e-3,
+    optimizer: str = "signum",
 ) -> list[Path]:
     """Train one sparsify dictionary per hook (see the module's docstring) into `save_dir` (which must not exist:
     the run is written beside it and moved there once complete); returns their folders. `max_memory` (bytes):
@@ -195,6 +200,8 @@ def train_dictionaries(
         SaeConfig(expansion_factor=expansion_factor, k=k, transcode=transcode),
         batch_size=batch_size,
         hookpoints=hooks,
+        lr=lr,
+        optimizer=optimizer,
         init_seeds=[seed],
         exclude_tokens=exclude_tokens or [],
         log_to_wandb=False,
@@ -212,7 +219,7 @@ def train_dictionaries(
     for state in partial.glob("*.pt"):  # the optimiser's state, for resuming: not part of the dictionaries
         state.unlink()
     run = TrainingRun(
-        hooks, transcode, int(tokens.numel()), tokens.shape[1], batch_size, expansion_factor, k, seed, str(save_dir)
+        hooks, transcode, int(tokens.numel()), tokens.shape[1], batch_size, expansion_factor, k, lr, seed, text
     )
     (partial / "training.json").write_text(json.dumps(run.__dict__, indent=1) + "\n")
     partial.rename(save_dir)

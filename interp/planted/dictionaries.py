@@ -89,12 +89,13 @@ def capitals_directions() -> dict[str, Tensor]:
 
 
 def planted_dictionary(spec: str, hook: str) -> Dictionary:
-    """The exact planted dictionary of a planted model spec at a residual-stream hook."""
+    """The exact planted dictionary of a planted model spec at a hook whose activation lives in the residual
+    stream's space (the residual itself, attention's or an MLP's output)."""
     from interp.planted import parse_planted
 
     kind = parse_planted(spec)[0]
-    if Site.parse(hook).kind not in ("resid_pre", "resid_mid", "resid_post"):
-        raise InterpError(f"planted dictionaries read the residual stream (blocks.L.hook_resid_*), not {hook}")
+    if Site.parse(hook).kind not in ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"):
+        raise InterpError(f"planted dictionaries read resid_*, attn_out or mlp_out, not {hook}")
     if kind == "ioi":
         directions, d_model = ioi_directions(), 768
     elif kind == "capitals":
