@@ -1,16 +1,17 @@
 """Recovery: a dictionary trained here, with sparsify, on a planted model's activations finds the directions the
 planted model writes.
 
-    interp dictionaries recovery --model planted:ioi --hook blocks.3.hook_resid_pre
+    interp dictionaries recovery --model planted:ioi --hook blocks.0.hook_resid_pre
 
-planted:ioi's residual stream is a sum of known writes (`interp.planted.ioi`): each token's embedding (a name's is
-its code in N and in O plus the flag f; another word's a random direction of its own), each position's vector (its
-one-hot P and the ramp; the constant, which every position carries, is left out), and what the heads before the
-hook write: R:name + g after a name (previous-token heads), D:name + r at a repeated name (duplicate-token and
-induction heads). Directions that always arrive together (a name's N and O codes and f) are one write: no
-dictionary can tell them apart, so they are matched as one. A TopK dictionary is trained at the hook on IOI
-prompts (padding and BOS left out); each write that occurs at least 5 times is matched with the trained decoder
-row of largest cosine, and the share matched at cosine >= 0.9 is reported, per family.
+planted:ioi's residual stream is a sum of known directions (`interp.planted.ioi`): a name's embedding (its codes in
+N and O, which always arrive together, and the flag f every name carries: a dictionary may fold f into each name or
+learn it apart, and either form counts), another token's random embedding, each position's one-hot, and what the
+heads before the hook write: R:name and the flag g after a name (previous-token heads), D:name and the flag r at a
+repeated name (duplicate-token and induction heads). A TopK dictionary is trained at the hook on the organism's
+corpus (IOI sentences among others, in contexts of 64; <|endoftext|> left out); each direction that occurs at
+least 5 times is matched with the trained decoder row of largest cosine. Reported: the share matched at cosine
+>= 0.9, per family; the headline share leaves out the other tokens' random embeddings (not planted: there are
+more of them than a small dictionary has features).
 """
 
 from __future__ import annotations
@@ -29,24 +30,26 @@ def planted_recovery(
     model,
     hook: str,
     out: str | Path,
-    n_prompts: int = 4000,
-    expansion_factor: int = 4,
-    k: int = 16,
+    n_tokens: int = 1_000_000,
+    context: int = 64,
+    expansion_factor: int = 2,
+    k: int = 4,
     seed: int = 0,
     threshold: float = 0.9,
     quiet: bool = True,
     epochs: int = 1,
+    auxk_alpha: float = 1 / 32,
+    dead_after: int = 20_000,
+    batch_size: int = 16,
 ) -> dict:
     """Train at `hook` on planted:ioi's activations (`epochs` passes over the prompts, each in a new order) and
     match its writes (see the module's docstring)."""
     from interp.dictionaries import Site, load_dictionary
-    from interp.dictionaries.training import train_dictionaries
+    from interp.dictionaries.training import train_dictionaries, training_tokens
     from interp.task import PAD
-    from interp.task_runs import load_task, prepare
 
-    tokens = prepare(model, load_task("ioi", model, n_prompts, seed)).tokens.clean
-    kept = tokens != PAD
-    kept[:, 0] = False  # BOS
+    tokens = training_tokens(model, n_tokens, context, seed)
+    kept = tokens != PAD  # <|endoftext|>: BOS and the documents' separators
     writes = planted_writes(model, tokens[kept], torch.nonzero(kept)[:, 1], Site.parse(hook).boundary)
     folder = train_dictionaries(
         model,
@@ -58,25 +61,31 @@ def planted_recovery(
         seed=seed,
         quiet=quiet,
         exclude_tokens=[PAD],
+        auxk_alpha=auxk_alpha,
+        dead_after=dead_after,
+        batch_size=batch_size,
     )[0]
     trained = load_dictionary(folder)
     rows = torch.nn.functional.normalize(trained.W_dec, dim=-1)
     labels = list(writes)
-    directions = torch.nn.functional.normalize(torch.stack([writes[label] for label in labels]).float(), dim=-1)
-    cosines = (directions @ rows.T).max(-1).values.tolist()
+    cosines = [
+        max(float((torch.nn.functional.normalize(form, dim=-1) @ rows.T).max()) for form in writes[label])
+        for label in labels
+    ]
     families: dict[str, list[float]] = {}
     for label, cosine in zip(labels, cosines):
         families.setdefault(label.split(":")[0], []).append(cosine)
     share = lambda values: sum(v >= threshold for v in values) / len(values)  # noqa: E731
+    planted = [cosine for label, cosine in zip(labels, cosines) if not label.startswith("word:")]
     return {
         "hook": hook,
-        "n_prompts": n_prompts,
+        "context": context,
         "n_tokens": int(kept.sum()),
         "epochs": epochs,
         "dictionary": describe(trained),
         "threshold": threshold,
-        "n_directions": len(labels),
-        "share_recovered": share(cosines),
+        "n_directions": len(planted),
+        "share_recovered": share(planted),
         "families": {
             name: {"n": len(values), "share_recovered": share(values), "median_cosine": float(np.median(values))}
             for name, values in sorted(families.items())
@@ -85,35 +94,46 @@ def planted_recovery(
     }
 
 
-def planted_writes(model, tokens, positions, boundary: int, min_count: int = 5) -> dict[str, torch.Tensor]:
-    """planted:ioi's writes that occur at least `min_count` times among these tokens (at these positions) and
-    reach residual boundary `boundary`: "embed:<token>", "pos:<p>", "R:<name>" (R code + g), "D:<name>" (D code +
-    r; a name counts as repeated where it occurs a second time in its prompt, approximated by its count)."""
+def planted_writes(model, tokens, positions, boundary: int, min_count: int = 5) -> dict[str, list[torch.Tensor]]:
+    """planted:ioi's directions among these tokens (at these positions) that reach residual boundary `boundary`
+    at least `min_count` times, each with the forms a dictionary may learn it in: "name:<name>" (a name's
+    embedding, its codes in N and O and the flag f every name carries; or its codes alone, f split off),
+    "word:<token>" (another token's random embedding), "flag:f", "pos:<p>" (the one-hot position), and what heads
+    before the boundary write: "R:<name>" and "flag:g" (previous-token heads), "D:<name>" and "flag:r"
+    (duplicate-token and induction heads; a name's count stands in for its repeats)."""
     from interp.planted.ioi import ioi_layout, ioi_residual
 
     spec = model.interp_source.spec
     if not spec.startswith("planted:ioi"):
         raise InterpError(f"recovery reads planted:ioi's writes, not {spec}'s")
     residual, names, codes = ioi_residual()
-    constant = residual["constant"][:, 0].to(model.W_E.device, model.W_E.dtype)
     layout = ioi_layout(parse_seed(spec))
     first_layer = lambda roles: min(layer for role in roles for layer, _ in layout[role])  # noqa: E731
     counts = torch.bincount(tokens.cpu(), minlength=model.cfg.d_vocab)
+    name_index = {token: i for i, token in enumerate(names.tolist())}
+    word = lambda token: model.tokenizer.decode([token]).strip()  # noqa: E731
     writes = {}
-    for token in torch.nonzero(counts >= min_count)[:, 0].tolist():
-        writes[f"embed:{model.tokenizer.decode([token]).strip()}"] = model.W_E[token].detach()
+    frequent = torch.nonzero(counts >= min_count)[:, 0].tolist()
+    for token in frequent:
+        if token in name_index:
+            name_codes = codes[name_index[token]] @ (residual["N"] + residual["O"]).T
+            writes[f"name:{word(token)}"] = [name_codes + residual["f"][:, 0], name_codes]
+        else:
+            writes[f"word:{word(token)}"] = [model.W_E[token].detach().double().cpu()]
+    if any(token in name_index for token in frequent):
+        writes["flag:f"] = [residual["f"][:, 0]]
     position_counts = torch.bincount(positions.cpu())
     for position in torch.nonzero(position_counts >= min_count)[:, 0].tolist():
-        vector = model.W_pos[position].detach()
-        writes[f"pos:{position}"] = vector - (vector @ constant) / (constant @ constant) * constant
-    frequent = [i for i, token in enumerate(names.tolist()) if counts[token] >= min_count]
+        writes[f"pos:{position}"] = [residual["P"][:, position]]
+    frequent_names = [name_index[token] for token in frequent if token in name_index]
     for block, flag, roles in (("R", "g", ("previous_token",)), ("D", "r", ("duplicate_token", "induction"))):
-        if 2 * first_layer(roles) + 1 > boundary:  # no head of those roles writes before the hook
+        if 2 * first_layer(roles) + 1 > boundary:  # no head of those roles writes before the boundary
             continue
-        written = (codes[frequent] @ residual[block].T + residual[flag][:, 0]).to(model.W_E.dtype)
-        for row, i in zip(written, frequent):
-            writes[f"{block}:{model.tokenizer.decode([int(names[i])]).strip()}"] = row.to(model.W_E.device)
-    return writes
+        writes[f"flag:{flag}"] = [residual[flag][:, 0]]
+        for i in frequent_names:
+            code = codes[i] @ residual[block].T
+            writes[f"{block}:{word(int(names[i]))}"] = [code + residual[flag][:, 0], code]
+    return {label: [form.to(model.W_E.device, torch.float32) for form in forms] for label, forms in writes.items()}
 
 
 def parse_seed(spec: str) -> int | None:
@@ -126,10 +146,10 @@ def add_recovery_arguments(parser) -> None:
     from interp.cli import add_model
 
     add_model(parser, default="planted:ioi")
-    parser.add_argument("--hook", default="blocks.3.hook_resid_pre", help="where to train (default: resid_pre 3)")
-    parser.add_argument("--n", type=int, default=4000, help="IOI prompts to train on (default 4000)")
-    parser.add_argument("--expansion-factor", type=int, default=4, help="features per dimension (default 4)")
-    parser.add_argument("--k", type=int, default=16, help="active features per token (default 16)")
+    parser.add_argument("--hook", default="blocks.0.hook_resid_pre", help="where to train (default: resid_pre 0)")
+    parser.add_argument("--tokens", type=int, default=1_000_000, help="training tokens (default 1,000,000)")
+    parser.add_argument("--expansion-factor", type=int, default=2, help="features per dimension (default 2)")
+    parser.add_argument("--k", type=int, default=4, help="active features per token (default 4)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="output directory (default results/features/recovery/<model>/)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -145,7 +165,16 @@ def run_recovery(args) -> None:
     out = Path(args.out or default_out_dir("features/recovery", args.model))
     if (out / "dictionary").exists():
         raise InterpError(f"{out / 'dictionary'} exists: remove it or give another --out")
-    found = planted_recovery(model, args.hook, out, args.n, args.expansion_factor, args.k, args.seed, quiet=args.quiet)
+    found = planted_recovery(
+        model,
+        args.hook,
+        out,
+        args.tokens,
+        expansion_factor=args.expansion_factor,
+        k=args.k,
+        seed=args.seed,
+        quiet=args.quiet,
+    )
     data = jsonable({**provenance(model, args.seed), "recovery": found})
     write_json(out / "results.json", data)
     print(

@@ -35,6 +35,17 @@ class Tap(nn.Module):
         return x if output is None else output
 
 
+def training_sites(hooks: list[str], transcode: bool) -> list[Site]:
+    sites = [Site.parse(hook) for hook in hooks]
+    for site in sites:
+        if transcode and site.kind != "mlp_out" or not transcode and site.kind not in SAE_SITES:
+            raise InterpError(
+                f"{site.hook}: interp trains transcoders of the MLP (blocks.L.hook_mlp_out) and autoencoders of "
+                f"{', '.join(f'blocks.L.hook_{kind}' for kind in SAE_SITES)}"
+            )
+    return sites
+
+
 class Taps(nn.Module):
     """A stand-in for a Hugging Face causal LM, as much of one as sparsify's Trainer uses (see the module's
     docstring)."""
@@ -45,13 +56,7 @@ class Taps(nn.Module):
         super().__init__()
         self.model, self.transcode = model, transcode
         self.engine = Transformer(model, token_ids=torch.zeros(1, dtype=torch.long))
-        self.sites = [Site.parse(hook) for hook in hooks]
-        for site in self.sites:
-            if transcode and site.kind != "mlp_out" or not transcode and site.kind not in SAE_SITES:
-                raise InterpError(
-                    f"{site.hook}: interp trains transcoders of the MLP (blocks.L.hook_mlp_out) and autoencoders of "
-                    f"{', '.join(f'blocks.L.hook_{kind}' for kind in SAE_SITES)}"
-                )
+        self.sites = training_sites(hooks, transcode)
         self.base_model = nn.Module()
         self.base_model.blocks = nn.ModuleList(nn.ModuleDict() for _ in range(model.cfg.n_layers))
         for site in self.sites:
@@ -171,14 +176,19 @@ def train_dictionaries(
     exclude_tokens: list[int] | None = None,
     lr: float | None = 3e-3,
     optimizer: str = "signum",
+    auxk_alpha: float = 0.0,
+    dead_after: int = 10_000_000,
 ) -> list[Path]:
     """Train one sparsify dictionary per hook (see the module's docstring) into `save_dir` (which must not exist:
     the run is written beside it and moved there once complete); returns their folders. `max_memory` (bytes):
-    refused before training when the estimate (`training_bytes`) is over it."""
+    refused before training when the estimate (`training_bytes`) is over it. `auxk_alpha`: the weight of sparsify's
+    auxiliary loss, which trains features silent for `dead_after` tokens to predict what the others miss (OpenAI's
+    value is 1/32; 0, sparsify's default, leaves it off)."""
     with contextlib.redirect_stdout(io.StringIO()):  # sparsify announces on import that Triton is missing
         from sparsify import SaeConfig, TrainConfig, Trainer
 
     save_dir = Path(save_dir)
+    training_sites(hooks, transcode)
     if save_dir.exists():
         raise InterpError(f"{save_dir} exists: remove it or train into another directory")
     if tokens is None:
@@ -202,6 +212,8 @@ def train_dictionaries(
         hookpoints=hooks,
         lr=lr,
         optimizer=optimizer,
+        auxk_alpha=auxk_alpha,
+        dead_feature_threshold=dead_after,
         init_seeds=[seed],
         exclude_tokens=exclude_tokens or [],
         log_to_wandb=False,
