@@ -6,8 +6,8 @@ At each dictionary's site the activation x is replaced by the reconstruction plu
 
 so the forward is the model's own (to rounding) unless the error is dropped (output "reconstruction": as in SAE
 Lens's "loss with the SAE spliced in") or the activation zeroed (output "zero": zero ablation). f and e are the
-nodes of Marks et al.'s feature circuits: `replace` may set them (patching, interpolation), and with gradients on
-they are kept so that the metric's gradient with respect to each can be read.
+nodes of Marks et al.'s feature circuits: `replace` may set them (patching, interpolation: leaves whose gradients
+`interp.dictionaries.features` reads), and `keep_nodes` keeps them.
 
 The bridge's weights are processed (LayerNorms folded, writing weights centred); a dictionary trained on the model
 as the hub serves it gets that model's activations back: each position's mean over d_model (the sum of what
@@ -29,15 +29,6 @@ from interp.dictionaries.dictionary import Convention, Dictionary
 from interp.errors import InterpError
 from interp.processing import ProcessingRecord
 
-# Where (`interp.engine.EDIT_POINTS`) a dictionary writing to a site is spliced in.
-WRITE_POINT = {
-    "resid_pre": "resid_pre",
-    "resid_mid": "resid_mid",
-    "resid_post": "resid_post",
-    "attn_out": "attn_out",
-    "mlp_out": "mlp_out",
-    "z": "z",
-}
 OUTPUTS = ("exact", "reconstruction", "zero")
 Replace = Callable[[int, Tensor, Tensor], tuple[Tensor, Tensor]]  # (dictionary index, f, e) -> (f, e)
 
@@ -94,7 +85,6 @@ class Splice:
     output: str = "exact"
     replace: Replace | None = None
     keep_nodes: bool = False
-    track_grad: bool = False
     select: FeatureSelection | None = None
     nodes: dict[int, Nodes] = field(default_factory=dict)
     kept: dict[int, Tensor | tuple[Tensor, Tensor]] = field(default_factory=dict)
@@ -109,7 +99,7 @@ class Splice:
             writes = dictionary.writes
             if dictionary.is_transcoder and (dictionary.site.kind, writes.kind) != ("mlp_in", "mlp_out"):
                 raise InterpError(f"{dictionary.name}: interp splices transcoders of the MLP only")
-            self.at.setdefault((WRITE_POINT[writes.kind], writes.layer), []).append(index)
+            self.at.setdefault((writes.kind, writes.layer), []).append(index)  # its edit point has its name
         self.uncentred = self.uncentred or any(not d.convention.centred for d in self.dictionaries)
         self.mean = self.attn_mean = self.mlp_mean = None
         self.mlp_input: dict[int, Tensor] = {}
@@ -176,10 +166,6 @@ class Splice:
         error = target - dictionary.decode(features, inputs)
         if self.replace is not None:
             features, error = self.replace(index, features, error)
-        if self.track_grad:
-            for node in (features, error):
-                if node.requires_grad and not node.is_leaf:
-                    node.retain_grad()
         if self.keep_nodes:
             self.nodes[index] = Nodes(features, error, inputs)
         if self.select is not None:
