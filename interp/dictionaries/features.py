@@ -44,17 +44,6 @@ class Attribution:
     per_prompt_errors: list[Float[Tensor, "prompt pos"]] | None = None
     gradients: list[tuple[Tensor, Tensor]] | None = None  # per dictionary: the averaged gradients (f, e)
 
-    def top(self, n: int) -> list[tuple[int, str | int, int, float]]:
-        """The n nodes of largest |effect|: (dictionary index, feature id or "error", position, effect)."""
-        found = []
-        for index, (features, errors) in enumerate(zip(self.features, self.errors)):
-            flat = features.flatten()
-            for where in flat.abs().topk(min(n, len(flat))).indices:
-                position, feature = divmod(int(where), features.shape[1])
-                found.append((index, feature, position, float(flat[where])))
-            found += [(index, "error", position, float(value)) for position, value in enumerate(errors)]
-        return sorted(found, key=lambda node: -abs(node[3]))[:n]
-
 
 def node_runs(s, dictionaries: Sequence[Dictionary], model) -> tuple[list[Nodes], list[Nodes], float, float]:
     """Every dictionary's nodes on the base and on the source tokens, and the two runs' metric."""

@@ -106,25 +106,6 @@ def forward_to(model, engine, tokens: torch.Tensor, last_layer: int, visit) -> N
         engine.run(tokens, Reader(positions, None, lambda logits: logits.sum()), keep=(), edit=tap)
 
 
-def activations_at(model, tokens: torch.Tensor, hook: str, convention: Convention, batch_size: int = 64):
-    """[n, pos, d] the activation at a TransformerLens hook (resid_*, attn_out, mlp_out) as a dictionary of
-    `convention` reads it."""
-    from interp.engine import Transformer
-
-    site = Site.parse(hook)
-    engine = Transformer(model, token_ids=torch.zeros(1, dtype=torch.long))
-    found = []
-
-    def visit(splice: Splice, point: str, layer: int, x) -> None:
-        if (point, layer) == (site.kind, site.layer):
-            found.append(splice.as_trained(convention, point, layer, x).detach())
-
-    with torch.inference_mode():
-        for batch in tokens.to(model.cfg.device).split(batch_size):
-            forward_to(model, engine, batch, site.layer, visit)
-    return torch.cat(found)
-
-
 @dataclass
 class TrainingRun:
     """What a run was, beside sparsify's own config.json."""
