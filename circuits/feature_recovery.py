@@ -7,11 +7,11 @@ planted:ioi's residual stream is a sum of known directions (`interp.planted.ioi`
 N and O, which always arrive together, and the flag f every name carries: a dictionary may fold f into each name or
 learn it apart, and either form counts), another token's random embedding, each position's one-hot, and what the
 heads before the hook write: R:name and the flag g after a name (previous-token heads), D:name and the flag r at a
-repeated name (duplicate-token and induction heads). A TopK dictionary is trained at the hook on the organism's
-corpus (IOI sentences among others, in contexts of 64; <|endoftext|> left out); each direction that occurs at
-least 5 times is matched with the trained decoder row of largest cosine. Reported: the share matched at cosine
->= 0.9, per family; the headline share leaves out the other tokens' random embeddings (not planted: there are
-more of them than a small dictionary has features).
+repeated name (duplicate-token and induction heads). A TopK dictionary is trained at the hook on IOI prompts, one
+after another in contexts of 64 (so that a template's words do not always sit at the same positions; BOS left
+out); each direction that occurs at least 5 times is matched with the trained decoder row of largest cosine.
+Reported: the share matched at cosine >= 0.9, per family; the headline share leaves out the other tokens' random
+embeddings (not planted).
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ def planted_recovery(
     model,
     hook: str,
     out: str | Path,
-    n_tokens: int = 1_000_000,
+    n_tokens: int = 300_000,
     context: int = 64,
     expansion_factor: int = 2,
-    k: int = 4,
+    k: int = 2,
     seed: int = 0,
     threshold: float = 0.9,
     quiet: bool = True,
@@ -45,11 +45,11 @@ def planted_recovery(
     """Train at `hook` on planted:ioi's activations (`epochs` passes over the prompts, each in a new order) and
     match its writes (see the module's docstring)."""
     from interp.dictionaries import Site, load_dictionary
-    from interp.dictionaries.training import train_dictionaries, training_tokens
+    from interp.dictionaries.training import train_dictionaries
     from interp.task import PAD
 
-    tokens = training_tokens(model, n_tokens, context, seed)
-    kept = tokens != PAD  # <|endoftext|>: BOS and the documents' separators
+    tokens = ioi_stream(model, n_tokens, context, seed)
+    kept = tokens != PAD  # <|endoftext|>: each prompt's BOS
     writes = planted_writes(model, tokens[kept], torch.nonzero(kept)[:, 1], Site.parse(hook).boundary)
     folder = train_dictionaries(
         model,
@@ -136,6 +136,21 @@ def planted_writes(model, tokens, positions, boundary: int, min_count: int = 5) 
     return {label: [form.to(model.W_E.device, torch.float32) for form in forms] for label, forms in writes.items()}
 
 
+def ioi_stream(model, n_tokens: int, context: int, seed: int) -> torch.Tensor:
+    """[n, context] tokens: IOI prompts (the task's clean prompts, each after its BOS) one after another, so that a
+    word's position varies (one prompt per row would tie each template's words to their positions)."""
+    from interp.task import PAD
+    from interp.task_runs import load_task, prepare
+
+    prompts = prepare(model, load_task("ioi", model, n_tokens // 14 + 1, seed)).tokens.clean
+    # BOS and the padding are both <|endoftext|> (PAD): each prompt's words, after one BOS
+    stream = torch.tensor([token for prompt in prompts.tolist() for token in [PAD, *(t for t in prompt if t != PAD)]])
+    n_rows = len(stream) // context
+    if n_rows == 0:
+        raise InterpError(f"{n_tokens} tokens are fewer than one context of {context}")
+    return stream[: n_rows * context].reshape(n_rows, context)
+
+
 def parse_seed(spec: str) -> int | None:
     from interp.planted import parse_planted
 
@@ -147,9 +162,11 @@ def add_recovery_arguments(parser) -> None:
 
     add_model(parser, default="planted:ioi")
     parser.add_argument("--hook", default="blocks.0.hook_resid_pre", help="where to train (default: resid_pre 0)")
-    parser.add_argument("--tokens", type=int, default=1_000_000, help="training tokens (default 1,000,000)")
+    parser.add_argument("--tokens", type=int, default=300_000, help="training tokens (default 300,000)")
     parser.add_argument("--expansion-factor", type=int, default=2, help="features per dimension (default 2)")
-    parser.add_argument("--k", type=int, default=4, help="active features per token (default 4)")
+    parser.add_argument(
+        "--k", type=int, default=2, help="active features per token (default 2: a token, its position)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="output directory (default results/features/recovery/<model>/)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

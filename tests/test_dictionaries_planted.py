@@ -88,14 +88,16 @@ def test_the_capital_vector_is_the_planted_class_change():
 
 @pytest.mark.slow
 def test_a_dictionary_trained_on_planted_activations_finds_the_planted_writes(planted_ioi, tmp_path):
-    """200,000 tokens (the README's run has 1,000,000): the positions are found, the names' directions far above
-    chance (a random direction's best cosine with 1,536 random rows in 768 dimensions averages 0.12)."""
+    """On 100,000 tokens (the README's run: 300,000) most planted directions are found at cosine >= 0.9, names and
+    positions among them (a random direction's best cosine with 1,536 random rows in 768 dimensions averages
+    0.12)."""
     from interp.circuits.feature_recovery import planted_recovery
 
-    found = planted_recovery(planted_ioi, "blocks.0.hook_resid_pre", tmp_path, n_tokens=200_000)
+    found = planted_recovery(planted_ioi, "blocks.0.hook_resid_pre", tmp_path, n_tokens=100_000)
     families = found["families"]
-    assert families["pos"]["share_recovered"] >= 0.6 and families["pos"]["n"] == 64
-    assert families["name"]["median_cosine"] >= 0.6 and families["name"]["n"] >= 100
+    assert found["share_recovered"] > 0.5, families
+    assert families["name"]["median_cosine"] >= 0.9 and families["name"]["n"] >= 90
+    assert families["pos"]["share_recovered"] >= 0.5 and families["pos"]["n"] == 64
 
 
 def run_cli(capsys, *argv):
