@@ -164,9 +164,7 @@ def add_recovery_arguments(parser) -> None:
     parser.add_argument("--hook", default="blocks.0.hook_resid_pre", help="where to train (default: resid_pre 0)")
     parser.add_argument("--tokens", type=int, default=300_000, help="training tokens (default 300,000)")
     parser.add_argument("--expansion-factor", type=int, default=2, help="features per dimension (default 2)")
-    parser.add_argument(
-        "--k", type=int, default=2, help="active features per token (default 2: a token, its position)"
-    )
+    parser.add_argument("--k", type=int, default=2, help="active features per token (default 2: a token, its position)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="output directory (default results/features/recovery/<model>/)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
