@@ -98,7 +98,7 @@ def load_dictionaries(spec: str, model=None, device=None) -> list[Dictionary]:
         if not path.exists():
             shipped = sorted(p.name for p in ORGANISM_DICTIONARIES.iterdir()) if ORGANISM_DICTIONARIES.is_dir() else []
             raise InterpError(f"{spec}: the organism ships no such dictionary (runs: {', '.join(shipped) or 'none'})")
-    if path.is_dir() and not any((path / name).is_file() for name in ("cfg.json",)):
+    if path.is_dir() and not (path / "cfg.json").is_file():
         folders = sorted(p for p in path.iterdir() if (p / "cfg.json").is_file())
         if folders:
             found = [load_dictionary(folder, device) for folder in folders]
