@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from interp.circuits.features import describe
 from interp.errors import InterpError
 from interp.results import jsonable, provenance, write_json
 
@@ -82,7 +81,7 @@ def planted_recovery(
         "context": context,
         "n_tokens": int(kept.sum()),
         "epochs": epochs,
-        "dictionary": describe(trained),
+        "dictionary": trained.describe(),
         "threshold": threshold,
         "n_directions": len(planted),
         "share_recovered": share(planted),

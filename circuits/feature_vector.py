@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from interp.circuits.features import describe, write_results
+from interp.circuits.features import write_results
 from interp.dictionaries.dictionary import Dictionary
 from interp.errors import InterpError
 from interp.stats import Bootstrap
@@ -25,8 +25,9 @@ from interp.task_runs import mean_with_interval
 def mlp_vector(model, dictionary: Dictionary, n: int = 50, seed: int = 0, top: int = 15) -> dict:
     """The capital questions' MLP output at the last position in the dictionary's features (see the docstring)."""
     from interp.data.capitals import task_items
-    from interp.dictionaries.splice import run_spliced, splice_for
+    from interp.dictionaries.splice import splice_for
     from interp.engine import Transformer
+    from interp.metric_reader import Reader
     from interp.tokens import first_token_id, prompt_ids
 
     if dictionary.writes.kind != "mlp_out":
@@ -37,13 +38,14 @@ def mlp_vector(model, dictionary: Dictionary, n: int = 50, seed: int = 0, top: i
     W_U = tf.W_U
     for item in items:
         tokens = torch.tensor([prompt_ids(item.prompt, model.tokenizer, prepend_bos=False)], device=model.cfg.device)
-        splice = splice_for(model, tokens, [dictionary], keep_nodes=True, uncentred=True)
+        splice = splice_for(model, tokens, [dictionary], keep_nodes=True)
+        last = Reader(torch.tensor([[tokens.shape[1] - 1]], device=tokens.device), None, lambda logits: logits.sum())
         with torch.inference_mode():
-            run_spliced(tf, tokens, splice)
+            final = tf.run(tokens, last, keep=("resid",), edit=splice).resid[-1][0, -1]
             nodes = splice.nodes[0]
             f = nodes.features[0, -1]
             output = dictionary.decode(nodes.features, nodes.input)[0, -1] + nodes.error[0, -1]
-            final = final_scale(tf, tokens)
+            final = float(torch.sqrt((final - final.mean()).square().mean() + tf.eps))  # the final LayerNorm's scale
             capital, country = (first_token_id(" " + word, model.tokenizer) for word in (item.answer, item.argument))
             direction = (W_U[:, capital] - W_U[:, country]) / final
             contributions = f[:, None] * dictionary.W_dec  # [d_sae, d_model]
@@ -55,7 +57,7 @@ def mlp_vector(model, dictionary: Dictionary, n: int = 50, seed: int = 0, top: i
     order = logit_effects.mean(0).abs().topk(min(top, dictionary.d_sae)).indices.tolist()
     bootstrap = Bootstrap.over([0] * len(items), 1000, seed)
     return {
-        "dictionary": describe(dictionary),
+        "dictionary": dictionary.describe(),
         "n_prompts": len(items),
         "countries": [item.argument for item in items],
         "error_share": mean_with_interval(torch.tensor(error_shares), bootstrap),
@@ -71,15 +73,6 @@ def mlp_vector(model, dictionary: Dictionary, n: int = 50, seed: int = 0, top: i
             for feature in order
         ],
     }
-
-
-def final_scale(tf, tokens) -> float:
-    """The final LayerNorm's scale at the last position (the unembedding reads the residual divided by it)."""
-    from interp.metric_reader import Reader
-
-    last = Reader(torch.tensor([[tokens.shape[1] - 1]], device=tokens.device), None, lambda logits: logits.sum())
-    final = tf.run(tokens, last, keep=("resid",)).resid[-1][0, -1]
-    return float(torch.sqrt((final - final.mean()).square().mean() + tf.eps))
 
 
 def vector_figure(data: dict, out_dir: str | Path) -> list[Path]:

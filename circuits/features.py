@@ -82,7 +82,7 @@ def feature_circuit(
     rows = exact_rows(model, prepared, dictionaries, top + errors, bootstrap)
     feature_rows, error_rows = rows[: len(top)], rows[len(top) :]
     return {
-        "dictionaries": [describe(d) for d in dictionaries],
+        "dictionaries": [d.describe() for d in dictionaries],
         "steps": steps,
         "metric_clean": attribution.source_value,
         "metric_corrupt": attribution.base_value,
@@ -101,8 +101,7 @@ def exact_rows(model, prepared: Prepared, dictionaries, candidates, bootstrap) -
     """Each candidate node's attribution beside its exact effect (patched alone at each prompt's position)."""
     tokens, positions = prepared.tokens, read_positions(prepared)
     nodes = [FeatureNode(index, feature, tuple(positions[name].tolist())) for _, index, feature, name, _ in candidates]
-    exact = patch_features(model, tokens.clean, tokens.corrupt, prepared.metric, dictionaries, nodes)
-    base_values = corrupt_metric(model, prepared)
+    exact, base_values = patch_features(model, tokens.clean, tokens.corrupt, prepared.metric, dictionaries, nodes)
     return [
         {
             "dictionary": dictionaries[index].label(),
@@ -114,18 +113,6 @@ def exact_rows(model, prepared: Prepared, dictionaries, candidates, bootstrap) -
         }
         for (_, index, feature, name, effects), patched in zip(candidates, exact)
     ]
-
-
-def corrupt_metric(model, prepared: Prepared) -> torch.Tensor:
-    """The corrupted run's metric per prompt (what every exact patch is compared with)."""
-    from interp.dictionaries.splice import run_spliced, splice_for
-    from interp.engine import Transformer
-    from interp.metric_reader import make_reader
-
-    tokens = prepared.tokens.corrupt.to(model.cfg.device)
-    reader = make_reader(prepared.metric, *tokens.shape, model.cfg.device)
-    with torch.inference_mode():
-        return run_spliced(Transformer(model, reader.token_ids), tokens, splice_for(model, tokens, []), reader).cpu()
 
 
 def edges_into(model, prepared, dictionaries, top, n_edges: int, attribution: Attribution) -> list[dict]:
@@ -165,12 +152,6 @@ def edges_into(model, prepared, dictionaries, top, n_edges: int, attribution: At
             }
         )
     return found
-
-
-def describe(dictionary: Dictionary) -> dict:
-    from interp.dictionaries.cli import describe as cli_describe
-
-    return cli_describe(dictionary)
 
 
 def pearson(rows: list[dict]) -> float | None:

@@ -241,7 +241,8 @@ def test_feature_patching_is_exact(organism, ioi_pairs):
     clean_features = nodes_clean.nodes[0].features
     feature = int(clean_features[:, 5].mean(0).argmax())
     node = FeatureNode(0, feature, 5)
-    patched = patch_features(organism, t.clean, t.corrupt, ioi_pairs.metric, [d], [node, FeatureNode(0, "error", 5)])
+    nodes = [node, FeatureNode(0, "error", 5)]
+    patched, _ = patch_features(organism, t.clean, t.corrupt, ioi_pairs.metric, [d], nodes)
 
     def set_feature(index, features, error):
         features = features.clone()
@@ -256,7 +257,7 @@ def test_feature_patching_is_exact(organism, ioi_pairs):
         by_forward = run_spliced(Transformer(organism, reader.token_ids), t.corrupt, splice, reader)
     torch.testing.assert_close(patched[0], by_forward, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(patched[0], patched[1])
-    ablated = patch_features(organism, t.clean, t.corrupt, ioi_pairs.metric, [d], [node], ablate=True)
+    ablated, _ = patch_features(organism, t.clean, t.corrupt, ioi_pairs.metric, [d], [node], ablate=True)
     assert ablated.shape == patched[:1].shape
     with pytest.raises(InterpError, match="features"):
         patch_features(organism, t.clean, t.corrupt, ioi_pairs.metric, [d], [FeatureNode(0, 10_000, 5)])

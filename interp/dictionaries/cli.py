@@ -24,25 +24,12 @@ def one_dictionary(args, model):
     return found[0]
 
 
-def describe(dictionary) -> dict:
-    return {
-        "name": dictionary.name,
-        "format": dictionary.source_format,
-        "hook": dictionary.site.hook,
-        "hook_out": None if dictionary.site_out is None else dictionary.site_out.hook,
-        "architecture": dictionary.architecture,
-        "d_in": dictionary.d_in,
-        "d_sae": dictionary.d_sae,
-        "centred": dictionary.convention.centred,
-    }
-
-
 def features_json(model, dictionary, tokens, values, ids) -> dict:
     positions = []
     for position, token in enumerate(tokens.tolist()):
         active = [[int(i), float(v)] for v, i in zip(values[0, position].tolist(), ids[0, position].tolist()) if v > 0]
         positions.append({"position": position, "token": model.tokenizer.decode([token]), "features": active})
-    data = {"dictionary": describe(dictionary), "positions": positions}
+    data = {"dictionary": dictionary.describe(), "positions": positions}
     if dictionary.labels is not None:
         used = sorted({i for entry in positions for i, _ in entry["features"]})
         data["feature_labels"] = {str(i): dictionary.labels[i] for i in used}

@@ -169,6 +169,19 @@ class Dictionary:
     def label(self) -> str:
         return self.writes.hook if not self.is_transcoder else f"{self.site.hook}->{self.site_out.hook}"
 
+    def describe(self) -> dict:
+        """What results files say of a dictionary."""
+        return {
+            "name": self.name,
+            "format": self.source_format,
+            "hook": self.site.hook,
+            "hook_out": None if self.site_out is None else self.site_out.hook,
+            "architecture": self.architecture,
+            "d_in": self.d_in,
+            "d_sae": self.d_sae,
+            "centred": self.convention.centred,
+        }
+
     def feature_label(self, feature: int | str) -> str:
         if feature == "error" or self.labels is None:
             return str(feature)

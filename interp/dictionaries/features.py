@@ -202,9 +202,8 @@ def delta_state(tf: Transformer, dictionary: Dictionary, nodes: Nodes, new: Node
     return change
 
 
-def with_node(nodes: Nodes, node: FeatureNode, value_from: Nodes | None, positions: Tensor) -> Nodes:
-    """`nodes` with one node set to its value in `value_from` (None: zero) at each prompt's position."""
-    prompts = torch.arange(len(positions), device=positions.device)
+def with_node(nodes: Nodes, node: FeatureNode, value_from: Nodes | None, prompts: Tensor, positions: Tensor) -> Nodes:
+    """`nodes` with one node set to its value in `value_from` (None: zero) in these prompts, at their positions."""
     features, error = nodes.features.clone(), nodes.error.clone()
     if node.feature == "error":
         error[prompts, positions] = 0 if value_from is None else value_from.error[prompts, positions]
@@ -225,9 +224,9 @@ def patch_features(
     direction: str = "denoise",
     ablate: bool = False,
     max_memory: int | None = None,
-) -> Float[Tensor, " n_nodes *prompt"]:
-    """The metric with each node in turn patched to its source-run value (or zero-ablated, `ablate`): exact, the
-    rest of the model (every other dictionary's error included) computed as it is."""
+) -> tuple[Float[Tensor, " n_nodes *prompt"], Float[Tensor, " *prompt"]]:
+    """(the metric with each node in turn patched to its source-run value, or zero-ablated with `ablate`; the base
+    run's metric): exact, the rest of the model (every other dictionary's error included) computed as it is."""
     s = setup(model, clean_tokens, corrupt_tokens, metric, direction)
     n_batch, n_computed = s.base_tokens.shape
     base_splice = splice_for(model, s.base_tokens, dictionaries, keep_nodes=True)
@@ -246,19 +245,21 @@ def patch_features(
             if node.feature != "error" and not 0 <= node.feature < dictionary.d_sae:
                 raise InterpError(f"node {node}: {dictionary.who} has {dictionary.d_sae} features")
             positions = torch.as_tensor(node.position, device=s.base_tokens.device).expand(n_batch)
-            if int(positions.max()) >= n_computed:  # after the last position the metric reads: no effect
-                positions = positions.clamp(max=n_computed - 1)
-            start = int(positions.min())
-            boundary = dictionary.writes.boundary
+            # A prompt's node after the last position the metric reads changes nothing: it is left as it is.
+            prompts = torch.nonzero(positions < n_computed)[:, 0]
+            positions = positions[prompts]
+            start = int(positions.min()) if len(prompts) else n_computed
 
-            def make(rows, node=node, dictionary=dictionary, positions=positions, start=start, boundary=boundary):
+            def make(rows, node=node, dictionary=dictionary, prompts=prompts, positions=positions, start=start):
                 own = base_splice.nodes[node.dictionary]
-                new = with_node(own, node, None if ablate else source_splice.nodes[node.dictionary], positions)
-                return (base.resid[boundary] + delta_state(s.tf, dictionary, own, new))[None, :, start:]
+                source = None if ablate else source_splice.nodes[node.dictionary]
+                new = with_node(own, node, source, prompts, positions)
+                resid = base.resid[dictionary.writes.boundary]
+                return (resid + delta_state(s.tf, dictionary, own, new))[None, :, start:]
 
-            cells.append(Cell(boundary, start, [row], make))
+            cells.append(Cell(dictionary.writes.boundary, start, [row], make))
         values = evaluate_cells(s.tf, base, s.reader, cells, len(nodes), max_rows)
-    return values
+    return values, base.value
 
 
 def steer_features(
